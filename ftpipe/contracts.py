@@ -1,0 +1,134 @@
+"""The contracts every step implementation, trainer backend, deploy target and executor
+satisfies. Steps talk to the engine only through these types.
+
+Artifact conventions (what a step leaves in ``StepContext.out_dir``):
+
+- prepare:  ``train.jsonl``, ``validation.jsonl``, ``test.jsonl``, ``stats.json``.
+  Every line is a normalised record:
+  chat/instruction -> ``{"messages": [{"role": ..., "content": ...}, ...]}``
+  preference       -> ``{"prompt": [messages...], "chosen": [{"role": "assistant", ...}],
+                        "rejected": [{"role": "assistant", ...}]}``
+  text             -> ``{"text": "..."}``
+- train:    ``model.json`` (a ``ModelRef`` as JSON); a local model lives in ``model/``
+  (adapter or full weights, plus tokenizer); ``metrics.json``; ``loss.json``/``loss.png``.
+- evaluate: ``report.json``, ``report.md``, ``chart.png``.
+- gate:     ``gate.json`` (``{"passed": bool, "reason": str, ...}``).
+- deploy:   ``deploy.json`` (``{"target": ..., "url": ..., ...}``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pydantic import BaseModel
+
+    from ftpipe.spec.models import Pipeline
+
+LogFn = Callable[[str], None]
+# progress(done, total_or_None, what)
+ProgressFn = Callable[[int, "int | None", str], None]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Everything a step may use. Steps write only below ``out_dir`` and ``state_dir``."""
+
+    run_id: str
+    step_id: str  # "prepare", "train", "evaluate", "gate", "deploy.<name>"
+    pipeline: "Pipeline"  # resolved: ${env:...} replaced by values (secrets included)
+    pipeline_path: Path  # the YAML file; relative paths in it are relative to its folder
+    out_dir: Path  # empty folder; becomes the step's artifact when the step returns
+    inputs: Mapping[str, Path]  # step id -> artifact folder of each finished dependency
+    state_dir: Path  # survives crashes, keyed by the step's cache key (checkpoints, job ids)
+    cache_dir: Path  # ftpipe's shared cache (built-in tiny model, downloads)
+    log: LogFn
+    progress: ProgressFn
+    secrets: tuple[str, ...] = ()  # values that must never be written anywhere
+    cache_key: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)  # step-specific (deploy target)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.pipeline_path.parent
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a finished step reports back to the engine (stored in run.json)."""
+
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    # "ok" | "blocked" (gate failed: dependants are skipped, run exits 3)
+    outcome: str = "ok"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a trained model is: a local folder (relative to the train artifact) or a
+    hosted model id at a provider."""
+
+    kind: str  # "local" | "hosted"
+    base: str  # the base model it was trained from
+    path: str | None = None  # local: folder relative to the train artifact ("model")
+    adapter: bool = False  # local: folder holds a PEFT adapter on top of ``base``
+    provider: str | None = None  # hosted: "openai" | "azure-openai"
+    model_id: str | None = None  # hosted: fine-tuned model id
+    job_id: str | None = None
+
+    def write(self, folder: Path) -> None:
+        (folder / "model.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> "ModelRef":
+        return cls(**json.loads((folder / "model.json").read_text()))
+
+
+@runtime_checkable
+class Step(Protocol):
+    """A step implementation: ``run(ctx) -> StepResult``."""
+
+    def __call__(self, ctx: StepContext) -> StepResult: ...
+
+
+@runtime_checkable
+class TrainerBackend(Protocol):
+    name: str
+    config_model: "type[BaseModel]"
+
+    def train(self, ctx: StepContext) -> StepResult: ...
+
+
+@runtime_checkable
+class DeployTarget(Protocol):
+    name: str
+    config_model: "type[BaseModel]"
+
+    def deploy(self, ctx: StepContext) -> StepResult: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+    config_model: "type[BaseModel]"
+
+    def execute(self, request: "RunRequest") -> int: ...
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What `ftpipe run` asks an executor to do. Returns an exit code."""
+
+    pipeline_path: Path
+    store: Path | None = None
+    force: bool = False
+    from_step: str | None = None
+    wait_lock: bool = False
+    quiet: bool = False
+    json_output: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+MetricFn = Callable[[str, str], float]

@@ -1,0 +1,1 @@
+"""The prepare step: read, map, check, de-duplicate and split the training data."""

@@ -1,0 +1,1 @@
+"""Executors: where a plan runs (local, ray, hf-spaces)."""

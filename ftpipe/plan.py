@@ -1,0 +1,162 @@
+"""The step graph of a pipeline and each step's cache key. Pure: reads the pipeline and
+its local inputs' fingerprints, touches no network, imports nothing heavy.
+
+A cache key hashes the step kind, the step's resolved config (secrets left out), the
+keys of the steps it depends on, input fingerprints, and the implementation version.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftpipe.spec.interpolate import is_secret_key
+
+# Bump a step's version when its behaviour changes so that old results are not reused.
+STEP_VERSIONS = {"prepare": 1, "train": 1, "evaluate": 1, "gate": 1, "deploy": 1}
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    id: str
+    kind: str  # prepare | train | evaluate | gate | deploy
+    needs: tuple[str, ...]
+    key: str
+    config: dict[str, Any]  # what went into the key (secrets removed), for display
+    plugin: str | None = None  # trainer backend / deploy target name
+    index: int | None = None  # deploy target index
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["needs"] = list(self.needs)
+        return d
+
+
+@dataclass(frozen=True)
+class Plan:
+    pipeline: str
+    path: str
+    steps: tuple[PlannedStep, ...]
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def step(self, step_id: str) -> PlannedStep:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def downstream(self, step_id: str) -> set[str]:
+        """``step_id`` and every step that depends on it, transitively."""
+        out = {step_id}
+        for s in self.steps:  # steps are in topological order
+            if out.intersection(s.needs):
+                out.add(s.id)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline, "path": self.path, "fingerprints": self.fingerprints,
+                "steps": [s.to_json() for s in self.steps]}
+
+
+def strip_secrets(value: Any) -> Any:
+    """Config without secret keys: they never enter a key, a plan or a record."""
+    if isinstance(value, dict):
+        return {k: strip_secrets(v) for k, v in value.items() if not is_secret_key(k)}
+    if isinstance(value, list):
+        return [strip_secrets(v) for v in value]
+    return value
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(pipeline: Any, base_dir: Path) -> str:
+    """Content hash of a local source's files; repo@revision for a Hub source."""
+    src = pipeline.dataset.source
+    if src.type == "hub":
+        return _hash({"hub": src.repo, "revision": src.revision or "main(unpinned)", "split": src.split,
+                      "splits": src.splits, "subset": src.subset})
+    items = sorted(src.path.items()) if isinstance(src.path, dict) else [("all", src.path)]
+    parts = []
+    for split, rel in items:
+        for f in resolve_local_files(base_dir, rel):
+            parts.append((split, os.path.relpath(f, base_dir), _file_digest(f)))
+    return _hash(parts)
+
+
+def resolve_local_files(base_dir: Path, rel: str) -> list[Path]:
+    """The files a local source path names: a file, a glob or a folder (sorted)."""
+    full = (base_dir / rel).expanduser()
+    if full.is_dir():
+        return sorted(p for p in full.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".json", ".csv", ".parquet"))
+    if full.exists():
+        return [full]
+    return sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+
+
+def model_fingerprint(pipeline: Any, base_dir: Path) -> str:
+    base = pipeline.model.base
+    local = (base_dir / base).expanduser()
+    if not base.startswith("builtin:") and local.is_dir():
+        # sizes and mtimes: hashing gigabytes of weights would make planning slow
+        files = sorted((str(p.relative_to(local)), p.stat().st_size, p.stat().st_mtime_ns)
+                       for p in local.rglob("*") if p.is_file())
+        return _hash({"local": files})
+    return _hash({"id": base, "revision": pipeline.model.revision})
+
+
+def build_plan(pipeline: Any, path: Path) -> Plan:
+    """Resolve the step graph: prepare → train → evaluate → gate → deploy[i]."""
+    base_dir = path.parent
+    dump = pipeline.model_dump(mode="json")
+    fp = {"data": data_fingerprint(pipeline, base_dir), "model": model_fingerprint(pipeline, base_dir)}
+    model_cfg = strip_secrets(dump["model"])
+    steps: list[PlannedStep] = []
+
+    def add(sid: str, kind: str, needs: tuple[str, ...], config: dict, plugin: str | None = None,
+            index: int | None = None, extra: dict | None = None) -> PlannedStep:
+        dep_keys = {n: next(s.key for s in steps if s.id == n) for n in needs}
+        key = _hash({"kind": kind, "version": STEP_VERSIONS[kind], "config": config, "needs": dep_keys,
+                     **(extra or {})})
+        step = PlannedStep(sid, kind, needs, key, config, plugin, index)
+        steps.append(step)
+        return step
+
+    trainer = strip_secrets(dump["trainer"])
+    max_len = (dump["dataset"].get("max_seq_length")
+               or (trainer.get("hyperparameters") or {}).get("max_seq_length"))
+    add("prepare", "prepare", (), {"dataset": strip_secrets(dump["dataset"]), "max_seq_length": max_len,
+                                   "tokenizer": model_cfg["base"]},
+        extra={"data": fp["data"], "model": fp["model"]})
+    # the executor does not change what a step computes, so it is not part of any key
+    add("train", "train", ("prepare",), {"trainer": trainer, "model": model_cfg}, plugin=pipeline.trainer.backend,
+        extra={"model": fp["model"]})
+    last = "train"
+    if pipeline.evaluate is not None:
+        ev = strip_secrets(dump["evaluate"])
+        gate = ev.pop("gate", None)
+        add("evaluate", "evaluate", ("prepare", "train"), {"evaluate": ev, "model": model_cfg})
+        last = "evaluate"
+        if gate is not None:
+            add("gate", "gate", ("evaluate",), {"gate": gate})
+            last = "gate"
+    for i, target in enumerate(dump["deploy"]):
+        sid = f"deploy.{target.get('name') or target['type']}"
+        cfg = strip_secrets(target)
+        needs = ("train",) if last == "train" else ("train", last)
+        add(sid, "deploy", needs, {"target": cfg, "pipeline": pipeline.name}, plugin=target["type"], index=i)
+    return Plan(pipeline=pipeline.name, path=str(path), steps=tuple(steps), fingerprints=fp)

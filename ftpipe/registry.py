@@ -1,0 +1,141 @@
+"""Plugins by name: trainers, executors, deploy targets and metrics.
+
+Built-ins are registered as import strings so that validating or planning imports none of
+their heavy dependencies. Third parties register through entry points
+(``ftpipe.trainers``, ``ftpipe.executors``, ``ftpipe.targets``, ``ftpipe.metrics``); each
+entry point loads an object with ``name``, ``config_model`` (a pydantic model whose
+discriminator field is ``Literal[name]``) and the contract's method. A plugin that breaks
+its contract fails here, when it loads, with a message that names it.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, Field, create_model
+
+from ftpipe.errors import PluginError
+from ftpipe.spec import models as m
+
+KINDS = {
+    # kind: (entry point group, discriminator field, contract method)
+    "trainer": ("ftpipe.trainers", "backend", "train"),
+    "executor": ("ftpipe.executors", "type", "execute"),
+    "target": ("ftpipe.targets", "type", "deploy"),
+    "metric": ("ftpipe.metrics", None, None),
+}
+
+
+@dataclass(frozen=True)
+class Plugin:
+    kind: str
+    name: str
+    config_model: type[BaseModel] | None
+    target: str | Any  # "module:attr" (built-in, imported on first use) or the loaded object
+    builtin: bool = True
+
+    def load(self) -> Any:
+        """The implementation object (imports it on first use)."""
+        if not isinstance(self.target, str):
+            return self.target
+        module, _, attr = self.target.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        return obj() if isinstance(obj, type) else obj
+
+
+_BUILTIN: dict[str, dict[str, tuple[type[BaseModel] | None, str]]] = {
+    "trainer": {
+        "trl": (m.TrlTrainer, "ftpipe.trainers.trl_backend:TrlBackend"),
+        "autotrain": (m.AutoTrainTrainer, "ftpipe.trainers.autotrain_backend:AutoTrainBackend"),
+        "openai": (m.OpenAITrainer, "ftpipe.trainers.openai_backend:OpenAIBackend"),
+        "azure-openai": (m.AzureOpenAITrainer, "ftpipe.trainers.azure_backend:AzureOpenAIBackend"),
+    },
+    "executor": {
+        "local": (m.LocalExecutor, "ftpipe.executors.local:LocalExecutorImpl"),
+        "ray": (m.RayExecutor, "ftpipe.executors.ray_executor:RayExecutorImpl"),
+        "hf-spaces": (m.SpacesExecutor, "ftpipe.executors.spaces:SpacesExecutorImpl"),
+    },
+    "target": {
+        "local": (m.LocalTarget, "ftpipe.deploy.local:LocalDeploy"),
+        "hf-hub": (m.HubTarget, "ftpipe.deploy.hf_hub:HubDeploy"),
+        "hf-endpoint": (m.EndpointTarget, "ftpipe.deploy.hf_endpoint:EndpointDeploy"),
+        "hf-space": (m.SpaceTarget, "ftpipe.deploy.hf_space:SpaceDeploy"),
+        "azure-openai": (m.AzureDeployTarget, "ftpipe.deploy.azure:AzureDeploy"),
+    },
+    "metric": {name: (None, f"ftpipe.evaluation.metrics:{name}") for name in m.BUILTIN_METRICS},
+}
+
+
+def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
+    group, disc, method = KINDS[kind]
+    label = f"plugin '{name}' (entry point group {group})"
+    if kind == "metric":
+        if not callable(obj):
+            raise PluginError(f"{label} is not callable: a metric is a function (prediction, reference) -> float")
+        return Plugin(kind, name, None, obj, builtin=False)
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001 - report any constructor failure
+            raise PluginError(f"{label} could not be constructed: {exc}") from None
+    missing = [a for a in ("name", "config_model", method) if not hasattr(obj, a)]
+    if missing:
+        raise PluginError(f"{label} does not satisfy the {kind} contract: missing {', '.join(missing)}")
+    if getattr(obj, "name") != name:
+        raise PluginError(f"{label} calls itself {obj.name!r}; the entry point name and `name` must match")
+    cm = obj.config_model
+    if not (isinstance(cm, type) and issubclass(cm, BaseModel)):
+        raise PluginError(f"{label}: config_model must be a pydantic model class")
+    field = cm.model_fields.get(disc)
+    if field is None or get_origin(field.annotation) is not Literal or get_args(field.annotation) != (name,):
+        raise PluginError(f"{label}: config_model needs a field `{disc}: Literal[{name!r}]`")
+    if not callable(getattr(obj, method)):
+        raise PluginError(f"{label}: `{method}` is not callable")
+    return Plugin(kind, name, cm, obj, builtin=False)
+
+
+@lru_cache(maxsize=1)
+def plugins() -> dict[str, dict[str, Plugin]]:
+    """All plugins by kind and name: built-ins, then entry points."""
+    table: dict[str, dict[str, Plugin]] = {
+        kind: {name: Plugin(kind, name, cm, target) for name, (cm, target) in entries.items()}
+        for kind, entries in _BUILTIN.items()
+    }
+    for kind, (group, _, _) in KINDS.items():
+        for ep in entry_points(group=group):
+            if ep.name in table[kind]:
+                raise PluginError(f"plugin '{ep.name}' ({ep.value}) clashes with the built-in {kind} of that name")
+            try:
+                obj = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(f"plugin '{ep.name}' ({ep.value}) failed to load: {exc}") from None
+            table[kind][ep.name] = _check_plugin(kind, ep.name, obj)
+    return table
+
+
+def get(kind: str, name: str) -> Plugin:
+    table = plugins()[kind]
+    if name not in table:
+        raise PluginError(f"no {kind} named {name!r} (available: {', '.join(sorted(table))})")
+    return table[name]
+
+
+def _union(kind: str) -> Any:
+    disc = KINDS[kind][1]
+    models = tuple(p.config_model for p in plugins()[kind].values())
+    return Annotated[Union[models], Field(discriminator=disc)]  # type: ignore[valid-type]
+
+
+@lru_cache(maxsize=1)
+def pipeline_model() -> type[BaseModel]:
+    """The Pipeline model with every registered trainer, target and executor."""
+    return create_model(
+        "Pipeline",
+        __base__=m.PipelineBase,
+        trainer=(_union("trainer"), ...),
+        deploy=(list[_union("target")], []),  # type: ignore[valid-type]
+        executor=(_union("executor"), m.LocalExecutor(type="local")),
+    )

@@ -1,0 +1,1 @@
+"""The pipeline format: YAML loading with positions, pydantic models, validation rules."""

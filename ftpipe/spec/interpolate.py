@@ -1,0 +1,95 @@
+"""``${env:NAME}`` / ``${env:NAME:-default}`` references in pipeline values.
+
+Secrets are always written as references; which keys hold secrets is decided by name
+(:func:`is_secret_key`), so that the loader can keep secret references unresolved when it
+validates or plans, and resolve them only for a run.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+ENV_REF_FULL = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_BAD_REF = re.compile(r"\$\{(?!env:[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})[^}]*\}?")
+
+SECRET_KEYS = {"token", "api_key", "password", "secret"}
+SECRET_SUFFIXES = ("_token", "_key", "_secret", "_password")
+
+
+def is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and (key in SECRET_KEYS or key.endswith(SECRET_SUFFIXES))
+
+
+@dataclass
+class Interpolation:
+    """The result of resolving references in raw pipeline data."""
+
+    data: Any
+    secrets: list[str] = field(default_factory=list)  # resolved secret values, to redact
+    missing: list[tuple[tuple, str]] = field(default_factory=list)  # (path, variable)
+    bad: list[tuple[tuple, str]] = field(default_factory=list)  # (path, text) malformed refs
+
+
+def _sub(text: str, env: Mapping[str, str], path: tuple, out: Interpolation, keep_missing: bool) -> str:
+    def repl(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        out.missing.append((path, name))
+        return m.group(0) if keep_missing else ""
+
+    return ENV_REF.sub(repl, text)
+
+
+def interpolate(
+    data: Any,
+    *,
+    env: Mapping[str, str] | None = None,
+    resolve_secrets: bool,
+    path: tuple = (),
+    _out: Interpolation | None = None,
+) -> Interpolation:
+    """Replace ``${env:...}`` references. Secret keys stay references unless
+    ``resolve_secrets``; their resolved values are collected for redaction."""
+    env = os.environ if env is None else env
+    out = _out if _out is not None else Interpolation(data=None)
+
+    def walk(value: Any, p: tuple, secret: bool) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, p + (k,), secret or is_secret_key(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, p + (i,), secret) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            for m in _BAD_REF.finditer(value):
+                out.bad.append((p, m.group(0)))
+            if secret and not resolve_secrets:
+                return value
+            resolved = _sub(value, env, p, out, keep_missing=not resolve_secrets)
+            if secret and resolved:
+                out.secrets.append(resolved)
+            elif ENV_REF.search(value):
+                for m in ENV_REF.finditer(value):
+                    if _looks_secret_var(m.group(1)) and m.group(1) in env and env[m.group(1)]:
+                        out.secrets.append(env[m.group(1)])
+            return resolved
+        return value
+
+    out.data = walk(data, path, False)
+    return out
+
+
+def _looks_secret_var(name: str) -> bool:
+    upper = name.upper()
+    return any(w in upper for w in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:
+    """Replace every secret value in ``text`` by ``***``."""
+    for s in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text

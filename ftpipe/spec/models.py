@@ -1,0 +1,495 @@
+"""Pipeline format v1 as pydantic models.
+
+Every block forbids unknown keys. Blocks with variants (data source, trainer, PEFT,
+deploy target, executor) are discriminated unions; the final ``Pipeline`` model is
+assembled by :func:`ftpipe.registry.pipeline_model` so that plugins' config models join
+the unions. Per-field rules live here; rules that relate several blocks live in
+:mod:`ftpipe.spec.rules`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from ftpipe.spec.interpolate import ENV_REF_FULL
+
+SPEC_VERSION = 1
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _secret_ref(value: str, info: ValidationInfo) -> str:
+    # In the file a secret must be a reference; once resolved for a run it is a value.
+    if (info.context or {}).get("resolved"):
+        return value
+    if not ENV_REF_FULL.fullmatch(value):
+        raise ValueError(
+            "secrets are given by reference, not by value: write ${env:NAME} and set NAME "
+            "in the environment (the value must never be committed)"
+        )
+    return value
+
+
+# A secret: written as ${env:NAME} in the file; never printed, stored or uploaded.
+Secret = Annotated[str, AfterValidator(_secret_ref), Field(json_schema_extra={"x-secret": True})]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+# --------------------------------------------------------------------------- dataset
+
+class LocalSource(Block):
+    """Files on disk: one file, a glob, a folder, or one path per split."""
+
+    type: Literal["local"]
+    path: str | dict[Literal["train", "validation", "test"], str] = Field(
+        description="A file, glob or folder (relative to the pipeline file), or {train: .., validation: .., test: ..}"
+    )
+    file_format: Literal["jsonl", "json", "csv", "parquet"] | None = Field(
+        None, description="Defaults to the file extension."
+    )
+
+
+class HubSource(Block):
+    """A dataset repository on the Hugging Face Hub (honours HF_ENDPOINT)."""
+
+    type: Literal["hub"]
+    repo: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$")
+    split: str = "train"
+    splits: dict[Literal["train", "validation", "test"], str] | None = Field(
+        None, description="Use the repo's own splits instead of splitting `split`."
+    )
+    revision: str | None = None
+    subset: str | None = None
+    token: Secret | None = None
+
+
+DataSource = Annotated[Union[LocalSource, HubSource], Field(discriminator="type")]
+
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "instruction": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "text": ("text",),
+}
+
+
+class Split(Block):
+    validation: Fraction = 0.1
+    test: Fraction = 0.1
+    seed: int = 42
+
+
+class Dataset(Block):
+    source: DataSource
+    format: Literal["chat", "instruction", "preference", "text"] = "chat"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map the format's field names onto your file's column names."
+    )
+    system_prompt: str | None = None
+    split: Split = Split()
+    dedupe: bool = True
+    skip_invalid: bool = Field(False, description="Drop invalid rows (still counted and reported) instead of failing.")
+    min_examples: PositiveInt = 10
+    max_seq_length: PositiveInt | None = Field(
+        None, description="Longest example in tokens; defaults to the trainer's max_seq_length."
+    )
+
+
+# --------------------------------------------------------------------------- model
+
+BUILTIN_TINY = "builtin:tiny"
+
+
+class Model(Block):
+    base: str = Field(description="A Hub id (org/name), a local path, or builtin:tiny (a test/demo model).")
+    revision: str | None = None
+    token: Secret | None = None
+    chat_template: str | None = Field(
+        None, description="None: the tokenizer's own; or one of the named templates (chatml, zephyr)."
+    )
+
+    @field_validator("base")
+    @classmethod
+    def _base_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a model: a Hub id, a local path, or builtin:tiny")
+        if v.startswith("builtin:") and v != BUILTIN_TINY:
+            raise ValueError(f"unknown built-in model {v!r}; the built-in model is {BUILTIN_TINY!r}")
+        return v
+
+
+# --------------------------------------------------------------------------- trainers
+
+class NoPeft(Block):
+    type: Literal["none"]
+
+
+class LoraPeft(Block):
+    type: Literal["lora"]
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Fraction = 0.05
+    target_modules: list[str] | None = None
+
+
+class QLoraPeft(Block):
+    type: Literal["qlora"]
+    r: PositiveInt = 8
+    alpha: PositiveInt = 16
+    dropout: Fraction = 0.05
+    target_modules: list[str] | None = None
+    bits: Literal[4, 8] = 4
+
+
+Peft = Annotated[Union[NoPeft, LoraPeft, QLoraPeft], Field(discriminator="type")]
+
+
+class TrlHyperparameters(Block):
+    epochs: Annotated[float, Field(gt=0)] = 1
+    max_steps: PositiveInt | None = None
+    learning_rate: Annotated[float, Field(gt=0)] = 2.0e-4
+    batch_size: PositiveInt = 8
+    gradient_accumulation_steps: PositiveInt = 1
+    max_seq_length: PositiveInt = 512
+    warmup_ratio: Fraction = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"] = "linear"
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "paged_adamw_8bit", "adamw_8bit"] = "adamw_torch"
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    max_prompt_length: PositiveInt | None = None
+    logging_steps: PositiveInt = 10
+
+
+class Checkpoint(Block):
+    every_steps: PositiveInt | None = 50
+    keep: PositiveInt = 2
+
+
+class Resources(Block):
+    gpus_per_node: NonNegInt = 0
+    nodes: PositiveInt = 1
+    workers: PositiveInt = Field(1, description="Ray Train workers (executor: ray).")
+
+
+class TrlTrainer(Block):
+    """Local training with transformers + TRL + PEFT."""
+
+    backend: Literal["trl"]
+    method: Literal["sft", "dpo", "orpo"] = "sft"
+    peft: Peft = LoraPeft(type="lora")
+    hyperparameters: TrlHyperparameters = TrlHyperparameters()
+    checkpoint: Checkpoint = Checkpoint()
+    report_to: list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] = Field(default_factory=list)
+    seed: int = 42
+    resources: Resources = Resources()
+
+
+class AutoTrainHyperparameters(Block):
+    epochs: PositiveInt = 1
+    learning_rate: Annotated[float, Field(gt=0)] = 3.0e-5
+    batch_size: PositiveInt = 2
+    block_size: PositiveInt | Literal[-1] = -1
+    model_max_length: PositiveInt = 2048
+    gradient_accumulation: PositiveInt = 4
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    optimizer: str = "adamw_torch"
+    scheduler: Literal["linear", "cosine", "cosine_warmup", "constant"] = "linear"
+    warmup_ratio: Fraction = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    padding: Literal["left", "right"] = "right"
+    beta: Annotated[float, Field(gt=0)] = 0.1
+    max_prompt_length: PositiveInt = 128
+    max_completion_length: PositiveInt | None = None
+    logging_steps: int = -1
+
+
+class AutoTrainTrainer(Block):
+    """AutoTrain Advanced, run in an environment ftpipe manages (`ftpipe backends install autotrain`)."""
+
+    backend: Literal["autotrain"]
+    method: Literal["sft", "dpo", "orpo", "reward"] = "sft"
+    peft: Peft = LoraPeft(type="lora")
+    hyperparameters: AutoTrainHyperparameters = AutoTrainHyperparameters()
+    chat_template: Literal["none", "zephyr", "chatml", "tokenizer"] | None = None
+    seed: int = 42
+    merge_adapter: bool = True
+
+
+Auto = Literal["auto"]
+
+
+class OpenAIHyperparameters(Block):
+    n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = "auto"
+    learning_rate_multiplier: Annotated[float, Field(gt=0)] | Auto = "auto"
+    beta: Annotated[float, Field(gt=0, le=2)] | Auto | None = Field(None, description="DPO only.")
+
+
+class Poll(Block):
+    interval: Annotated[float, Field(gt=0)] = 10.0
+    max_interval: Annotated[float, Field(gt=0)] = 60.0
+    timeout_minutes: Annotated[float, Field(gt=0)] = 24 * 60
+
+
+class OpenAITrainer(Block):
+    """The OpenAI fine-tuning API."""
+
+    backend: Literal["openai"]
+    method: Literal["sft", "dpo"] = "sft"
+    hyperparameters: OpenAIHyperparameters = OpenAIHyperparameters()
+    suffix: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
+    api_key: Secret = "${env:OPENAI_API_KEY}"
+    base_url: str | None = Field(None, description="Defaults to $OPENAI_BASE_URL or the public API.")
+    organization: str | None = None
+    context_length: PositiveInt | None = Field(None, description="Base model context in tokens, for the pre-upload check.")
+    poll: Poll = Poll()
+
+
+class AzureHyperparameters(Block):
+    n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto = "auto"
+    batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = "auto"
+    learning_rate_multiplier: Annotated[float, Field(gt=0)] | Auto = "auto"
+
+
+class AzureOpenAITrainer(Block):
+    """Azure OpenAI fine-tuning (data plane, api-version 2024-10-21)."""
+
+    backend: Literal["azure-openai"]
+    method: Literal["sft"] = "sft"
+    hyperparameters: AzureHyperparameters = AzureHyperparameters()
+    suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = None
+    seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
+    endpoint: str = Field(description="https://<resource>.openai.azure.com")
+    api_version: str = "2024-10-21"
+    auth: Literal["api-key", "entra"] = "api-key"
+    api_key: Secret | None = "${env:AZURE_OPENAI_API_KEY}"
+    context_length: PositiveInt | None = None
+    poll: Poll = Poll()
+
+
+BUILTIN_TRAINERS: tuple[type[Block], ...] = (TrlTrainer, AutoTrainTrainer, OpenAITrainer, AzureOpenAITrainer)
+
+# --------------------------------------------------------------------------- evaluate
+
+BUILTIN_METRICS = ("exact_match", "token_f1", "rouge_l", "json_valid", "loss", "perplexity")
+BUILTIN_BASELINES = ("base", "few_shot")
+
+
+class FewShot(Block):
+    k: PositiveInt = 3
+    selection: Literal["similar", "random"] = "similar"
+    seed: int = 0
+
+
+class Generation(Block):
+    max_new_tokens: PositiveInt = 64
+    batch_size: PositiveInt = 16
+
+
+class ModelBaseline(Block):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    model: str = Field(description="run:<run id>, a local path, a Hub id, or openai:<model id>")
+
+
+class Price(Block):
+    input: Annotated[float, Field(ge=0)] = Field(description="USD per 1M prompt tokens")
+    output: Annotated[float, Field(ge=0)] = Field(description="USD per 1M completion tokens")
+
+
+class Gate(Block):
+    metric: str
+    must_beat: Annotated[list[str], Field(min_length=1)]
+    min_delta: float = 0.0
+
+
+class Evaluate(Block):
+    split: Literal["test", "validation"] = "test"
+    metrics: Annotated[list[str], Field(min_length=1)] = ["token_f1"]
+    baselines: list[Literal["base", "few_shot"] | ModelBaseline] = ["base", "few_shot"]
+    few_shot: FewShot = FewShot()
+    generation: Generation = Generation()
+    limit: PositiveInt | None = None
+    prices: dict[str, Price] = Field(default_factory=dict)
+    gate: Gate | None = None
+
+    def baseline_names(self) -> list[str]:
+        return [b if isinstance(b, str) else b.name for b in self.baselines]
+
+
+# --------------------------------------------------------------------------- deploy
+
+class LocalTarget(Block):
+    """A model folder with a model card."""
+
+    type: Literal["local"]
+    name: str | None = None
+    path: str = Field("outputs/{pipeline}", description="Folder (relative to the pipeline file); {pipeline} is replaced.")
+    merge: bool = False
+
+
+class HubTarget(Block):
+    """Push the model folder to a Hub model repo."""
+
+    type: Literal["hf-hub"]
+    name: str | None = None
+    repo: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$")
+    private: bool = True
+    merge: bool = False
+    revision: str = "main"
+    token: Secret = "${env:HF_TOKEN}"
+
+
+class EndpointTarget(Block):
+    """An HF Inference Endpoint serving a Hub repo (created or updated, then smoke-tested)."""
+
+    type: Literal["hf-endpoint"]
+    name: str | None = None
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="The model repo (usually the hf-hub target's).")
+    endpoint: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")]
+    namespace: str | None = None
+    vendor: str = "aws"
+    region: str = "us-east-1"
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    instance_size: str = "x2"
+    instance_type: str = "intel-icl"
+    min_replica: NonNegInt = 0
+    max_replica: PositiveInt = 1
+    task: str = "text-generation"
+    framework: str = "pytorch"
+    timeout_s: PositiveInt = 1800
+    token: Secret = "${env:HF_TOKEN}"
+
+
+class SpaceTarget(Block):
+    """A small chat demo Space for a Hub model repo."""
+
+    type: Literal["hf-space"]
+    name: str | None = None
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="The Space id to create.")
+    model_repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    hardware: str = "cpu-basic"
+    private: bool = True
+    token: Secret = "${env:HF_TOKEN}"
+
+
+class AzureDeployTarget(Block):
+    """An Azure OpenAI deployment of the fine-tuned model (Azure Resource Manager)."""
+
+    type: Literal["azure-openai"]
+    name: str | None = None
+    subscription_id: str
+    resource_group: str
+    account: str
+    deployment: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{2,64}$")]
+    sku: str = "standard"
+    capacity: PositiveInt = 1
+    model_version: str = "1"
+    management_endpoint: str = "https://management.azure.com"
+    management_api_version: str = "2024-10-01"
+    management_token: Secret | None = Field(
+        "${env:AZURE_MANAGEMENT_TOKEN}", description="Bearer token for management.azure.com; unset = azure-identity."
+    )
+    smoke_test: bool = True
+    timeout_s: PositiveInt = 1800
+
+
+BUILTIN_TARGETS: tuple[type[Block], ...] = (LocalTarget, HubTarget, EndpointTarget, SpaceTarget, AzureDeployTarget)
+
+# --------------------------------------------------------------------------- executors
+
+class LocalExecutor(Block):
+    type: Literal["local"]
+
+
+class RayResources(Block):
+    gpus: Annotated[float, Field(ge=0)] = 0
+    cpus: Annotated[float, Field(gt=0)] = 1
+    memory: Annotated[int, Field(gt=0)] | None = Field(None, description="Bytes.")
+
+
+class RayExecutor(Block):
+    type: Literal["ray"]
+    address: str = Field("${env:RAY_ADDRESS:-http://127.0.0.1:8265}", description="Ray Jobs API address (dashboard).")
+    resources: RayResources = RayResources()
+    storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
+    stop_on_interrupt: bool = True
+    pip: list[str] = Field(default_factory=list, description="Extra requirements for the job (needs network on the cluster).")
+
+
+class SpacesExecutor(Block):
+    type: Literal["hf-spaces"]
+    namespace: str | None = None
+    hardware: str = "cpu-basic"
+    token: Secret = "${env:HF_TOKEN}"
+    timeout_s: PositiveInt = 6 * 3600
+
+
+BUILTIN_EXECUTORS: tuple[type[Block], ...] = (LocalExecutor, RayExecutor, SpacesExecutor)
+
+# --------------------------------------------------------------------------- schedule
+
+_CRON_FIELD = re.compile(r"^(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*$")
+_CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
+class Schedule(Block):
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        parts = v.split()
+        if len(parts) != 5:
+            raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(parts)}")
+        for part, (lo, hi), what in zip(parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday")):
+            if not _CRON_FIELD.match(part):
+                raise ValueError(f"cron {what} field {part!r} is not valid")
+            for n in re.findall(r"\d+", part.split("/")[0]):
+                if not lo <= int(n) <= hi:
+                    raise ValueError(f"cron {what} {n} is out of range {lo}-{hi}")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as UTC or Europe/Berlin)") from None
+        return v
+
+
+# --------------------------------------------------------------------------- pipeline
+
+class PipelineBase(Block):
+    """Fields common to every pipeline; the registry adds trainer/deploy/executor unions."""
+
+    version: Literal[1]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    description: str | None = None
+    dataset: Dataset
+    model: Model
+    evaluate: Evaluate | None = None
+    schedule: Schedule | None = None
+
