@@ -3,6 +3,7 @@ the validator turns paths into file positions."""
 from __future__ import annotations
 
 import glob
+import importlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +21,18 @@ def check(p: Any, *, base_dir: Path, raw: dict) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     for rule in (_dataset, _method_vs_format, _peft, _hosted, _evaluate, _deploy, _executor):
         out.extend(rule(p, base_dir))
+    for name in RULE_MODULES:  # backend-specific rules live beside their backend's knowledge
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        out.extend(module.check(p, base_dir))
     return out
+
+
+RULE_MODULES = ("ftpipe.spec.rules_autotrain",)
 
 
 def _looks_like_path(s: str) -> bool:
