@@ -157,7 +157,7 @@ def _deploy(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             yield (("deploy", i, "name"), f"two deploy targets are called '{sid}': give each a distinct name")
         seen[sid] = i
         if target.type in MODEL_TARGETS and backend in HOSTED_BACKENDS and target.type != "hf-space":
-            yield (("deploy", i, "type"), f"a {backend} fine-tune stays on the service; deploy target {target.type} "
+            yield (("deploy", i, "type"), f"a fine-tune made by {backend} stays on the service; deploy target {target.type} "
                                           "needs local weights (use trl or autotrain, or deploy azure-openai)")
         if target.type == "azure-openai" and backend != "azure-openai":
             yield (("deploy", i, "type"), "the azure-openai target deploys an Azure OpenAI fine-tune: "

@@ -57,9 +57,16 @@ def did_you_mean(word: object, options: list[str] | tuple[str, ...]) -> str:
     if not isinstance(word, str):
         return ""
     match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    if not match:  # also catch case differences and prefixes
+    if not match:  # also catch case differences, prefixes and abbreviations ('msgs' -> 'messages')
         match = [o for o in options if o.lower() == word.lower() or (len(word) > 2 and o.startswith(word))][:1]
+    if not match and len(word) >= 3:
+        match = [o for o in options if o[0] == word[0] and _subsequence(word.lower(), o.lower())][:1]
     return f" Did you mean '{match[0]}'?" if match else ""
+
+
+def _subsequence(short: str, long: str) -> bool:
+    it = iter(long)
+    return all(ch in it for ch in short)
 
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str | None = None) -> Loaded:
@@ -95,7 +102,7 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         return out
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else f"a single value ({type(doc.data).__name__})"
-        problem(1, 1, "", f"the top level must be a mapping of keys (version, name, dataset, ...), got {kind}")
+        problem(*doc.pos(()), "", f"the top level must be a mapping of keys (version, name, dataset, ...), got {kind}")
         return out
     version = doc.data.get("version")
     if "version" not in doc.data:

@@ -1,0 +1,3 @@
+from ftpipe.cli import run_cli
+
+run_cli()

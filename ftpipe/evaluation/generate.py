@@ -1,0 +1,309 @@
+"""Producing answers (and reference likelihoods) for evaluation.
+
+Local models generate greedily in left-padded batches through the tokenizer's chat
+template; hosted models answer through the chat completions API with the official
+``openai`` client (temperature 0, a seed). Both count prompt and completion tokens per
+request, which is what the cost comparison in the report is built on.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from ftpipe.errors import RemoteError, StepError
+
+Messages = Sequence[dict]
+BatchCallback = Callable[[int], None]  # called with the number of requests done so far
+
+
+class GenerationError(StepError):
+    """Answers cannot be produced (a misconfigured provider); the message says why."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+# --------------------------------------------------------------------------- local
+
+
+def render_prompt(tokenizer: Any, messages: Messages, *, add_generation_prompt: bool = True) -> str:
+    """The prompt text a chat model sees; a plain role-prefixed layout without a template."""
+    if not messages:
+        return ""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + ("assistant: " if add_generation_prompt else "")
+
+
+def _encode_prompt(tokenizer: Any, messages: Messages) -> list[int]:
+    if not messages:
+        return [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    text = render_prompt(tokenizer, messages)
+    # A chat template writes its own BOS; the plain layout needs the tokenizer's.
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    return tokenizer(text, add_special_tokens=not templated)["input_ids"]
+
+
+def count_prompt_tokens(tokenizer: Any, prompts: Sequence[Messages]) -> list[int]:
+    return [len(_encode_prompt(tokenizer, p)) for p in prompts]
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    for source in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for i in source if isinstance(source, (list, tuple)) else [source]:
+            if i is not None and i not in ids:
+                ids.append(int(i))
+    return ids
+
+
+def _batches(order: list[int], size: int) -> list[list[int]]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def generate_local(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    seed: int = 0,
+    on_batch: BatchCallback | None = None,
+) -> list[Generation]:
+    """Greedy answers for each prompt, in order; batches are left-padded."""
+    import torch
+    from transformers import GenerationConfig
+
+    torch.manual_seed(seed)
+    encoded = [_encode_prompt(tokenizer, p) for p in prompts]
+    stop = _stop_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
+    config = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stop or None,
+        pad_token_id=pad_id,
+    )
+    # Similar lengths share a batch, so little compute goes to padding.
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    results: list[Generation | None] = [None] * len(encoded)
+    device = model.device
+    done = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _batches(order, batch_size):
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                seq = encoded[i]
+                if seq:
+                    ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                    mask[row, width - len(seq) :] = 1
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+                )
+            for row, i in enumerate(batch):
+                new = out[row, width:].tolist()
+                n = next((k + 1 for k, t in enumerate(new) if t in stop), len(new))
+                text_ids = new[: n - 1] if n and new[n - 1] in stop else new[:n]
+                text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+                results[i] = Generation(text, len(encoded[i]), n)
+            done += len(batch)
+            if on_batch:
+                on_batch(done)
+    finally:
+        model.train(was_training)
+    return [r for r in results if r is not None]
+
+
+def _completion_ids(tokenizer: Any, prompt: Messages, reference: str) -> tuple[list[int], list[int]]:
+    prompt_ids = _encode_prompt(tokenizer, prompt)
+    if not prompt:
+        return prompt_ids, tokenizer(reference, add_special_tokens=False)["input_ids"]
+    prompt_text = render_prompt(tokenizer, prompt)
+    full = render_prompt(
+        tokenizer, list(prompt) + [{"role": "assistant", "content": reference}], add_generation_prompt=False
+    )
+    if full.startswith(prompt_text):
+        # The template's end-of-turn marker belongs to the answer, as in SFT training.
+        completion = full[len(prompt_text) :]
+    else:
+        completion = reference + (tokenizer.eos_token or "")
+    return prompt_ids, tokenizer(completion, add_special_tokens=False)["input_ids"]
+
+
+def reference_nll(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Messages],
+    references: Sequence[str],
+    *,
+    batch_size: int,
+    on_batch: BatchCallback | None = None,
+) -> list[tuple[float, int]]:
+    """(summed negative log-likelihood, token count) of each reference given its prompt."""
+    import torch
+
+    pairs = [_completion_ids(tokenizer, p, r) for p, r in zip(prompts, references)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(pairs)), key=lambda i: (-sum(map(len, pairs[i])), i))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    device = model.device
+    done = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _batches(order, batch_size):
+            seqs = [pairs[i][0] + pairs[i][1] for i in batch]
+            width = max(1, max(len(s) for s in seqs))
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for row, i in enumerate(batch):
+                p, c = pairs[i]
+                seq = p + c
+                ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+                mask[row, : len(seq)] = 1
+                labels[row, len(p) : len(seq)] = torch.tensor(c, dtype=torch.long)
+            with torch.inference_mode():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            # Position t predicts token t+1.
+            target = labels[:, 1:].to(logits.device)
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100, reduction="none"
+            ).view(target.shape)
+            counts = (target != -100).sum(dim=1)
+            sums = nll.sum(dim=1)
+            for row, i in enumerate(batch):
+                results[i] = (float(sums[row]), int(counts[row]))
+            done += len(batch)
+            if on_batch:
+                on_batch(done)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def aggregate_nll(pairs: Sequence[tuple[float, int]]) -> tuple[float | None, float | None]:
+    """Token-weighted mean loss over all references, and its perplexity."""
+    tokens = sum(n for _, n in pairs)
+    if not tokens:
+        return None, None
+    loss = sum(s for s, _ in pairs) / tokens
+    return loss, (math.exp(loss) if loss < 700 else math.inf)
+
+
+# --------------------------------------------------------------------------- hosted
+
+
+def make_openai_client(provider: str, trainer: Any | None = None) -> Any:
+    """An official ``openai`` client for ``provider`` with the trainer block's credentials.
+
+    With no trainer block of that provider, the client reads its usual environment
+    variables (OPENAI_API_KEY, OPENAI_BASE_URL).
+    """
+    import openai
+
+    backend = getattr(trainer, "backend", None)
+    if provider == "azure-openai":
+        if backend != "azure-openai":
+            raise GenerationError("an azure-openai model needs the azure-openai trainer block's endpoint and key")
+        kwargs: dict[str, Any] = {
+            "azure_endpoint": trainer.endpoint,
+            "api_version": trainer.api_version,
+            "max_retries": 5,
+        }
+        if getattr(trainer, "auth", "api-key") == "entra":
+            from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+
+            kwargs["azure_ad_token_provider"] = get_bearer_token_provider(
+                DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
+            )
+        else:
+            kwargs["api_key"] = trainer.api_key
+        return openai.AzureOpenAI(**kwargs)
+    if provider != "openai":
+        raise GenerationError(f"unknown hosted provider {provider!r} (known: openai, azure-openai)")
+    if backend == "openai":
+        return openai.OpenAI(
+            api_key=trainer.api_key,
+            base_url=trainer.base_url,
+            organization=getattr(trainer, "organization", None),
+            max_retries=5,
+        )
+    return openai.OpenAI(max_retries=5)
+
+
+def _translate(exc: Exception, model: str, service: str) -> RemoteError:
+    """The one place where the openai client's errors become ftpipe's."""
+    import openai
+
+    what = f"chat completion with model {model!r} failed"
+    if isinstance(exc, openai.APIStatusError):
+        hint = None
+        if service == "azure-openai" and exc.status_code == 404:
+            hint = (f"Azure serves a model only through a deployment: deploy {model!r} under a deployment "
+                    "of that name, or name the deployment in a {name, model} baseline")
+        return RemoteError(service, f"{what}: {exc.message}", status=exc.status_code,
+                           code=getattr(exc, "code", None), request_id=getattr(exc, "request_id", None), hint=hint)
+    if isinstance(exc, openai.APIConnectionError):
+        return RemoteError(service, f"{what}: cannot reach the API ({exc})")
+    return RemoteError(service, f"{what}: {exc}")
+
+
+def generate_hosted(
+    client: Any,
+    model: str,
+    prompts: Sequence[Messages],
+    *,
+    max_new_tokens: int,
+    seed: int = 0,
+    concurrency: int = 4,
+    on_batch: BatchCallback | None = None,
+    report_every: int = 16,
+    service: str = "openai",
+) -> list[Generation]:
+    """Answers from a chat completions endpoint, in prompt order, with usage tokens."""
+    import openai
+
+    def one(messages: Messages) -> Generation:
+        try:
+            resp = client.chat.completions.create(
+                model=model,
+                messages=list(messages),
+                temperature=0,
+                seed=seed,
+                max_tokens=max_new_tokens,
+            )
+        except openai.OpenAIError as exc:
+            raise _translate(exc, model, service) from exc
+        if not resp.choices:
+            raise RemoteError(service, f"chat completion with model {model!r} returned no choices")
+        text = (resp.choices[0].message.content or "").strip()
+        usage = resp.usage
+        return Generation(
+            text,
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+
+    results: list[Generation] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for n, gen in enumerate(pool.map(one, prompts), 1):
+            results.append(gen)
+            if on_batch and (n % report_every == 0 or n == len(prompts)):
+                on_batch(n)
+    return results

@@ -1,0 +1,405 @@
+"""The evaluate step: score the fine-tuned model and its alternatives on the test split.
+
+Variants: ``finetuned`` (the train step's model), ``base`` (the base model, zero-shot),
+``few_shot`` (the base model with k training examples in the prompt) and named model
+baselines (``run:<id>``, a local path, a Hub id, or ``openai:<model id>``). Every variant
+answers the same prompts; the report says what each scored, how many tokens a request
+cost, and whether fine-tuning paid.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ftpipe.contracts import ModelRef, StepContext, StepResult
+from ftpipe.errors import StepError, UsageError
+from ftpipe.evaluation import metrics as M
+from ftpipe.evaluation.fewshot import Example, FewShotSelector, build_few_shot_messages, load_examples
+from ftpipe.evaluation.generate import Generation
+from ftpipe.evaluation.report import VariantResult, build_report, write_report
+
+FINETUNED = "finetuned"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a variant's answers come from. Variants with equal ``key`` share one loaded model."""
+
+    key: str
+    kind: str  # "local" | "hosted"
+    label: str  # what the report shows as the model
+    load: Callable[[], tuple[Any, Any]] | None = None  # local: () -> (model, tokenizer)
+    provider: str | None = None  # hosted
+    model_id: str | None = None  # hosted
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    source: ModelSource
+    few_shot: bool = False
+
+
+@dataclass
+class _Scored:
+    generations: list[Generation] | None = None
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    nll: list[tuple[float, int]] | None = None
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _loading():
+    try:
+        from ftpipe.models import loading
+    except ImportError as exc:  # pragma: no cover - part of ftpipe
+        raise StepError(f"ftpipe.models.loading is unavailable: {exc}") from exc
+    return loading
+
+
+def _model_opts(ctx: StepContext) -> dict[str, Any]:
+    model = ctx.pipeline.model
+    return {"revision": getattr(model, "revision", None), "token": getattr(model, "token", None)}
+
+
+def _local_trained(ctx: StepContext, ref: ModelRef, train_dir: Path, key: str, label: str) -> ModelSource:
+    opts = _model_opts(ctx)
+
+    def load() -> tuple[Any, Any]:
+        return _loading().load_for_inference(
+            ref, train_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, **opts
+        )
+
+    return ModelSource(key=key, kind="local", label=label, load=load)
+
+
+def _local_base(ctx: StepContext, base: str, *, revision: str | None, token: str | None) -> ModelSource:
+    def load() -> tuple[Any, Any]:
+        return _loading().load_base_for_inference(
+            base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=revision, token=token
+        )
+
+    return ModelSource(key=f"local-base:{base}@{revision}", kind="local", label=base, load=load)
+
+
+def _hosted(provider: str, model_id: str) -> ModelSource:
+    return ModelSource(
+        key=f"hosted:{provider}:{model_id}", kind="hosted", label=f"{provider}:{model_id}",
+        provider=provider, model_id=model_id,
+    )
+
+
+def _source_for_ref(ctx: StepContext, ref: ModelRef, train_dir: Path, key: str) -> ModelSource:
+    if ref.kind == "hosted":
+        if not ref.provider or not ref.model_id:
+            raise StepError(f"{train_dir / 'model.json'}: a hosted model needs provider and model_id")
+        return _hosted(ref.provider, ref.model_id)
+    if ref.kind != "local":
+        raise StepError(f"{train_dir / 'model.json'}: unknown model kind {ref.kind!r} (local | hosted)")
+    return _local_trained(ctx, ref, train_dir, key, label=f"{ref.base} + {ref.path or 'model'}")
+
+
+def _run_train_artifact(ctx: StepContext, ref: str) -> Path:
+    """The train artifact folder of a previous run (an id, a unique prefix, or 'latest')."""
+    from ftpipe.store import RunStore, default_store
+
+    # The engine keeps step state in <store>/state/<key>, so the store is two levels up.
+    root = ctx.state_dir.parent.parent
+    store = RunStore(root if (root / "runs").is_dir() else default_store(ctx.pipeline_path))
+    run_id = store.resolve_run(ref)
+    step = store.read_run(run_id).get("steps", {}).get("train", {})
+    folder = store.root / step["artifact"] if step.get("artifact") else None
+    if folder is None or not (folder / "model.json").is_file():
+        raise StepError(
+            f"baseline 'run:{ref}': run {run_id} has no finished train step",
+            hint="`ftpipe runs list` shows the runs of this pipeline and their status",
+        )
+    return folder
+
+
+def _baseline_source(ctx: StepContext, model: str) -> ModelSource:
+    if model.startswith("run:"):
+        run_id = model[4:]
+        folder = _run_train_artifact(ctx, run_id)
+        return _source_for_ref(ctx, ModelRef.read(folder), folder, key=f"run:{run_id}")
+    if model.startswith("openai:"):
+        return _hosted("openai", model[len("openai:") :])
+    token = getattr(ctx.pipeline.model, "token", None)
+    return _local_base(ctx, model, revision=None, token=token)
+
+
+def plan_variants(ctx: StepContext) -> list[Variant]:
+    """The variants to score, fine-tuned first, then the baselines in configured order."""
+    cfg = ctx.pipeline.evaluate
+    train_dir = Path(ctx.inputs["train"])
+    ref = ModelRef.read(train_dir)
+    finetuned = _source_for_ref(ctx, ref, train_dir, key="finetuned")
+    base_name = ctx.pipeline.model.base
+    if finetuned.kind == "hosted":
+        base_source = _hosted(finetuned.provider or "openai", base_name)
+    else:
+        base_source = _local_base(ctx, ref.base or base_name, **_model_opts(ctx))
+    variants = [Variant(FINETUNED, finetuned)]
+    for item in cfg.baselines:
+        if isinstance(item, str):
+            name, model = item, None
+        elif isinstance(item, dict):
+            name, model = item["name"], item["model"]
+        else:
+            name, model = item.name, item.model
+        if name == FINETUNED or name in (v.name for v in variants):
+            raise UsageError(f"evaluate.baselines: the name {name!r} is used twice (or is reserved)")
+        if model is None:
+            if name not in ("base", "few_shot"):
+                raise UsageError(f"evaluate.baselines: unknown baseline {name!r} (base, few_shot, or {{name, model}})")
+            variants.append(Variant(name, base_source, few_shot=name == "few_shot"))
+        else:
+            variants.append(Variant(name, _baseline_source(ctx, model)))
+    return variants
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn]:
+    # Custom "module:function" metrics may live beside the pipeline file.
+    base = str(ctx.base_dir.resolve())
+    sys.path.insert(0, base)
+    try:
+        return {n: M.resolve_metric(n) for n in names if not M.is_model_metric(n)}
+    finally:
+        if base in sys.path:
+            sys.path.remove(base)
+
+
+def _hosted_client(ctx: StepContext, provider: str) -> Any:
+    from ftpipe.evaluation.generate import make_openai_client
+
+    return make_openai_client(provider, ctx.pipeline.trainer)
+
+
+def _score_variant(
+    ctx: StepContext,
+    variant: Variant,
+    prompts: list[list[dict]],
+    test: list[Example],
+    text_metrics: dict[str, M.MetricFn],
+    model_metrics: list[str],
+    loaded: tuple[Any, Any] | None,
+) -> _Scored:
+    from ftpipe.evaluation import generate as G
+
+    gen_cfg = ctx.pipeline.evaluate.generation
+    seed = getattr(gen_cfg, "seed", 0)
+    n = len(prompts)
+    what = f"evaluate {variant.name}"
+    scored = _Scored()
+
+    def progress(done: int) -> None:
+        ctx.progress(done, n, what)
+
+    if text_metrics:
+        ctx.progress(0, n, what)
+        if variant.source.kind == "local":
+            model, tokenizer = loaded  # type: ignore[misc]
+            scored.generations = G.generate_local(
+                model, tokenizer, prompts, max_new_tokens=gen_cfg.max_new_tokens,
+                batch_size=gen_cfg.batch_size, seed=seed, on_batch=progress,
+            )
+        else:
+            client = _hosted_client(ctx, variant.source.provider or "openai")
+            try:
+                scored.generations = G.generate_hosted(
+                    client, variant.source.model_id or "", prompts, max_new_tokens=gen_cfg.max_new_tokens,
+                    seed=seed, concurrency=min(gen_cfg.batch_size, 8), on_batch=progress,
+                    report_every=gen_cfg.batch_size, service=variant.source.provider or "openai",
+                )
+            finally:
+                client.close()
+        for name, fn in text_metrics.items():
+            scored.per_example[name] = [
+                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, test)
+            ]
+    if model_metrics:
+        if variant.source.kind == "local":
+            model, tokenizer = loaded  # type: ignore[misc]
+            ctx.progress(0, n, f"{what} (loss)")
+            scored.nll = G.reference_nll(
+                model, tokenizer, prompts, [ex.reference for ex in test], batch_size=gen_cfg.batch_size,
+                on_batch=lambda d: ctx.progress(d, n, f"{what} (loss)"),
+            )
+        else:
+            ctx.log(f"{variant.name}: {', '.join(model_metrics)} not available for a hosted model (no log-likelihoods)")
+    return scored
+
+
+def _variant_result(variant: Variant, scored: _Scored, model_metrics: list[str], n: int,
+                    prompt_tokens: list[int] | None, seconds: float) -> VariantResult:
+    from ftpipe.evaluation.generate import aggregate_nll
+
+    values: dict[str, float | None] = {
+        name: (sum(vals) / len(vals) if vals else None) for name, vals in scored.per_example.items()
+    }
+    if model_metrics:
+        loss, ppl = aggregate_nll(scored.nll) if scored.nll else (None, None)
+        for name in model_metrics:
+            values[name] = loss if name == "loss" else ppl
+    gens = scored.generations
+    if gens:
+        prompt_mean = sum(g.prompt_tokens for g in gens) / len(gens)
+        completion_mean: float | None = sum(g.completion_tokens for g in gens) / len(gens)
+    else:
+        prompt_mean = sum(prompt_tokens) / len(prompt_tokens) if prompt_tokens else None
+        completion_mean = None
+    return VariantResult(
+        name=variant.name, kind=variant.source.kind, model=variant.source.label, few_shot=variant.few_shot,
+        n=n, metrics=values, prompt_tokens_mean=prompt_mean, completion_tokens_mean=completion_mean,
+        seconds=seconds,
+    )
+
+
+def _release_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_evaluate(ctx: StepContext) -> StepResult:
+    """Score every variant on the prepared split; write report.json, report.md, chart.png."""
+    cfg = ctx.pipeline.evaluate
+    if cfg is None:
+        raise UsageError("the pipeline has no evaluate block")
+    names = list(cfg.metrics)
+    text_metrics = _resolve_metrics(ctx, names)
+    model_metrics = [n for n in names if M.is_model_metric(n)]
+
+    split_file = Path(ctx.inputs["prepare"]) / f"{cfg.split}.jsonl"
+    if not split_file.is_file():
+        raise StepError(f"the prepare step left no {cfg.split} split ({split_file} is missing)")
+    test = load_examples(split_file, limit=cfg.limit)
+    if not test:
+        raise StepError(
+            f"the {cfg.split} split is empty: nothing to evaluate",
+            hint="raise dataset.split.test (or validation), or add data",
+        )
+    if text_metrics and any(not ex.prompt for ex in test):
+        raise UsageError(
+            f"metrics {', '.join(text_metrics)} need prompt/answer records; plain text data supports only loss, perplexity"
+        )
+    variants = plan_variants(ctx)
+    selector = None
+    if any(v.few_shot for v in variants):
+        train = load_examples(Path(ctx.inputs["prepare"]) / "train.jsonl")
+        fs = cfg.few_shot
+        selector = FewShotSelector(train, k=fs.k, selection=fs.selection, seed=fs.seed)
+        ctx.log(f"few_shot: {selector.k} {fs.selection} examples from {len(train)} training records")
+    ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
+
+    plain = [list(ex.prompt) for ex in test]
+    shot_prompts = (
+        [build_few_shot_messages(ex, selector.select(ex)) for ex in test] if selector is not None else None
+    )
+    results: list[VariantResult] = []
+    predictions: list[dict[str, Any]] = []
+    # Variants sharing a model (base and few_shot) load it once.
+    groups: dict[str, list[Variant]] = {}
+    for v in variants:
+        groups.setdefault(v.source.key, []).append(v)
+    by_name: dict[str, VariantResult] = {}
+    for key, members in groups.items():
+        source = members[0].source
+        loaded = None
+        if source.kind == "local":
+            ctx.log(f"loading {source.label}")
+            loaded = source.load()  # type: ignore[misc]
+        try:
+            for v in members:
+                started = time.monotonic()
+                prompts = shot_prompts if v.few_shot else plain
+                scored = _score_variant(ctx, v, prompts, test, text_metrics, model_metrics, loaded)  # type: ignore[arg-type]
+                prompt_tokens = None
+                if scored.generations is None and loaded is not None:
+                    from ftpipe.evaluation.generate import count_prompt_tokens
+
+                    prompt_tokens = count_prompt_tokens(loaded[1], prompts)  # type: ignore[arg-type]
+                res = _variant_result(v, scored, model_metrics, len(test), prompt_tokens, time.monotonic() - started)
+                by_name[v.name] = res
+                ctx.log(f"{v.name}: " + ", ".join(f"{k} {_fmt(x)}" for k, x in res.metrics.items()))
+                predictions.extend(_prediction_rows(v.name, scored, test))
+        finally:
+            loaded = None
+            _release_memory()
+    results = [by_name[v.name] for v in variants]
+
+    report = build_report(
+        results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
+        gate_metric=cfg.gate.metric if cfg.gate else None,
+    )
+    write_report(ctx.out_dir, report)
+    with open(ctx.out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for row in predictions:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return StepResult(metrics=flat_metrics(report), summary=summary_line(report))
+
+
+def _prediction_rows(variant: str, scored: _Scored, test: list[Example]) -> list[dict[str, Any]]:
+    rows = []
+    for i, ex in enumerate(test):
+        row: dict[str, Any] = {"variant": variant, "index": i, "reference": ex.reference}
+        if scored.generations is not None:
+            g = scored.generations[i]
+            row.update(prediction=g.text, prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens)
+        row["metrics"] = {name: vals[i] for name, vals in scored.per_example.items()}
+        if scored.nll is not None:
+            s, t = scored.nll[i]
+            row["metrics"]["loss"] = s / t if t else None
+        rows.append(row)
+    return rows
+
+
+def _prices(cfg: Any) -> dict[str, dict[str, float]]:
+    out = {}
+    for key, price in (cfg.prices or {}).items():
+        if isinstance(price, dict):
+            out[key] = {"input": float(price["input"]), "output": float(price["output"])}
+        else:
+            out[key] = {"input": float(price.input), "output": float(price.output)}
+    return out
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """``<variant>.<metric>``, ``delta.<baseline>.<metric>`` and ``n`` for the run record."""
+    out: dict[str, Any] = {}
+    for name, v in report["variants"].items():
+        for metric, value in v["metrics"].items():
+            out[f"{name}.{metric}"] = value
+        if v.get("cost_per_1k_requests") is not None:
+            out[f"{name}.cost_per_1k_requests"] = v["cost_per_1k_requests"]
+    for comp in report["comparisons"]:
+        for metric, d in comp["deltas"].items():
+            out[f"delta.{comp['baseline']}.{metric}"] = d
+    out["n"] = report["n"]
+    return out
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    metric = report["primary_metric"]
+    variants = report["variants"]
+    ft = variants[FINETUNED]["metrics"].get(metric)
+    others = ", ".join(f"{n} {_fmt(v['metrics'].get(metric))}" for n, v in variants.items() if n != FINETUNED)
+    return f"{FINETUNED} {metric} {_fmt(ft)}" + (f" ({others})" if others else "") + f" on {report['n']} examples"
