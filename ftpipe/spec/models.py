@@ -26,7 +26,7 @@ SPEC_VERSION = 1
 
 
 class Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _secret_ref(value: str, info: ValidationInfo) -> str:

@@ -1,0 +1,35 @@
+"""`ftpipe validate` cold start vs importing pydantic, yaml and click (target ≤ 1.5×).
+
+    python benchmarks/bench_validate_startup.py [--repeat 9]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from _common import median, time_command
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    ftpipe = shutil.which("ftpipe") or sys.exit("ftpipe is not on PATH: pip install -e .")
+    base = time_command([sys.executable, "-c", "import pydantic, yaml, click"], repeat=args.repeat)
+    validate = time_command([ftpipe, "validate", "pipelines/quickstart.yaml"], repeat=args.repeat)
+    ratio = median(validate) / median(base)
+    result = {"baseline_s": round(median(base), 4), "validate_s": round(median(validate), 4),
+              "ratio": round(ratio, 3), "target": 1.5, "repeat": args.repeat}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"import pydantic, yaml, click : {median(base) * 1000:7.1f} ms (median of {args.repeat})")
+        print(f"ftpipe validate quickstart   : {median(validate) * 1000:7.1f} ms")
+        print(f"ratio                        : {ratio:7.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
