@@ -1,0 +1,514 @@
+"""What the OpenAI and Azure OpenAI backends share: the job record in the step's state
+folder, uploading (or reusing) the training files, submitting a job exactly once,
+re-attaching to it after a crash, polling it with backoff while streaming its events, and
+turning its end into a model reference or a typed error.
+
+A backend describes its service in a :class:`HostedService` (how to create a job, how to
+find one it may have created already, its job states) and calls :func:`train_hosted`.
+
+Exactly one job per step key: the record (``state_dir/job.json``) is written right after a
+job is created; a run that finds a record re-attaches. Because the client's retries of a
+POST carry no idempotency key, jobs are created with client retries off: after a create
+that failed (a 500 after the service stored the job, a dropped connection), the backend
+looks for the job before it tries again. A job that ended failed or cancelled is not
+re-attached: the next run submits a new one.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ftpipe.contracts import ModelRef, StepContext, StepResult
+from ftpipe.errors import RemoteError, StepError
+from ftpipe.remote.openai_errors import (
+    is_not_found,
+    is_retriable,
+    openai_errors,
+    retry_after,
+    service_label,
+    translate,
+)
+from ftpipe.store import write_json
+from ftpipe.trainers.openai_data import ServiceData, build_service_data
+
+RECORD = "job.json"
+MAX_CREATE_ATTEMPTS = 6
+MAX_POLL_FAILURES = 8
+MAX_LISTED_JOBS = 200
+BACKOFF = 1.5
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+UNSUCCESSFUL = frozenset({FAILED, CANCELLED})
+
+
+# --------------------------------------------------------------------------- the record
+
+@dataclass
+class JobRecord:
+    """What survives a crash: uploaded files, the job id, jobs that ended unsuccessfully."""
+
+    path: Path
+    provider: str
+    address: str | None = None  # base_url / endpoint the job lives at (not a secret)
+    files: dict[str, dict] = field(default_factory=dict)  # split -> {id, sha256, bytes}
+    job_id: str | None = None
+    retired: list[dict] = field(default_factory=list)  # [{id, status}] failed or cancelled jobs
+    runs: list[str] = field(default_factory=list)
+    identity: dict[str, str] = field(default_factory=dict)
+    fine_tuned_model: str | None = None
+
+    @classmethod
+    def load(cls, state_dir: Path, provider: str) -> JobRecord:
+        path = state_dir / RECORD
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return cls(path, provider)
+        fields = {k: data[k] for k in ("address", "files", "job_id", "retired", "runs", "identity",
+                                        "fine_tuned_model") if k in data}
+        return cls(path, data.get("provider", provider), **fields)
+
+    def save(self) -> None:
+        write_json(self.path, {"provider": self.provider, "address": self.address, "files": self.files,
+                               "job_id": self.job_id, "retired": self.retired, "runs": self.runs,
+                               "identity": self.identity, "fine_tuned_model": self.fine_tuned_model})
+
+    def retire(self, job_id: str, status: str) -> None:
+        if job_id not in self.retired_ids():
+            self.retired.append({"id": job_id, "status": status})
+        if self.job_id == job_id:
+            self.job_id = None
+        self.save()
+
+    def retired_ids(self) -> set[str]:
+        return {r["id"] for r in self.retired}
+
+
+def read_record(state_dir: Path) -> dict | None:
+    """The job record of a step's state folder, as data (for ``ftpipe cancel``)."""
+    try:
+        return json.loads((state_dir / RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+# --------------------------------------------------------------------------- the service
+
+@dataclass(frozen=True)
+class HostedService:
+    """One provider's way of doing things, for :func:`train_hosted`."""
+
+    provider: str  # "openai" | "azure-openai": ModelRef.provider and error prefix
+    client: Any  # the official client (retries on)
+    address: str  # where the service is, for messages
+    statuses: type[Enum]  # the job states, a str Enum
+    terminal: frozenset  # the states a job ends in
+    # (client without retries, uploaded file ids by split) -> the created job
+    create: Callable[[Any, dict[str, str]], Any]
+    # (record) -> a job this step created before (not failed/cancelled), or None
+    find: Callable[[JobRecord], Any | None]
+    identity: dict[str, str] = field(default_factory=dict)  # what the job is tagged with, if anything
+    # raises RemoteError when a job object lacks what ftpipe relies on (for a non-strict client)
+    check: Callable[[Any], None] | None = None
+
+    @property
+    def label(self) -> str:
+        return service_label(self.provider)
+
+    def status(self, job: Any) -> Any:
+        raw = getattr(job, "status", None)
+        try:
+            return self.statuses(raw)
+        except ValueError:
+            return raw  # a state this version does not know: keep polling, say so in the log
+
+    def checked(self, job: Any) -> Any:
+        if self.check is not None and job is not None:
+            self.check(job)
+        return job
+
+    def errors(self, what: str, job_id: str | None = None):
+        return openai_errors(what, provider=self.provider, job_id=job_id, where=self.address)
+
+
+def reusable(job: Any, record: JobRecord) -> bool:
+    """A job worth re-attaching to: it did not end failed or cancelled, and is not retired."""
+    return getattr(job, "status", None) not in UNSUCCESSFUL and job.id not in record.retired_ids()
+
+
+# --------------------------------------------------------------------------- the flow
+
+def train_hosted(ctx: StepContext, service: HostedService, *, method: str, context_length: int | None,
+                 poll: Any) -> StepResult:
+    """Check and convert the data, upload it, submit (or re-attach to) the job, follow it
+    to its end. ``method``: "sft" | "dpo"; ``poll``: the trainer's Poll block."""
+    base = ctx.pipeline.model.base
+    record = JobRecord.load(ctx.state_dir, service.provider)
+    record.address = service.address
+    record.identity = record.identity or dict(service.identity)
+    if ctx.run_id not in record.runs:
+        record.runs.append(ctx.run_id)
+    record.save()
+
+    data = build_service_data(Path(ctx.inputs["prepare"]), ctx.state_dir / "upload", method=method, model=base,
+                              context_length=context_length, service=service.label)
+    for warning in data.warnings:
+        ctx.log(f"warning: {warning}")
+    ctx.log(f"{service.label} data: {data.train.examples} training examples (~{data.train.tokens:,} tokens an epoch)"
+            + (f", {data.validation.examples} validation examples" if data.validation else ""))
+
+    job = reattach(ctx, service, record)
+    if job is None:
+        file_ids = upload_files(ctx, service, record, data, poll=poll)
+        job = submit(ctx, service, record, file_ids, poll=poll)
+    job, history = follow(ctx, service, job, poll=poll)
+    return finish(ctx, service, record, job, history, data)
+
+
+def reattach(ctx: StepContext, service: HostedService, record: JobRecord) -> Any | None:
+    """The job an earlier run of this step submitted, if it is still worth following."""
+    if record.job_id:
+        job_id = record.job_id
+        with service.errors(f"fetching fine-tuning job {job_id}", job_id):
+            job = service.checked(_call(lambda: service.client.fine_tuning.jobs.retrieve(job_id), not_found=True))
+        if job is None:
+            ctx.log(f"the recorded job {job_id} no longer exists on {service.label}; looking for another")
+            record.retire(job_id, "missing")
+        elif reusable(job, record):
+            ctx.log(f"re-attached to {service.label} fine-tuning job {job_id} ({job.status}), submitted by an "
+                    "earlier run of this step")
+            return job
+        else:
+            ctx.log(f"the earlier job {job_id} ended {job.status}: submitting a new job")
+            record.retire(job_id, str(job.status))
+    with service.errors("looking for a job this step submitted before"):
+        job = service.checked(service.find(record))
+    if job is not None:
+        ctx.log(f"re-attached to {service.label} fine-tuning job {job.id} ({job.status}), found on the service")
+        record.job_id = job.id
+        record.save()
+    return job
+
+
+def upload_files(ctx: StepContext, service: HostedService, record: JobRecord, data: ServiceData, *,
+                 poll: Any) -> dict[str, str]:
+    """File ids by split: reused from the record when the same bytes were uploaded before."""
+    files = service.client.files
+    out: dict[str, str] = {}
+    for f in data.files():
+        known = record.files.get(f.split)
+        obj = None
+        if known and known.get("sha256") == f.sha256:
+            with service.errors(f"checking the uploaded {f.split} file {known['id']}"):
+                obj = _call(lambda fid=known["id"]: files.retrieve(fid), not_found=True)
+            if obj is not None and getattr(obj, "status", None) not in ("error", "deleted", "deleting"):
+                ctx.log(f"reusing the {f.split} file {obj.id} uploaded by an earlier run")
+        if obj is None or getattr(obj, "status", None) in ("error", "deleted", "deleting"):
+            name = f"{ctx.pipeline.name}-{f.split}.jsonl"
+            with service.errors(f"uploading the {f.split} file ({f.path.stat().st_size:,} bytes)"):
+                obj = files.create(file=(name, f.path.read_bytes(), "application/jsonl"), purpose="fine-tune")
+            record.files[f.split] = {"id": obj.id, "sha256": f.sha256, "bytes": f.path.stat().st_size}
+            record.save()
+            ctx.log(f"uploaded {f.split} file {obj.id} ({f.examples} examples)")
+        if getattr(obj, "status", None) != "processed":
+            obj = _wait_for_file(ctx, service, obj.id, poll=poll)
+        out[f.split] = obj.id
+    return out
+
+
+def _wait_for_file(ctx: StepContext, service: HostedService, file_id: str, *, poll: Any) -> Any:
+    ctx.log(f"waiting for {service.label} to process file {file_id}")
+    with service.errors(f"waiting for file {file_id} to be processed"):
+        try:
+            obj = service.client.files.wait_for_processing(file_id, poll_interval=poll.interval,
+                                                           max_wait_seconds=poll.timeout_minutes * 60)
+        except RuntimeError as exc:  # the client gave up waiting
+            raise RemoteError(service.label, str(exc), hint="run again later: the file is reused") from None
+    if obj.status != "processed":
+        details = getattr(obj, "status_details", None) or "no details given"
+        raise RemoteError(service.label, f"file {file_id} could not be processed ({obj.status}): {details}",
+                          hint="the service rejected the file; its message says why")
+    return obj
+
+
+def submit(ctx: StepContext, service: HostedService, record: JobRecord, file_ids: dict[str, str], *,
+           poll: Any) -> Any:
+    """Create the job once: after a failed create, look for it before trying again."""
+    once = service.client.with_options(max_retries=0)
+    for attempt in range(1, MAX_CREATE_ATTEMPTS + 1):
+        try:
+            job = service.checked(service.create(once, file_ids))
+            break
+        except Exception as exc:
+            if not _is_openai_error(exc) or not is_retriable(exc):
+                if _is_openai_error(exc):
+                    raise translate(exc, "creating the fine-tuning job", provider=service.provider,
+                                    where=service.address) from None
+                raise
+            found = _find_after_failed_create(service, record, exc, poll)
+            if found is not None:
+                ctx.log(f"creating the job failed ({_describe(exc)}), but {service.label} had stored it: "
+                        f"re-attached to {found.id}")
+                job = service.checked(found)
+                break
+            if attempt == MAX_CREATE_ATTEMPTS:
+                raise translate(exc, f"creating the fine-tuning job ({attempt} attempts)", provider=service.provider,
+                                where=service.address) from None
+            wait = retry_after(exc)
+            if wait is None:
+                wait = min(poll.interval * BACKOFF ** (attempt - 1), poll.max_interval)
+            ctx.log(f"creating the job failed ({_describe(exc)}); no job was stored; trying again in {wait:.2f}s")
+            time.sleep(wait)
+    record.job_id = job.id
+    record.save()
+    ctx.log(f"submitted {service.label} fine-tuning job {job.id} ({job.status}) on {ctx.pipeline.model.base}")
+    return job
+
+
+@dataclass
+class _History:
+    events: int = 0
+    losses: list[dict] = field(default_factory=list)  # from metrics events, oldest first
+
+
+def follow(ctx: StepContext, service: HostedService, job: Any, *, poll: Any) -> tuple[Any, _History]:
+    """Poll ``job`` until it ends, logging its new events; Ctrl-C leaves it running."""
+    job_id = job.id
+    history = _History()
+    seen: set[str] = set()
+    interval = poll.interval
+    deadline = time.monotonic() + poll.timeout_minutes * 60
+    last_status = None
+    failures = 0
+    first = True
+    try:
+        while True:
+            if not first:
+                time.sleep(interval)
+            first = False
+            try:
+                job = service.checked(service.client.fine_tuning.jobs.retrieve(job_id))
+                failures = 0
+            except Exception as exc:
+                if not (_is_openai_error(exc) and is_retriable(exc)) or failures >= MAX_POLL_FAILURES:
+                    if _is_openai_error(exc):
+                        raise translate(exc, f"polling fine-tuning job {job_id}", provider=service.provider,
+                                        job_id=job_id, where=service.address) from None
+                    raise
+                failures += 1
+                ctx.log(f"polling the job failed ({_describe(exc)}); the job is unaffected; trying again")
+                interval = min(max(interval, retry_after(exc) or 0) * BACKOFF, poll.max_interval)
+                continue
+            status = service.status(job)
+            changed = status != last_status
+            if changed:
+                known = "" if isinstance(status, service.statuses) else " (a state ftpipe does not know; still polling)"
+                ctx.log(f"job {job_id}: {job.status}{known}")
+                ctx.progress(0, None, f"{service.label} job {job.status}")
+                last_status = status
+            new = _new_events(ctx, service, job_id, seen, history)
+            if status in service.terminal:
+                return job, history
+            if time.monotonic() > deadline:
+                raise StepError(f"{service.label} fine-tuning job {job_id} is still {job.status} after "
+                                f"{poll.timeout_minutes:g} minutes (trainer.poll.timeout_minutes)",
+                                hint=f"the job keeps running: `ftpipe run` again re-attaches to it; "
+                                     f"`ftpipe cancel {ctx.run_id}` cancels it")
+            interval = poll.interval if (changed or new) else min(interval * BACKOFF, poll.max_interval)
+    except KeyboardInterrupt:
+        msg = (f"interrupted: {service.label} fine-tuning job {job_id} keeps running. `ftpipe run` again "
+               f"re-attaches to it; `ftpipe cancel {ctx.run_id}` cancels it")
+        ctx.log(msg)
+        print(msg, file=sys.stderr, flush=True)
+        raise
+
+
+def _new_events(ctx: StepContext, service: HostedService, job_id: str, seen: set[str], history: _History) -> int:
+    """Log the events not seen yet, oldest first. Events are a nicety: errors are logged."""
+    fresh: list[Any] = []
+    try:
+        for event in service.client.fine_tuning.jobs.list_events(job_id, limit=100):
+            if event.id in seen:
+                break  # newest first: the rest were seen
+            fresh.append(event)
+    except Exception as exc:
+        if not _is_openai_error(exc):
+            raise
+        ctx.log(f"could not read the job's events ({_describe(exc)})")
+        return 0
+    for event in reversed(fresh):
+        seen.add(event.id)
+        level = getattr(event, "level", "info")
+        ctx.log(f"[{service.provider} {level}] {event.message}")
+        data = getattr(event, "data", None)
+        if getattr(event, "type", None) == "metrics" and isinstance(data, dict) and "step" in data:
+            history.losses.append({k: data[k] for k in ("step", "train_loss", "valid_loss",
+                                                        "train_mean_token_accuracy") if k in data})
+            total = data.get("total_steps")
+            loss = data.get("train_loss")
+            ctx.progress(int(data["step"]), int(total) if total else None,
+                         f"train_loss {loss:.4f}" if isinstance(loss, (int, float)) else "training")
+    history.events += len(fresh)
+    return len(fresh)
+
+
+# --------------------------------------------------------------------------- the end
+
+def finish(ctx: StepContext, service: HostedService, record: JobRecord, job: Any, history: _History,
+           data: ServiceData) -> StepResult:
+    status = service.status(job)
+    if status == CANCELLED:
+        raise StepError(f"{service.label} fine-tuning job {job.id} was cancelled",
+                        hint="`ftpipe run` again submits a new job")
+    if status == FAILED:
+        error = _as_dict(getattr(job, "error", None))
+        code, message = error.get("code"), error.get("message") or "no message given"
+        param = error.get("param")
+        raise RemoteError(service.label, f"fine-tuning job failed: {message}" + (f" (parameter {param})" if param else ""),
+                          code=code, job_id=job.id,
+                          hint="fix what the service says and run again: a new job is submitted")
+    model_id = getattr(job, "fine_tuned_model", None)
+    if not isinstance(model_id, str) or not model_id:
+        raise RemoteError(service.label, f"job {job.id} succeeded but names no fine_tuned_model", job_id=job.id)
+    checkpoints = _checkpoints(ctx, service, job.id)
+    metrics = _metrics(job, checkpoints, history, data)
+    for c in checkpoints:
+        loss = c["metrics"].get("train_loss")
+        ctx.progress(c["step"], metrics.get("steps"), f"checkpoint step {c['step']}"
+                     + (f": train_loss {loss:.4f}" if isinstance(loss, (int, float)) else ""))
+    ModelRef(kind="hosted", base=ctx.pipeline.model.base, provider=service.provider, model_id=model_id,
+             job_id=job.id).write(ctx.out_dir)
+    (ctx.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    (ctx.out_dir / "loss.json").write_text(json.dumps(history.losses, indent=2) + "\n")
+    (ctx.out_dir / "job.json").write_text(json.dumps(_job_summary(job), indent=2, default=str) + "\n")
+    record.fine_tuned_model = model_id
+    record.save()
+    loss = metrics.get("train_loss")
+    summary = (f"{model_id} (job {job.id}" + (f", {metrics['trained_tokens']:,} tokens" if metrics.get("trained_tokens")
+                                                else "") + (f", train loss {loss:.4g}" if isinstance(loss, float) else "")
+               + ")")
+    ctx.log(f"succeeded: {summary}")
+    return StepResult(metrics=metrics, summary=summary)
+
+
+def _checkpoints(ctx: StepContext, service: HostedService, job_id: str) -> list[dict]:
+    try:
+        items = list(service.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
+    except Exception as exc:
+        if not _is_openai_error(exc):
+            raise
+        ctx.log(f"could not list the job's checkpoints ({_describe(exc)})")
+        return []
+    out = []
+    for c in items:
+        m = _as_dict(getattr(c, "metrics", None))
+        out.append({"step": getattr(c, "step_number", None), "model": getattr(c, "fine_tuned_model_checkpoint", None),
+                    "metrics": {k: v for k, v in m.items() if isinstance(v, (int, float))}})
+    return sorted((c for c in out if isinstance(c["step"], int)), key=lambda c: c["step"])
+
+
+def _metrics(job: Any, checkpoints: list[dict], history: _History, data: ServiceData) -> dict[str, Any]:
+    out: dict[str, Any] = {"job_id": job.id, "fine_tuned_model": job.fine_tuned_model,
+                           "train_examples": data.train.examples, "estimated_tokens_per_epoch": data.train.tokens}
+    if data.validation:
+        out["validation_examples"] = data.validation.examples
+    trained = getattr(job, "trained_tokens", None)
+    if isinstance(trained, int):
+        out["trained_tokens"] = trained
+    hp = _as_dict(getattr(job, "hyperparameters", None))
+    for key in ("n_epochs", "batch_size", "learning_rate_multiplier"):
+        value = hp.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value != -1:
+            out[key] = value
+    created, finished = getattr(job, "created_at", None), getattr(job, "finished_at", None)
+    if isinstance(created, int) and isinstance(finished, int):
+        out["service_seconds"] = finished - created
+    final = checkpoints[-1]["metrics"] if checkpoints else (history.losses[-1] if history.losses else {})
+    for key in ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+                "full_valid_loss", "full_valid_mean_token_accuracy"):
+        if isinstance(final.get(key), (int, float)):
+            out[key] = float(final[key])
+    steps = max([c["step"] for c in checkpoints] + [int(x["step"]) for x in history.losses], default=None)
+    if steps:
+        out["steps"] = steps
+    if checkpoints:
+        out["checkpoints"] = [{"step": c["step"], "model": c["model"], **{k: c["metrics"][k] for k in
+                              ("train_loss", "valid_loss") if k in c["metrics"]}} for c in checkpoints]
+    return out
+
+
+def _job_summary(job: Any) -> dict:
+    keys = ("id", "status", "model", "fine_tuned_model", "training_file", "validation_file", "hyperparameters",
+            "trained_tokens", "seed", "created_at", "finished_at", "result_files", "metadata", "suffix")
+    dump = job.model_dump() if hasattr(job, "model_dump") else dict(job)
+    return {k: dump.get(k) for k in keys if dump.get(k) is not None}
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _call(fn: Callable[[], Any], *, not_found: bool = False) -> Any:
+    """``fn()``; with ``not_found``, a 404 gives None instead of an error."""
+    try:
+        return fn()
+    except Exception as exc:
+        if not_found and _is_openai_error(exc) and is_not_found(exc):
+            return None
+        raise
+
+
+def _find_after_failed_create(service: HostedService, record: JobRecord, create_error: BaseException,
+                              poll: Any) -> Any | None:
+    """Look for the job after a create that failed. If the lookup keeps failing too, stop:
+    creating again without knowing could make a second job."""
+    wait = poll.interval
+    for attempt in range(1, MAX_CREATE_ATTEMPTS + 1):
+        try:
+            return service.find(record)
+        except Exception as exc:  # noqa: BLE001 - only the client's retriable errors are retried
+            if not (_is_openai_error(exc) and is_retriable(exc)) or attempt == MAX_CREATE_ATTEMPTS:
+                error = translate(create_error, "creating the fine-tuning job", provider=service.provider,
+                                  where=service.address)
+                error.hint = ("the service may have stored the job, and looking for it failed too: run again "
+                              "later (ftpipe looks for the job before it submits another)")
+                raise error from None
+            time.sleep(retry_after(exc) or wait)
+            wait = min(wait * BACKOFF, poll.max_interval)
+    return None
+
+
+def list_jobs(client: Any, *, metadata: dict[str, str] | None = None, limit: int = MAX_LISTED_JOBS) -> list[Any]:
+    """Jobs, newest first, at most ``limit`` of them (pages followed by the client)."""
+    out = []
+    page = (client.fine_tuning.jobs.list(limit=min(limit, 100), metadata=metadata) if metadata
+            else client.fine_tuning.jobs.list(limit=min(limit, 100)))
+    for job in page:
+        out.append(job)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _is_openai_error(exc: BaseException) -> bool:
+    import openai
+
+    return isinstance(exc, openai.OpenAIError)
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
+
+
+def _as_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return value
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return dict(getattr(value, "__dict__", {}))
