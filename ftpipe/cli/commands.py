@@ -175,6 +175,8 @@ def runs_show(run_id: str, store: str | None, pipeline_file: str | None, as_json
                + (f"  exit {record['exit_code']}" if record.get("exit_code") is not None else "")
                + (f"  {record['duration_s']:.1f}s" if record.get("duration_s") is not None else ""))
     click.echo(f"  started {record['started_at']} on {record.get('host')} ({record.get('executor')})")
+    if record.get("error"):
+        click.echo(f"  error: {record['error']}")
     for sid, s in record["steps"].items():
         dur = f"{s['duration_s']:.1f}s" if s.get("duration_s") is not None else ""
         line = f"  {sid:<20} {s['status']:<12} {dur:>8}"
