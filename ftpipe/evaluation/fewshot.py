@@ -11,16 +11,18 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+
+from ftpipe.errors import StepError
 
 Message = dict  # {"role": str, "content": str}
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class ExampleError(ValueError):
+class ExampleError(StepError):
     """A prepared record that cannot be turned into a prompt and a reference."""
 
 
@@ -78,7 +80,7 @@ def load_examples(path: Path, *, limit: int | None = None) -> list[Example]:
                 break
             try:
                 examples.append(example_from_record(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ExampleError, ValueError, KeyError, TypeError) as exc:
                 raise ExampleError(f"{path}:{lineno}: {exc}") from exc
     return examples
 

@@ -8,11 +8,12 @@ request, which is what the cost comparison in the report is built on.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from ftpipe.errors import RemoteError, StepError
+from ftpipe.errors import MissingDependency, RemoteError, StepError
 
 Messages = Sequence[dict]
 BatchCallback = Callable[[int], None]  # called with the number of requests done so far
@@ -29,6 +30,16 @@ class Generation:
     completion_tokens: int
 
 
+def _require(module: str, extra: str, what: str) -> Any:
+    """Import an optional dependency, or say which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(module.split(".")[0], extra, what) from None
+
+
 # --------------------------------------------------------------------------- local
 
 
@@ -37,9 +48,18 @@ def render_prompt(tokenizer: Any, messages: Messages, *, add_generation_prompt: 
     if not messages:
         return ""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        try:
+            return tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except Exception:
+            # Some templates (Mistral, Gemma) reject a system turn: fold it into the first user turn.
+            if messages[0]["role"] != "system" or len(messages) < 2 or messages[1]["role"] != "user":
+                raise
+            merged = {"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}
+            return tokenizer.apply_chat_template(
+                [merged, *messages[2:]], tokenize=False, add_generation_prompt=add_generation_prompt
+            )
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
     return text + ("assistant: " if add_generation_prompt else "")
 
@@ -81,8 +101,8 @@ def generate_local(
     on_batch: BatchCallback | None = None,
 ) -> list[Generation]:
     """Greedy answers for each prompt, in order; batches are left-padded."""
-    import torch
-    from transformers import GenerationConfig
+    torch = _require("torch", "train", "evaluating a local model")
+    GenerationConfig = _require("transformers", "train", "evaluating a local model").GenerationConfig
 
     torch.manual_seed(seed)
     encoded = [_encode_prompt(tokenizer, p) for p in prompts]
@@ -155,7 +175,7 @@ def reference_nll(
     on_batch: BatchCallback | None = None,
 ) -> list[tuple[float, int]]:
     """(summed negative log-likelihood, token count) of each reference given its prompt."""
-    import torch
+    torch = _require("torch", "train", "computing loss/perplexity")
 
     pairs = [_completion_ids(tokenizer, p, r) for p, r in zip(prompts, references)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -203,7 +223,7 @@ def aggregate_nll(pairs: Sequence[tuple[float, int]]) -> tuple[float | None, flo
     if not tokens:
         return None, None
     loss = sum(s for s, _ in pairs) / tokens
-    return loss, (math.exp(loss) if loss < 700 else math.inf)
+    return loss, math.exp(min(loss, 700.0))
 
 
 # --------------------------------------------------------------------------- hosted
@@ -215,7 +235,7 @@ def make_openai_client(provider: str, trainer: Any | None = None) -> Any:
     With no trainer block of that provider, the client reads its usual environment
     variables (OPENAI_API_KEY, OPENAI_BASE_URL).
     """
-    import openai
+    openai = _require("openai", "azure" if provider == "azure-openai" else "openai", "evaluating a hosted model")
 
     backend = getattr(trainer, "backend", None)
     if provider == "azure-openai":
@@ -227,10 +247,9 @@ def make_openai_client(provider: str, trainer: Any | None = None) -> Any:
             "max_retries": 5,
         }
         if getattr(trainer, "auth", "api-key") == "entra":
-            from azure.identity import DefaultAzureCredential, get_bearer_token_provider
-
-            kwargs["azure_ad_token_provider"] = get_bearer_token_provider(
-                DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
+            identity = _require("azure.identity", "azure", "Entra ID sign-in (trainer.auth: entra)")
+            kwargs["azure_ad_token_provider"] = identity.get_bearer_token_provider(
+                identity.DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
             )
         else:
             kwargs["api_key"] = trainer.api_key
@@ -244,7 +263,13 @@ def make_openai_client(provider: str, trainer: Any | None = None) -> Any:
             organization=getattr(trainer, "organization", None),
             max_retries=5,
         )
-    return openai.OpenAI(max_retries=5)
+    try:
+        return openai.OpenAI(max_retries=5)
+    except openai.OpenAIError as exc:  # no OPENAI_API_KEY
+        raise GenerationError(
+            f"an openai:<model> baseline needs OpenAI credentials: {exc}",
+            hint="export OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server)",
+        ) from None
 
 
 def _translate(exc: Exception, model: str, service: str) -> RemoteError:

@@ -15,7 +15,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from ftpipe.errors import UsageError
 

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from ftpipe.errors import MissingDependency
 from ftpipe.evaluation.metrics import higher_is_better
 
 SCHEMA_VERSION = 1
@@ -216,16 +218,21 @@ def _comparison_sentence(c: dict[str, Any], metrics: Sequence[str], primary: str
     saved = c["tokens_saved_per_request"]["total"]
     if saved is not None:
         pct = c["tokens_saved_pct"]
-        text += f"; {saved:.1f} tokens saved per request" + (f" ({pct:.1f}%)" if pct is not None else "")
+        share = f" ({abs(pct):.1f}%)" if pct is not None else ""
+        word = "saved" if saved >= 0 else "more"
+        text += f"; {abs(saved):.1f} tokens {word} per request{share}"
     cost = c["cost_saved_per_1k_requests"]
     if cost is not None:
-        text += f"; {_money(cost)} saved per 1k requests"
+        text += f"; {_money(abs(cost))} {'saved' if cost >= 0 else 'more'} per 1k requests"
     return text + "."
 
 
 def write_chart(report: dict[str, Any], path: Path) -> None:
     """A grouped bar chart: metrics on the x axis, one bar per variant (loss-like metrics apart)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingDependency("matplotlib", "train", "the evaluation chart") from None
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

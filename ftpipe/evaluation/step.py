@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ftpipe.contracts import ModelRef, StepContext, StepResult
 from ftpipe.errors import StepError, UsageError
 from ftpipe.evaluation import metrics as M
-from ftpipe.evaluation.fewshot import Example, FewShotSelector, build_few_shot_messages, load_examples
+from ftpipe.evaluation.fewshot import (
+    Example,
+    FewShotSelector,
+    build_few_shot_messages,
+    load_examples,
+)
 from ftpipe.evaluation.generate import Generation
 from ftpipe.evaluation.report import VariantResult, build_report, write_report
 
@@ -43,13 +50,6 @@ class Variant:
     name: str
     source: ModelSource
     few_shot: bool = False
-
-
-@dataclass
-class _Scored:
-    generations: list[Generation] | None = None
-    per_example: dict[str, list[float]] = field(default_factory=dict)
-    nll: list[tuple[float, int]] | None = None
 
 
 # --------------------------------------------------------------------------- planning
@@ -167,6 +167,25 @@ def plan_variants(ctx: StepContext) -> list[Variant]:
 # --------------------------------------------------------------------------- running
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What every variant is scored on."""
+
+    test: list[Example]
+    plain: list[list[dict]]  # the test prompts as they are
+    few_shot: list[list[dict]] | None  # the same prompts with k examples in front
+    text_metrics: dict[str, M.MetricFn]
+    model_metrics: list[str]
+
+
+@dataclass
+class _Scored:
+    generations: list[Generation] | None = None
+    per_example: dict[str, list[float]] = field(default_factory=dict)
+    nll: list[tuple[float, int]] | None = None
+    prompt_tokens: list[int] | None = None  # counted when nothing was generated
+
+
 def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn]:
     # Custom "module:function" metrics may live beside the pipeline file.
     base = str(ctx.base_dir.resolve())
@@ -178,88 +197,100 @@ def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn
             sys.path.remove(base)
 
 
-def _hosted_client(ctx: StepContext, provider: str) -> Any:
-    from ftpipe.evaluation.generate import make_openai_client
+def _load_split(ctx: StepContext, cfg: Any, text_metrics: dict[str, M.MetricFn]) -> list[Example]:
+    split_file = Path(ctx.inputs["prepare"]) / f"{cfg.split}.jsonl"
+    if not split_file.is_file():
+        raise StepError(f"the prepare step left no {cfg.split} split ({split_file} is missing)")
+    test = load_examples(split_file, limit=cfg.limit)
+    if not test:
+        raise StepError(
+            f"the {cfg.split} split is empty: nothing to evaluate",
+            hint="raise dataset.split.test (or validation), or add data",
+        )
+    if text_metrics and any(not ex.prompt for ex in test):
+        raise UsageError(
+            f"metrics {', '.join(text_metrics)} need prompt/answer records; "
+            "plain text data supports only loss, perplexity"
+        )
+    return test
 
-    return make_openai_client(provider, ctx.pipeline.trainer)
+
+def _few_shot_prompts(ctx: StepContext, cfg: Any, test: list[Example]) -> list[list[dict]]:
+    train = load_examples(Path(ctx.inputs["prepare"]) / "train.jsonl")
+    fs = cfg.few_shot
+    selector = FewShotSelector(train, k=fs.k, selection=fs.selection, seed=fs.seed)
+    ctx.log(f"few_shot: {selector.k} {fs.selection} examples from {len(train)} training records")
+    return [build_few_shot_messages(ex, selector.select(ex)) for ex in test]
 
 
-def _score_variant(
-    ctx: StepContext,
-    variant: Variant,
-    prompts: list[list[dict]],
-    test: list[Example],
-    text_metrics: dict[str, M.MetricFn],
-    model_metrics: list[str],
-    loaded: tuple[Any, Any] | None,
-) -> _Scored:
+def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[Any, Any] | None) -> _Scored:
     from ftpipe.evaluation import generate as G
 
     gen_cfg = ctx.pipeline.evaluate.generation
     seed = getattr(gen_cfg, "seed", 0)
+    prompts = job.few_shot if variant.few_shot and job.few_shot is not None else job.plain
     n = len(prompts)
     what = f"evaluate {variant.name}"
     scored = _Scored()
-
-    def progress(done: int) -> None:
-        ctx.progress(done, n, what)
-
-    if text_metrics:
+    if job.text_metrics:
         ctx.progress(0, n, what)
-        if variant.source.kind == "local":
-            model, tokenizer = loaded  # type: ignore[misc]
+
+        def on_batch(done: int) -> None:
+            ctx.progress(done, n, what)
+
+        if loaded is not None:
             scored.generations = G.generate_local(
-                model, tokenizer, prompts, max_new_tokens=gen_cfg.max_new_tokens,
-                batch_size=gen_cfg.batch_size, seed=seed, on_batch=progress,
+                loaded[0], loaded[1], prompts, max_new_tokens=gen_cfg.max_new_tokens,
+                batch_size=gen_cfg.batch_size, seed=seed, on_batch=on_batch,
             )
         else:
-            client = _hosted_client(ctx, variant.source.provider or "openai")
+            provider = variant.source.provider or "openai"
+            client = G.make_openai_client(provider, getattr(ctx.pipeline, "trainer", None))
             try:
                 scored.generations = G.generate_hosted(
                     client, variant.source.model_id or "", prompts, max_new_tokens=gen_cfg.max_new_tokens,
-                    seed=seed, concurrency=min(gen_cfg.batch_size, 8), on_batch=progress,
-                    report_every=gen_cfg.batch_size, service=variant.source.provider or "openai",
+                    seed=seed, concurrency=min(gen_cfg.batch_size, 8), on_batch=on_batch,
+                    report_every=gen_cfg.batch_size, service=provider,
                 )
             finally:
                 client.close()
-        for name, fn in text_metrics.items():
+        for name, fn in job.text_metrics.items():
             scored.per_example[name] = [
-                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, test)
+                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test)
             ]
-    if model_metrics:
-        if variant.source.kind == "local":
-            model, tokenizer = loaded  # type: ignore[misc]
-            ctx.progress(0, n, f"{what} (loss)")
-            scored.nll = G.reference_nll(
-                model, tokenizer, prompts, [ex.reference for ex in test], batch_size=gen_cfg.batch_size,
-                on_batch=lambda d: ctx.progress(d, n, f"{what} (loss)"),
-            )
-        else:
-            ctx.log(f"{variant.name}: {', '.join(model_metrics)} not available for a hosted model (no log-likelihoods)")
+    elif loaded is not None:
+        scored.prompt_tokens = G.count_prompt_tokens(loaded[1], prompts)
+    if job.model_metrics and loaded is not None:
+        ctx.progress(0, n, f"{what} (loss)")
+        scored.nll = G.reference_nll(
+            loaded[0], loaded[1], prompts, [ex.reference for ex in job.test], batch_size=gen_cfg.batch_size,
+            on_batch=lambda done: ctx.progress(done, n, f"{what} (loss)"),
+        )
+    elif job.model_metrics:
+        ctx.log(f"{variant.name}: {', '.join(job.model_metrics)} not available for a hosted model (no log-likelihoods)")
     return scored
 
 
-def _variant_result(variant: Variant, scored: _Scored, model_metrics: list[str], n: int,
-                    prompt_tokens: list[int] | None, seconds: float) -> VariantResult:
+def _mean(values: list[int] | list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _variant_result(variant: Variant, scored: _Scored, job: _Job, seconds: float) -> VariantResult:
     from ftpipe.evaluation.generate import aggregate_nll
 
-    values: dict[str, float | None] = {
-        name: (sum(vals) / len(vals) if vals else None) for name, vals in scored.per_example.items()
-    }
-    if model_metrics:
+    values: dict[str, float | None] = {name: _mean(vals) for name, vals in scored.per_example.items()}
+    if job.model_metrics:
         loss, ppl = aggregate_nll(scored.nll) if scored.nll else (None, None)
-        for name in model_metrics:
+        for name in job.model_metrics:
             values[name] = loss if name == "loss" else ppl
+    # NaN/inf (a diverged model) would make report.json invalid JSON: record "no value".
+    values = {k: (v if v is None or math.isfinite(v) else None) for k, v in values.items()}
     gens = scored.generations
-    if gens:
-        prompt_mean = sum(g.prompt_tokens for g in gens) / len(gens)
-        completion_mean: float | None = sum(g.completion_tokens for g in gens) / len(gens)
-    else:
-        prompt_mean = sum(prompt_tokens) / len(prompt_tokens) if prompt_tokens else None
-        completion_mean = None
     return VariantResult(
         name=variant.name, kind=variant.source.kind, model=variant.source.label, few_shot=variant.few_shot,
-        n=n, metrics=values, prompt_tokens_mean=prompt_mean, completion_tokens_mean=completion_mean,
+        n=len(job.test), metrics=values,
+        prompt_tokens_mean=_mean([g.prompt_tokens for g in gens]) if gens else _mean(scored.prompt_tokens or []),
+        completion_tokens_mean=_mean([g.completion_tokens for g in gens]) if gens else None,
         seconds=seconds,
     )
 
@@ -275,49 +306,14 @@ def _release_memory() -> None:
         pass
 
 
-def run_evaluate(ctx: StepContext) -> StepResult:
-    """Score every variant on the prepared split; write report.json, report.md, chart.png."""
-    cfg = ctx.pipeline.evaluate
-    if cfg is None:
-        raise UsageError("the pipeline has no evaluate block")
-    names = list(cfg.metrics)
-    text_metrics = _resolve_metrics(ctx, names)
-    model_metrics = [n for n in names if M.is_model_metric(n)]
-
-    split_file = Path(ctx.inputs["prepare"]) / f"{cfg.split}.jsonl"
-    if not split_file.is_file():
-        raise StepError(f"the prepare step left no {cfg.split} split ({split_file} is missing)")
-    test = load_examples(split_file, limit=cfg.limit)
-    if not test:
-        raise StepError(
-            f"the {cfg.split} split is empty: nothing to evaluate",
-            hint="raise dataset.split.test (or validation), or add data",
-        )
-    if text_metrics and any(not ex.prompt for ex in test):
-        raise UsageError(
-            f"metrics {', '.join(text_metrics)} need prompt/answer records; plain text data supports only loss, perplexity"
-        )
-    variants = plan_variants(ctx)
-    selector = None
-    if any(v.few_shot for v in variants):
-        train = load_examples(Path(ctx.inputs["prepare"]) / "train.jsonl")
-        fs = cfg.few_shot
-        selector = FewShotSelector(train, k=fs.k, selection=fs.selection, seed=fs.seed)
-        ctx.log(f"few_shot: {selector.k} {fs.selection} examples from {len(train)} training records")
-    ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
-
-    plain = [list(ex.prompt) for ex in test]
-    shot_prompts = (
-        [build_few_shot_messages(ex, selector.select(ex)) for ex in test] if selector is not None else None
-    )
-    results: list[VariantResult] = []
-    predictions: list[dict[str, Any]] = []
-    # Variants sharing a model (base and few_shot) load it once.
+def _score_all(ctx: StepContext, variants: list[Variant], job: _Job) -> tuple[list[VariantResult], list[dict]]:
+    # Variants sharing a model (base and few_shot) load it once; one model in memory at a time.
     groups: dict[str, list[Variant]] = {}
     for v in variants:
         groups.setdefault(v.source.key, []).append(v)
     by_name: dict[str, VariantResult] = {}
-    for key, members in groups.items():
+    predictions: list[dict[str, Any]] = []
+    for members in groups.values():
         source = members[0].source
         loaded = None
         if source.kind == "local":
@@ -326,30 +322,42 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         try:
             for v in members:
                 started = time.monotonic()
-                prompts = shot_prompts if v.few_shot else plain
-                scored = _score_variant(ctx, v, prompts, test, text_metrics, model_metrics, loaded)  # type: ignore[arg-type]
-                prompt_tokens = None
-                if scored.generations is None and loaded is not None:
-                    from ftpipe.evaluation.generate import count_prompt_tokens
-
-                    prompt_tokens = count_prompt_tokens(loaded[1], prompts)  # type: ignore[arg-type]
-                res = _variant_result(v, scored, model_metrics, len(test), prompt_tokens, time.monotonic() - started)
-                by_name[v.name] = res
+                scored = _score_variant(ctx, v, job, loaded)
+                res = by_name[v.name] = _variant_result(v, scored, job, time.monotonic() - started)
                 ctx.log(f"{v.name}: " + ", ".join(f"{k} {_fmt(x)}" for k, x in res.metrics.items()))
-                predictions.extend(_prediction_rows(v.name, scored, test))
+                predictions.extend(_prediction_rows(v.name, scored, job.test))
         finally:
             loaded = None
             _release_memory()
-    results = [by_name[v.name] for v in variants]
+    return [by_name[v.name] for v in variants], predictions
 
+
+def run_evaluate(ctx: StepContext) -> StepResult:
+    """Score every variant on the prepared split; write report.json, report.md, chart.png
+    (and predictions.jsonl: every answer with its per-example scores)."""
+    cfg = ctx.pipeline.evaluate
+    if cfg is None:
+        raise UsageError("the pipeline has no evaluate block")
+    names = list(cfg.metrics)
+    text_metrics = _resolve_metrics(ctx, names)
+    test = _load_split(ctx, cfg, text_metrics)
+    variants = plan_variants(ctx)
+    job = _Job(
+        test=test,
+        plain=[list(ex.prompt) for ex in test],
+        few_shot=_few_shot_prompts(ctx, cfg, test) if any(v.few_shot for v in variants) else None,
+        text_metrics=text_metrics,
+        model_metrics=[n for n in names if M.is_model_metric(n)],
+    )
+    ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
+    results, predictions = _score_all(ctx, variants, job)
     report = build_report(
         results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,
     )
     write_report(ctx.out_dir, report)
     with open(ctx.out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        for row in predictions:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     return StepResult(metrics=flat_metrics(report), summary=summary_line(report))
 
 
