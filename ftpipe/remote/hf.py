@@ -1,8 +1,9 @@
 """Hugging Face Hub errors → ftpipe errors (the one place that knows the client's types)."""
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ftpipe.errors import RemoteError
 
@@ -38,9 +39,49 @@ def hub_errors(what: str) -> Iterator[None]:
                           request_id=_rid(exc)) from None
     except hf_errors.HfHubHTTPError as exc:
         status = _status(exc)
-        msg = getattr(exc, "server_message", None) or str(exc).splitlines()[0]
+        msg = getattr(exc, "server_message", None) or _first_line(exc)
         hint = _HINTS.get(status or 0) or ("the Hub had a server error: run again later" if (status or 0) >= 500 else None)
         raise RemoteError("Hugging Face Hub", f"{what}: {msg}", status=status, request_id=_rid(exc), hint=hint) from None
+    except hf_errors.InferenceEndpointTimeoutError as exc:
+        raise RemoteError("Hugging Face Inference Endpoints", f"{what}: {_first_line(exc)}",
+                          hint="the endpoint is still starting: raise timeout_s or run again later") from None
+    except hf_errors.InferenceEndpointError as exc:
+        raise RemoteError("Hugging Face Inference Endpoints", f"{what}: {_first_line(exc)}",
+                          hint="see the endpoint's logs on the Hub") from None
+    except hf_errors.OfflineModeIsEnabled:
+        raise RemoteError("Hugging Face Hub", f"{what}: offline mode is on (HF_HUB_OFFLINE=1)",
+                          hint="unset HF_HUB_OFFLINE to reach the Hub") from None
+    except Exception as exc:
+        if not is_transport_error(exc):
+            raise
+        raise RemoteError("Hugging Face Hub", f"{what}: could not reach the Hub ({type(exc).__name__}: "
+                          f"{_first_line(exc)})", hint="check the network and HF_ENDPOINT, then run again") from None
+
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A connection that failed or dropped (the HTTP library's transport errors)."""
+    for module in ("httpx2", "httpx"):
+        mod = sys.modules.get(module)  # not imported: none of its errors can be here
+        if mod is not None and isinstance(exc, getattr(mod, "TransportError", ())):
+            return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth trying again: rate limiting, a server error, or a dropped connection."""
+    from huggingface_hub import errors as hf_errors
+
+    if isinstance(exc, hf_errors.HfHubHTTPError):
+        return _status(exc) in RETRYABLE_STATUS
+    return is_transport_error(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _status(exc: Exception) -> int | None:

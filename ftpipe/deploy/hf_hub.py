@@ -1,0 +1,104 @@
+"""The ``hf-hub`` deploy target: push the model folder (with its model card) to a Hub model
+repo and record the commit.
+
+Uploads are idempotent: the client skips files whose content the branch already has, so an
+unchanged model makes no commit, and retrying a whole upload after a failure (a commit
+whose answer was lost, a dropped connection) cannot duplicate anything. Files from an
+earlier deploy that the new model does not have are deleted in the same commit.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ftpipe.contracts import StepContext, StepResult
+from ftpipe.deploy.local import export_model, list_files
+from ftpipe.errors import MissingDependency
+from ftpipe.remote.hf import hub_errors, is_retryable
+from ftpipe.spec.interpolate import redact
+from ftpipe.spec.models import HubTarget
+from ftpipe.store import write_json
+
+T = TypeVar("T")
+
+UPLOAD_ATTEMPTS = 3
+RETRY_DELAY_S = 1.0
+
+
+def hf_api(token: str | None) -> Any:
+    """An ``HfApi`` for ``token`` (the endpoint comes from HF_ENDPOINT)."""
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise MissingDependency("huggingface_hub", "hub", "publishing to the Hugging Face Hub") from None
+    return HfApi(token=token or None)
+
+
+def with_retries(fn: Callable[[], T], *, what: str, log: Callable[[str], None], secrets: tuple[str, ...] = (),
+                 attempts: int = UPLOAD_ATTEMPTS) -> T:
+    """Call ``fn`` again after a retryable Hub failure (429, 5xx, dropped connection).
+    Only for idempotent operations such as uploads of the same content."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            log(redact(f"{what}: attempt {attempt} failed ({type(exc).__name__}: {first}); retrying", secrets))
+            time.sleep(RETRY_DELAY_S * attempt)
+    raise AssertionError("unreachable")
+
+
+def upload_folder(api: Any, folder: Path, *, repo_id: str, repo_type: str, revision: str, message: str,
+                  ctx: StepContext) -> Any:
+    """``upload_folder`` that replaces the repo's files (but .gitattributes) with the folder's,
+    retried on transient failures. Returns the client's CommitInfo."""
+    def push() -> Any:
+        return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), revision=revision,
+                                 commit_message=message, delete_patterns="*")
+
+    return with_retries(push, what=f"upload to {repo_id}", log=ctx.log, secrets=ctx.secrets)
+
+
+def repo_url(api: Any, repo_id: str, repo_type: str = "model") -> str:
+    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
+    return f"{api.endpoint.rstrip('/')}/{prefix}{repo_id}"
+
+
+class HubDeploy:
+    """Publish the model to a Hugging Face Hub model repo (private by default)."""
+
+    name = "hf-hub"
+    config_model = HubTarget
+
+    def deploy(self, ctx: StepContext) -> StepResult:
+        target: HubTarget = ctx.options["target"]
+        api = hf_api(target.token)
+        what = f"hf-hub {target.repo}"
+        with tempfile.TemporaryDirectory(prefix="hf-hub-", dir=ctx.state_dir) as tmp:
+            folder = Path(tmp) / "model"
+            folder.mkdir()
+            marker = export_model(ctx, folder, merge=target.merge, what=what, repo_id=target.repo)
+            files = list_files(folder)
+            with hub_errors(f"create repo {target.repo}"):
+                url = str(with_retries(lambda: api.create_repo(target.repo, private=target.private, exist_ok=True),
+                                       what=f"create {target.repo}", log=ctx.log, secrets=ctx.secrets))
+                if target.revision != "main":
+                    with_retries(lambda: api.create_branch(target.repo, branch=target.revision, exist_ok=True),
+                                 what=f"create branch {target.revision}", log=ctx.log, secrets=ctx.secrets)
+            ctx.log(f"{what}: uploading {len(files)} files to {target.revision}")
+            with hub_errors(f"upload to {target.repo}"):
+                info = upload_folder(api, folder, repo_id=target.repo, repo_type="model", revision=target.revision,
+                                     message=f"ftpipe: {ctx.pipeline.name} (run {ctx.run_id})", ctx=ctx)
+        commit = info.oid
+        ctx.log(f"{what}: {target.revision} is at {commit}")
+        doc = {"target": "hf-hub", "repo": target.repo, "revision": target.revision, "commit": commit,
+               "url": url or repo_url(api, target.repo), "commit_url": info.commit_url, "private": target.private,
+               "adapter": marker["adapter"], "merged": marker["merged"], "files": files}
+        write_json(ctx.out_dir / "deploy.json", doc)
+        return StepResult(metrics={"files": len(files)},
+                          summary=f"{target.repo}@{commit[:10]} ({'private' if target.private else 'public'})")
