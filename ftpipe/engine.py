@@ -150,6 +150,10 @@ def execute(
     elif from_step:
         rerun = plan.downstream(from_step)
 
+    # the libraries' own progress bars would fight ours; their warnings go to the step logs
+    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)
     rs = RunStore((store or default_store(path)).resolve())
     old_term = signal.signal(signal.SIGTERM, _interrupt_on_term) if _main_thread() else None
     try:

@@ -154,9 +154,16 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
         if gate is not None:
             add("gate", "gate", ("evaluate",), {"gate": gate})
             last = "gate"
+    pushed: dict[str, str] = {}  # Hub repo -> the hf-hub step that pushes it
     for i, target in enumerate(dump["deploy"]):
         sid = f"deploy.{target.get('name') or target['type']}"
         cfg = strip_secrets(target)
         needs = ("train",) if last == "train" else ("train", last)
+        # an endpoint or Space serving a repo this run pushes waits for (and is keyed on) that push
+        served = target.get("repo") if target["type"] == "hf-endpoint" else target.get("model_repo")
+        if target["type"] in ("hf-endpoint", "hf-space") and served in pushed:
+            needs = needs + (pushed[served],)
         add(sid, "deploy", needs, {"target": cfg, "pipeline": pipeline.name}, plugin=target["type"], index=i)
+        if target["type"] == "hf-hub":
+            pushed[target["repo"]] = sid
     return Plan(pipeline=pipeline.name, path=str(path), steps=tuple(steps), fingerprints=fp)
