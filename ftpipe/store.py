@@ -97,7 +97,7 @@ class RunStore:
                     out.append(_with_liveness(json.loads((d / "run.json").read_text())))
                 except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
                     continue  # a run dir whose first record never landed
-        return out
+        return sorted(out, key=lambda r: (r.get("started_at") or "", r["run_id"]))
 
     def resolve_run(self, ref: str) -> str:
         """A run id from an id, a unique prefix, or 'latest'."""

@@ -1,0 +1,62 @@
+"""runs list / show / gc through the CLI, and the two progress styles."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from ftpipe.cli import commands, main, more  # noqa: F401
+from ftpipe.engine import execute
+from ftpipe.progress import Reporter
+from tests.engine.helpers import write_pipeline
+from tests.engine.test_engine import Counting
+
+
+def test_runs_list_show_gc(tmp_path: Path) -> None:
+    p = write_pipeline(tmp_path, lr=0.001)
+    first = execute(p, step_runner=Counting(), reporter=Reporter(quiet=True))
+    write_pipeline(tmp_path, lr=0.002)
+    second = execute(p, step_runner=Counting(), reporter=Reporter(quiet=True))
+    store = str(tmp_path / ".ftpipe")
+    cli = CliRunner()
+    listed = json.loads(cli.invoke(main, ["runs", "list", "--json", "--store", store]).output)
+    assert [r["run_id"] for r in listed] == [first.run_id, second.run_id]
+    shown = cli.invoke(main, ["runs", "show", second.run_id[:17], "--store", store])
+    assert shown.exit_code == 0 and "prepare" in shown.output and f"(from run {first.run_id})" in shown.output
+    as_json = json.loads(cli.invoke(main, ["runs", "show", "latest", "--json", "--store", store]).output)
+    assert as_json["steps"]["train"]["status"] == "done"
+    # keep only the newest run: the first run's own train artifact goes, the shared prepare stays
+    dry = json.loads(cli.invoke(main, ["runs", "gc", "--keep", "1", "--dry-run", "--json", "--store", store]).output)
+    assert dry["runs_removed"] == [first.run_id] and dry["dry_run"]
+    out = json.loads(cli.invoke(main, ["runs", "gc", "--keep", "1", "--json", "--store", store]).output)
+    assert f"cache/{first.record['steps']['train']['key']}" in out["artifacts_removed"]
+    assert f"cache/{second.record['steps']['prepare']['key']}" not in out["artifacts_removed"]
+    again = execute(p, step_runner=Counting(), reporter=Reporter(quiet=True))
+    assert again.summary()["up_to_date"]
+    missing = cli.invoke(main, ["runs", "show", "nope", "--store", store])
+    assert missing.exit_code == 2 and "no run 'nope'" in missing.output
+
+
+def test_plain_progress_lines_are_timestamped_and_throttled() -> None:
+    buf = io.StringIO()
+    r = Reporter(buf, live=False)
+    r.step_started("train")
+    for i in range(101):
+        r.progress("train", i, 100, "train")
+    r.step_finished("train", "done", 1.5, "ok")
+    lines = buf.getvalue().splitlines()
+    assert lines[0].endswith("train: started") and lines[-1].endswith("train: done (1.5s) — ok")
+    assert 5 <= len(lines) <= 14  # about one line per 10%, not one per step
+    assert all(line[2] == ":" and line[5] == ":" for line in lines)
+
+
+def test_live_progress_draws_a_bar_in_place() -> None:
+    buf = io.StringIO()
+    r = Reporter(buf, live=True)
+    r.progress("train", 5, 10, "train")
+    assert "\r" in buf.getvalue() and "█" in buf.getvalue() and "5/10" in buf.getvalue()
+    quiet = io.StringIO()
+    Reporter(quiet, quiet=True).progress("train", 5, 10, "train")
+    assert quiet.getvalue() == ""
