@@ -14,7 +14,21 @@ from ftpipe import __version__
 from ftpipe.errors import EXIT_INVALID, EXIT_STEP_FAILED, FtpipeError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class FtpipeGroup(click.Group):
+    """Turns ftpipe's own errors into their message and exit code, wherever the CLI is
+    invoked from (the console script, ``python -m ftpipe``, tests)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FtpipeError as exc:
+            if os.environ.get("FTPIPE_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=FtpipeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ftpipe")
 def main() -> None:
     """Declarative pipelines for fine-tuning LLMs: prepare → train → evaluate → gate → deploy.
