@@ -155,6 +155,7 @@ def execute(
                        ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(var, value)
     rs = RunStore((store or default_store(path)).resolve())
+    _preflight(prepared, rs, rerun)
     old_term = signal.signal(signal.SIGTERM, _interrupt_on_term) if _main_thread() else None
     try:
         with rs.lock(plan.pipeline, wait=wait,
@@ -165,6 +166,21 @@ def execute(
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+
+
+def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str]) -> None:
+    """A trainer backend may check before anything runs that it can run at all (its
+    environment is installed, ...): a missing piece is a usage error (exit 2), not a
+    failed step. Skipped when the train step is a cache hit."""
+    from ftpipe import registry
+
+    train = prepared.plan.step("train")
+    if "train" not in rerun and rs.artifact(train.key) is not None:
+        return
+    backend = registry.get("trainer", train.plugin or "").load()
+    check = getattr(backend, "preflight", None)
+    if callable(check):
+        check(prepared.resolved, cache_dir=rs.cache_dir())
 
 
 def _main_thread() -> bool:

@@ -34,6 +34,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
 # What AutoTrain's trainer logs when it swallows an exception (and still exits 0).
 FAILED_MARK = "has failed due to an exception"
 _TQDM = re.compile(r"(\d+)/(\d+) \[")
+_BAR = re.compile(r"\d+%\|.*\|")
 _DICT = re.compile(r"(\{'[^{}]*\})\s*$")
 
 
@@ -47,7 +48,6 @@ class AutoTrainBackend:
 
     def train(self, ctx: StepContext) -> StepResult:
         env = autotrain_env.require(ctx.cache_dir)
-        p = ctx.pipeline
         work = ctx.state_dir / "autotrain"
         if work.exists():  # a previous attempt: AutoTrain cannot resume, so start clean
             shutil.rmtree(work)
@@ -102,6 +102,11 @@ class AutoTrainBackend:
         model_dir = ctx.out_dir / "model"
         _collect(project, model_dir)
         adapter = (model_dir / "adapter_config.json").exists()
+        if adapter and t.merge_adapter:
+            ctx.progress(0, None, "merging the adapter")
+            merge_adapter(env, base, model_dir, method=t.method, revision=p.model.revision, run_env=run_env,
+                          log=ctx.log)
+            adapter = False
         ref = ModelRef(kind="local", base=p.model.base, path="model", adapter=adapter)
         ref.write(ctx.out_dir)
         metrics = watcher.metrics(rows=rows, wall=wall)
@@ -119,6 +124,7 @@ class AutoTrainBackend:
 # --------------------------------------------------------------------------- helpers
 
 def _resolve_base(ctx: StepContext) -> str:
+    """A local folder or a Hub id that AutoTrain can load (builtin:tiny → its folder)."""
     from ftpipe.models.loading import resolve_base
 
     return str(resolve_base(ctx.pipeline.model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir))
@@ -144,6 +150,52 @@ def _compatible_base(src: Path, dest: Path) -> Path:
     data["tokenizer_class"] = "PreTrainedTokenizerFast"
     (dest / "tokenizer_config.json").write_text(json.dumps(data, indent=2))
     return dest
+
+
+# Runs in AutoTrain's environment (its transformers and peft wrote the adapter), so merging
+# needs nothing from ftpipe's own extras, on this machine as in a Space.
+MERGE_SCRIPT = """
+import json, os, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+base, model_dir, method, revision = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] or None
+token = os.environ.get("FTPIPE_AUTOTRAIN_HF_TOKEN") or None
+tok = AutoTokenizer.from_pretrained(model_dir)
+kw = dict(torch_dtype="auto", revision=revision, token=token)
+if method == "reward":
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, **kw)
+else:
+    model = AutoModelForCausalLM.from_pretrained(base, **kw)
+if model.get_input_embeddings().weight.shape[0] != len(tok):
+    model.resize_token_embeddings(len(tok))
+with torch.no_grad():
+    merged = PeftModel.from_pretrained(model, model_dir).merge_and_unload()
+for name in os.listdir(model_dir):
+    if name.startswith("adapter_"):
+        os.remove(os.path.join(model_dir, name))
+merged.save_pretrained(model_dir)
+tok.save_pretrained(model_dir)
+print(json.dumps({"dtype": str(merged.dtype)}))
+"""
+
+
+def merge_adapter(env: autotrain_env.AutoTrainEnv, base: str, model_dir: Path, *, method: str,
+                  revision: str | None, run_env: dict[str, str], log: Callable[[str], None]) -> None:
+    """Replace the adapter in ``model_dir`` by the full model (base + adapter), merged in
+    the base model's own dtype. AutoTrain's own merge works in float16: lossy for float32
+    models and slow on a CPU."""
+    t0 = time.monotonic()
+    lines: list[str] = []
+    code = run_streaming([str(env.python), "-c", MERGE_SCRIPT, base, str(model_dir), method, revision or ""],
+                         cwd=model_dir.parent, env=run_env, on_line=lines.append)
+    if code != 0:
+        raise StepError("merging the adapter into the base model failed:\n"
+                        + "\n".join(f"    {x}" for x in lines[-TAIL_LINES:]),
+                        hint="set trainer.merge_adapter: false to keep the adapter as it is")
+    for line in lines:
+        if not _BAR.search(line):
+            log(line)
+    log(f"merged the adapter into {base} in {time.monotonic() - t0:.1f}s")
 
 
 def _has_weights(folder: Path) -> bool:
@@ -234,6 +286,8 @@ class _OutputWatcher:
                 if done != self._last_progress:
                     self._last_progress = done
                     self.progress(done, total, "training")
+            return
+        if _BAR.search(text):  # datasets' and other progress bars: noise in the log
             return
         self.tail = (self.tail + [text])[-TAIL_LINES:]
         self.log(text)

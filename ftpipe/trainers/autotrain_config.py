@@ -67,7 +67,9 @@ def training_params(p: Any) -> dict[str, Any]:
         "padding": hp.padding,
         "logging_steps": hp.logging_steps,
         "seed": t.seed,
-        "merge_adapter": t.merge_adapter and not isinstance(t.peft, m.NoPeft),
+        # AutoTrain merges in float16 (lossy for float32 models, slow on a CPU); ftpipe merges
+        # the adapter itself, in the base model's dtype (trainer.merge_adapter)
+        "merge_adapter": False,
         **peft_params(t.peft),
     }
     if t.method in ("dpo", "orpo"):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ftpipe.errors import FtpipeError, StepError, EXIT_INVALID
+from ftpipe.errors import EXIT_INVALID, FtpipeError, StepError
 
 AUTOTRAIN_VERSION = "0.8.36"
 # Install the CPU/CUDA torch this machine provides first, by exact pin: a bare `torch` would
@@ -36,6 +36,7 @@ REMOVE_AFTER_INSTALL = ("torchvision", "timm")
 FIX_LEVEL = 1
 MARKER = "ftpipe-env.json"
 INSTALL_COMMAND = "ftpipe backends install autotrain"
+ENV_VAR = "FTPIPE_AUTOTRAIN_ENV"
 
 LineFn = Callable[[str], None]
 
@@ -62,6 +63,11 @@ def default_cache_dir() -> Path:
 
 
 def env_dir(cache_dir: Path | None = None) -> Path:
+    """Where the environment for the current pin lives. $FTPIPE_AUTOTRAIN_ENV names the
+    folder outright (a shared or pre-built install: a CI cache, a Docker image)."""
+    explicit = os.environ.get(ENV_VAR)
+    if explicit:
+        return Path(explicit).expanduser()
     return Path(cache_dir or default_cache_dir()) / "envs" / f"autotrain-{pin_hash()}"
 
 
@@ -135,7 +141,9 @@ def require(cache_dir: Path | None = None) -> AutoTrainEnv:
         return env
     path = env_dir(cache_dir)
     stale = [p.name for p in path.parent.glob("autotrain-*") if p != path and (p / MARKER).exists()]
-    if path.exists():
+    if (path / MARKER).exists():
+        reason = "built from a different pin (another autotrain-advanced version or fix list)"
+    elif path.exists():
         reason = "only partly built (an install was interrupted)"
     elif stale:
         reason = f"not installed for the current pin (found {', '.join(sorted(stale))}, built from an older pin)"
@@ -198,7 +206,7 @@ def _run(cmd: list[str], *, log: LineFn, env: dict[str, str] | None, what: str,
 
 def _pip_echo(line: str) -> bool:
     # pip is chatty; keep the lines that show it moving.
-    return line.startswith(("Collecting ", "Downloading ", "Installing collected", "Successfully", "ERROR",
+    return line.lstrip().startswith(("Collecting ", "Downloading ", "Installing collected", "Successfully", "ERROR",
                             "Found existing", "Successfully uninstalled", "WARNING: Skipping"))
 
 
@@ -260,5 +268,8 @@ def install(cache_dir: Path | None = None, *, force: bool = False, log: LineFn =
         tmp.write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp, path / MARKER)  # last, atomically: from here on the env counts as complete
         log(f"autotrain: installed in {seconds:.0f}s, {size / 1e9:.1f} GB at {path}")
+        for old in sorted(path.parent.glob("autotrain-*")):
+            if old != path and (old / MARKER).exists():
+                log(f"autotrain: {old} was built from an older pin; once no older ftpipe uses it: rm -r {old}")
         return {"backend": "autotrain", "installed": True, "reused": False, "path": str(path),
                 "seconds": seconds, "size_bytes": size, "installed_at": info["installed_at"]}

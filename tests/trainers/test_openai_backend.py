@@ -469,8 +469,8 @@ def test_cancel_without_a_hosted_job_says_so(tmp_path: Path, env: OpenAIServer) 
     path = write_pipeline(tmp_path, env, rows=[_chat(q, a) for q, a in QA[:8]], dataset="  min_examples: 1\n")
     assert run(path).exit_code == 1  # failed before any upload: no job
     result = CliRunner().invoke(main, ["cancel", "latest", "--store", str(store_of(path))])
-    assert result.exit_code != 0
-    assert "no hosted fine-tuning job" in str(result.exception)
+    assert result.exit_code == 2
+    assert "no hosted fine-tuning job" in result.output
 
 
 # --------------------------------------------------------------------------- the example pipeline
