@@ -104,8 +104,9 @@ def plugins() -> dict[str, dict[str, Plugin]]:
         kind: {name: Plugin(kind, name, cm, target) for name, (cm, target) in entries.items()}
         for kind, entries in _BUILTIN.items()
     }
+    everything = entry_points()  # one scan of the installed distributions, not one per group
     for kind, (group, _, _) in KINDS.items():
-        for ep in entry_points(group=group):
+        for ep in everything.select(group=group):
             if ep.name in table[kind]:
                 raise PluginError(f"plugin '{ep.name}' ({ep.value}) clashes with the built-in {kind} of that name")
             try:
@@ -137,5 +138,5 @@ def pipeline_model() -> type[BaseModel]:
         __base__=m.PipelineBase,
         trainer=(_union("trainer"), ...),
         deploy=(list[_union("target")], []),  # type: ignore[valid-type]
-        executor=(_union("executor"), m.LocalExecutor(type="local")),
+        executor=(_union("executor"), Field(default_factory=lambda: {"type": "local"}, validate_default=True)),
     )

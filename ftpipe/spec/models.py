@@ -44,6 +44,13 @@ def _secret_ref(value: str, info: ValidationInfo) -> str:
 # A secret: written as ${env:NAME} in the file; never printed, stored or uploaded.
 Secret = Annotated[str, AfterValidator(_secret_ref), Field(json_schema_extra={"x-secret": True})]
 
+def _nested(**default: Any) -> Any:
+    """The default of a nested block: a mapping validated through the parent's schema.
+    (An instance as default would build that block's own validator at import time, which
+    is most of `ftpipe validate`'s start-up cost.)"""
+    return Field(default_factory=lambda: dict(default), validate_default=True)
+
+
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -100,7 +107,7 @@ class Dataset(Block):
         default_factory=dict, description="Map the format's field names onto your file's column names."
     )
     system_prompt: str | None = None
-    split: Split = Split()
+    split: Split = _nested()
     dedupe: bool = True
     skip_invalid: bool = Field(False, description="Drop invalid rows (still counted and reported) instead of failing.")
     min_examples: PositiveInt = 10
@@ -193,12 +200,12 @@ class TrlTrainer(Block):
 
     backend: Literal["trl"]
     method: Literal["sft", "dpo", "orpo"] = "sft"
-    peft: Peft = LoraPeft(type="lora")
-    hyperparameters: TrlHyperparameters = TrlHyperparameters()
-    checkpoint: Checkpoint = Checkpoint()
+    peft: Peft = _nested(type="lora")
+    hyperparameters: TrlHyperparameters = _nested()
+    checkpoint: Checkpoint = _nested()
     report_to: list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] = Field(default_factory=list)
     seed: int = 42
-    resources: Resources = Resources()
+    resources: Resources = _nested()
 
 
 class AutoTrainHyperparameters(Block):
@@ -225,8 +232,8 @@ class AutoTrainTrainer(Block):
 
     backend: Literal["autotrain"]
     method: Literal["sft", "dpo", "orpo", "reward"] = "sft"
-    peft: Peft = LoraPeft(type="lora")
-    hyperparameters: AutoTrainHyperparameters = AutoTrainHyperparameters()
+    peft: Peft = _nested(type="lora")
+    hyperparameters: AutoTrainHyperparameters = _nested()
     chat_template: Literal["none", "zephyr", "chatml", "tokenizer"] | None = None
     seed: int = 42
     merge_adapter: bool = True
@@ -253,14 +260,14 @@ class OpenAITrainer(Block):
 
     backend: Literal["openai"]
     method: Literal["sft", "dpo"] = "sft"
-    hyperparameters: OpenAIHyperparameters = OpenAIHyperparameters()
+    hyperparameters: OpenAIHyperparameters = _nested()
     suffix: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
     api_key: Secret = "${env:OPENAI_API_KEY}"
     base_url: str | None = Field(None, description="Defaults to $OPENAI_BASE_URL or the public API.")
     organization: str | None = None
     context_length: PositiveInt | None = Field(None, description="Base model context in tokens, for the pre-upload check.")
-    poll: Poll = Poll()
+    poll: Poll = _nested()
 
 
 class AzureHyperparameters(Block):
@@ -274,7 +281,7 @@ class AzureOpenAITrainer(Block):
 
     backend: Literal["azure-openai"]
     method: Literal["sft"] = "sft"
-    hyperparameters: AzureHyperparameters = AzureHyperparameters()
+    hyperparameters: AzureHyperparameters = _nested()
     suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = None
     seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
     endpoint: str = Field(description="https://<resource>.openai.azure.com")
@@ -282,7 +289,7 @@ class AzureOpenAITrainer(Block):
     auth: Literal["api-key", "entra"] = "api-key"
     api_key: Secret | None = "${env:AZURE_OPENAI_API_KEY}"
     context_length: PositiveInt | None = None
-    poll: Poll = Poll()
+    poll: Poll = _nested()
 
 
 BUILTIN_TRAINERS: tuple[type[Block], ...] = (TrlTrainer, AutoTrainTrainer, OpenAITrainer, AzureOpenAITrainer)
@@ -324,8 +331,8 @@ class Evaluate(Block):
     split: Literal["test", "validation"] = "test"
     metrics: Annotated[list[str], Field(min_length=1)] = ["token_f1"]
     baselines: list[Literal["base", "few_shot"] | ModelBaseline] = ["base", "few_shot"]
-    few_shot: FewShot = FewShot()
-    generation: Generation = Generation()
+    few_shot: FewShot = _nested()
+    generation: Generation = _nested()
     limit: PositiveInt | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
     gate: Gate | None = None
@@ -428,7 +435,7 @@ class RayResources(Block):
 class RayExecutor(Block):
     type: Literal["ray"]
     address: str = Field("${env:RAY_ADDRESS:-http://127.0.0.1:8265}", description="Ray Jobs API address (dashboard).")
-    resources: RayResources = RayResources()
+    resources: RayResources = _nested()
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
     stop_on_interrupt: bool = True
     pip: list[str] = Field(default_factory=list, description="Extra requirements for the job (needs network on the cluster).")

@@ -2,7 +2,7 @@
 a plugin that breaks its contract fails at load with a message naming it."""
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, EntryPoints
 from typing import Literal
 
 import pytest
@@ -38,7 +38,8 @@ def shout(prediction: str, reference: str) -> float:
 @pytest.fixture
 def fake_entry_points(monkeypatch: pytest.MonkeyPatch):
     def install(group_map: dict[str, list[EntryPoint]]) -> None:
-        monkeypatch.setattr(registry, "entry_points", lambda group: group_map.get(group, []))
+        everything = EntryPoints(ep for eps in group_map.values() for ep in eps)
+        monkeypatch.setattr(registry, "entry_points", lambda: everything)
         registry.plugins.cache_clear()
         registry.pipeline_model.cache_clear()
 
