@@ -223,19 +223,13 @@ def test_secrets_never_reach_the_run_store(tmp_path: Path, monkeypatch: pytest.M
 @pytest.mark.integration
 def test_azure_tutorial_example_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pipelines/azure-gpt35-tutorial.yaml pointed at the double. Two things the committed
-    file cannot do against a loopback server are stood in for here (see the report):
-    its deploy target has no way to take management_endpoint from the environment, so
-    the copy gains `management_endpoint: ${env:AZURE_MANAGEMENT_ENDPOINT:-...}`; and Azure
-    serves a fine-tune only through a deployment, so the test deploys the fine-tuned model
-    (and the base model) under their own names before the evaluate step scores them."""
-    text = (REPO / "pipelines" / "azure-gpt35-tutorial.yaml").read_text()
-    assert "management_endpoint" not in text
-    text = text.replace("    management_token:", "    management_endpoint: "
-                        "${env:AZURE_MANAGEMENT_ENDPOINT:-https://management.azure.com}\n    management_token:")
+    file cannot do against a loopback server is stood in for here: Azure serves a fine-tune
+    only through a deployment, so the test deploys the fine-tuned model (and the base
+    model) under their own names before the evaluate step scores them."""
     (tmp_path / "pipelines").mkdir()
     shutil.copytree(REPO / "pipelines" / "data", tmp_path / "pipelines" / "data")
     path = tmp_path / "pipelines" / "azure-gpt35-tutorial.yaml"
-    path.write_text(text)
+    shutil.copy(REPO / "pipelines" / "azure-gpt35-tutorial.yaml", path)  # as committed
 
     with OpenAIServer(steps_per_state=0) as server:
         for var, value in (("AZURE_OPENAI_ENDPOINT", server.url), ("AZURE_OPENAI_API_KEY", server.azure_api_key),
@@ -252,7 +246,8 @@ def test_azure_tutorial_example_end_to_end(tmp_path: Path, monkeypatch: pytest.M
 
         outcome = execute(path, store=tmp_path / "store", reporter=Reporter(quiet=True), step_runner=runner)
         steps = outcome.record["steps"]
-        assert outcome.exit_code in (0, 3), {k: (v["status"], v.get("error")) for k, v in steps.items()}
+        # the tutorial's gate is "beat the base model": the double's fine-tune does, so it deploys
+        assert outcome.exit_code == 0, {k: (v["status"], v.get("error")) for k, v in steps.items()}
         job = only_job(server)
         ref = ModelRef.read(tmp_path / "store" / steps["train"]["artifact"])
         assert ref.model_id == job["fine_tuned_model"] and job["suffix"] == "recipes"
