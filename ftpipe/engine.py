@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import sys
@@ -235,7 +236,7 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
                 reporter.step_finished(step.id, "cached", None, result.get("summary", ""))
                 rs.write_run(record)
                 continue
-            status = _run_one(step, rs, record, prepared, path, run_id, artifacts, reporter, step_runner)
+            status = _run_one(step, rs, record, prepared, path, run_id, artifacts, reporter, step_runner, rerun)
             if status == "blocked":
                 blocked_reason = record["steps"][step.id].get("summary") or "gate failed"
                 exit_code = errors.EXIT_GATE_BLOCKED
@@ -268,7 +269,7 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
 
 
 def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, path: Path, run_id: str,
-             artifacts: dict[str, Path], reporter: Reporter, step_runner: StepRunner) -> str:
+             artifacts: dict[str, Path], reporter: Reporter, step_runner: StepRunner, forced: set[str]) -> str:
     srec = record["steps"][step.id]
     log_path = rs.run_dir(run_id) / "logs" / f"{step.id}.log"
     secrets = prepared.secrets
@@ -282,6 +283,8 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
     def progress(done: int, total: int | None, what: str) -> None:
         reporter.progress(step.id, done, total, redact(what, secrets))
 
+    if step.id in forced:  # a deliberate rerun starts clean, not from the last run's checkpoints
+        shutil.rmtree(rs.root / "state" / step.key, ignore_errors=True)
     scratch = rs.scratch(step.key)
     options: dict[str, Any] = {}
     if step.kind == "deploy" and step.index is not None:

@@ -1,15 +1,22 @@
 """Text the built-in tiny model's tokenizer is trained on: common English words, kitchen
-vocabulary, numbers and the punctuation of JSON and chat. Shipped as code so it needs no
+vocabulary, numbers and the punctuation of JSON and chat. Function and kitchen words become
+whole tokens; everything else is spelled with byte-level BPE pieces. Shipped as code so it needs no
 package-data configuration. Changing it changes the tokenizer: bump ``TINY_VERSION``."""
 from __future__ import annotations
 
-COMMON_WORDS = """
+# The most frequent English words: with KITCHEN_WORDS, each becomes a single token.
+FUNCTION_WORDS = """
 the be to of and a in that have i it for not on with he as you do at this but his by from
 they we say her she or an will my one all would there their what so up out if about who get
 which go me when make can like time no just him know take people into year your good some
 could them see other than then now look only come its over think also back after use two how
 our work first well way even new want because any these give day most us is are was were been
 has had did does said made may should must shall might very more much many few each every both
+assistant helpful extract generic ingredient ingredients recipe recipes provided title directions
+answer question user system please thank
+"""
+
+COMMON_WORDS = """
 either neither such own same another between through during before under again further once
 here why where while until since without within along across around against toward upon off
 down above below near far next last long great little old big high small large different
@@ -74,6 +81,8 @@ dip skillet stir fry supreme hot chowder loaf spread easy quick grandma's mom's 
 old-fashioned best no-bake country sunday simple company holiday creamy classic family
 teaspoonfuls cutting before after then well gradually several light fluffy large optional
 room temperature in a the and or with over into onto for to of at by
+add let drain place cook drop brown white black red cold warm dry fine soft real plain unsalted
+skim solid prepared stewed buttered coffee
 """
 
 SYMBOLS = """
@@ -88,7 +97,21 @@ Title: Ingredients: Directions: Generic ingredients: Answer: Question: Context:
 def corpus_lines() -> list[str]:
     """The corpus as lines, each also in title case."""
     lines: list[str] = []
-    for block in (COMMON_WORDS, KITCHEN_WORDS, SYMBOLS):
+    for block in (FUNCTION_WORDS, COMMON_WORDS, KITCHEN_WORDS, SYMBOLS):
         for line in block.strip().splitlines():
             lines += [line, line.title()]
     return lines
+
+
+
+def whole_word_forms() -> list[str]:
+    """Texts whose pre-tokens each become one token: every function and kitchen word after
+    a space, capitalised after a space, and bare (after a quote, bracket or newline, or
+    first in an answer); function words also bare and capitalised ("You", "Title")."""
+    texts: list[str] = []
+    for block, bare_capitalised in ((FUNCTION_WORDS, True), (KITCHEN_WORDS, False)):
+        for line in block.strip().splitlines():
+            texts += [" " + line, " " + line.title(), *line.split()]
+            if bare_capitalised:
+                texts += line.title().split()
+    return texts

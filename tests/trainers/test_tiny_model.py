@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from ftpipe.models.loading import resolve_base
-from ftpipe.models.tiny import TINY_MODEL, TINY_VERSION, build_tiny_model, ensure_tiny_model, fingerprint
+from ftpipe.models.tiny import (
+    TINY_MODEL,
+    TINY_VERSION,
+    build_tiny_model,
+    ensure_tiny_model,
+    fingerprint,
+)
 
 
 def test_resolve_base_paths_and_hub_ids(tmp_path: Path) -> None:

@@ -50,10 +50,14 @@ def _artifact(ctx) -> tuple[ModelRef, dict]:
 
 
 @pytest.mark.integration
-def test_sft_lora_few_steps(tmp_path: Path) -> None:
+def test_sft_lora_few_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
     rec = fakes.Recorder()
-    ctx = fakes.make_ctx(tmp_path, recorder=rec)
+    ctx = fakes.make_ctx(tmp_path, recorder=rec, report_to=["tensorboard"])
     result = _backend().train(ctx)
+    assert list((ctx.out_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "runs").exists()
 
     ref, metrics = _artifact(ctx)
     assert ref == ModelRef(kind="local", base="builtin:tiny", path="model", adapter=True)
@@ -197,4 +201,49 @@ def test_sft_on_text_records_and_wrong_format_for_dpo(tmp_path: Path) -> None:
     ctx = fakes.make_ctx(tmp_path / "dpo", method="dpo")
     fakes.write_prepared(ctx.inputs["prepare"], "sft")  # chat records, not preference pairs
     with pytest.raises(StepError, match="dpo needs preference records"):
+        _backend().train(ctx)
+
+
+@pytest.mark.integration
+def test_two_processes_run_under_torchrun(tmp_path: Path) -> None:
+    """gpus_per_node * nodes > 1: the job runs under torchrun (two CPU processes with gloo
+    here); progress and log lines come back from rank 0, the artifact is complete."""
+    rec = fakes.Recorder()
+    ctx = fakes.make_ctx(tmp_path, recorder=rec, resources={"gpus_per_node": 2, "nodes": 1},
+                         hyperparameters={"max_steps": 3, "batch_size": 2})
+    result = _backend().train(ctx)
+    ref, metrics = _artifact(ctx)
+    assert ref.adapter and metrics["global_step"] == 3 == result.metrics["global_step"]
+    assert any("torch.distributed.run --nproc_per_node=2" in line for line in rec.lines)
+    assert any(line.startswith("step 3/3: loss=") for line in rec.lines)
+    assert rec.steps[-1] == (3, 3, "train")
+    assert metrics["epoch"] == pytest.approx(3 * 2 * 2 / 16)  # both ranks consumed batches
+    job = json.loads((ctx.state_dir / "job.json").read_text())
+    assert job["out_dir"] == str(ctx.out_dir) and "token" not in json.dumps(job).lower()
+
+
+@pytest.mark.integration
+def test_named_chat_template_is_trained_and_saved(tmp_path: Path) -> None:
+    from ftpipe.models.loading import load_for_inference
+
+    ctx = fakes.make_ctx(tmp_path, chat_template="zephyr", hyperparameters={"max_steps": 2})
+    _backend().train(ctx)
+    ref = ModelRef.read(ctx.out_dir)
+    _, tok = load_for_inference(ref, ctx.out_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|user|>\nHi<|im_end|>\n<|assistant|>\n"
+
+
+def test_unknown_chat_template_names_the_choices() -> None:
+    from types import SimpleNamespace
+
+    from ftpipe.models.chat_templates import apply_chat_template_choice
+
+    with pytest.raises(ValueError, match=r"unknown chat template 'llama9' \(available: chatml, zephyr\)"):
+        apply_chat_template_choice(SimpleNamespace(), SimpleNamespace(), "llama9")
+
+
+def test_unknown_chat_template_in_the_pipeline_is_a_step_error(tmp_path: Path) -> None:
+    ctx = fakes.make_ctx(tmp_path, chat_template="llama9")
+    with pytest.raises(StepError, match="model.chat_template: unknown template 'llama9'"):
         _backend().train(ctx)

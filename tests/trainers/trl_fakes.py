@@ -65,6 +65,7 @@ def make_ctx(
     checkpoint: dict[str, Any] | None = None,
     resources: dict[str, Any] | None = None,
     chat_template: str | None = None,
+    report_to: list[str] | None = None,
     recorder: Recorder | None = None,
     run: str = "run1",
 ) -> StepContext:
@@ -82,6 +83,7 @@ def make_ctx(
         checkpoint=checkpoint or {"every_steps": 2, "keep": 2},
         seed=7,
         resources=resources or {},
+        report_to=report_to or [],
     )
     model = Model(base="builtin:tiny", chat_template=chat_template)
     pipeline = SimpleNamespace(trainer=trainer, model=model)
