@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import socket
 import sys
 import time
@@ -24,6 +23,7 @@ from ftpipe.contracts import StepContext, StepResult
 from ftpipe.errors import FtpipeError, PipelineInvalid, UsageError
 from ftpipe.plan import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
+from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import interpolate, redact
 from ftpipe.spec.validate import Loaded, load, path_str
 from ftpipe.store import RunStore, default_store, now_iso
@@ -122,10 +122,6 @@ class RunOutcome:
                 "duration_s": self.record.get("duration_s"), "store": self.record.get("store")}
 
 
-def _interrupt_on_term(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def execute(
     path: Path,
     *,
@@ -157,16 +153,11 @@ def execute(
         os.environ.setdefault(var, value)
     rs = RunStore((store or default_store(path)).resolve())
     _preflight(prepared, rs, rerun)
-    old_term = signal.signal(signal.SIGTERM, _interrupt_on_term) if _main_thread() else None
-    try:
-        with rs.lock(plan.pipeline, wait=wait,
-                     on_wait=lambda h: reporter.message(f"waiting for the lock held by {h}")) as stale:
-            if stale:
-                reporter.message(stale)
-            return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
-    finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
+    with sigterm_as_interrupt(), rs.lock(plan.pipeline, wait=wait, on_wait=lambda h: reporter.message(
+            f"waiting for the lock held by {h}")) as stale:
+        if stale:
+            reporter.message(stale)
+        return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
 
 
 def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str]) -> None:
@@ -182,12 +173,6 @@ def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str]) -> None:
     check = getattr(backend, "preflight", None)
     if callable(check):
         check(prepared.resolved, cache_dir=rs.cache_dir())
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], reporter: Reporter,

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 from ftpipe import __version__
 from ftpipe.errors import UsageError
-from ftpipe.spec.interpolate import ENV_REF, _looks_secret_var, is_secret_key
+from ftpipe.spec.interpolate import env_refs
 
 UTC_NAMES = {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "GMT", "Etc/GMT", "Etc/Universal", "Universal", "Zulu", "Etc/Zulu"}
 _RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
@@ -182,35 +182,6 @@ def _utc_suggestion(cron: str, tz_name: str) -> str:
 
 
 # --------------------------------------------------------------------------- the pipeline's needs
-
-@dataclass(frozen=True)
-class EnvRef:
-    name: str
-    secret: bool
-    default: str | None
-
-
-def env_refs(data: Any) -> list[EnvRef]:
-    """Every ${env:NAME} the pipeline file references (secret if under a secret key)."""
-    found: dict[str, EnvRef] = {}
-
-    def walk(value: Any, secret: bool) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, secret or is_secret_key(k))
-        elif isinstance(value, list):
-            for v in value:
-                walk(v, secret)
-        elif isinstance(value, str):
-            for m in ENV_REF.finditer(value):
-                name, default = m.group(1), m.group(2)
-                old = found.get(name)
-                is_secret = secret or _looks_secret_var(name) or (old.secret if old else False)
-                found[name] = EnvRef(name, is_secret, default if old is None else old.default)
-
-    walk(data, False)
-    return sorted(found.values(), key=lambda r: r.name)
-
 
 def extras_for(pipeline: Any) -> list[str]:
     """The ftpipe extras the machine that runs ``ftpipe run`` needs."""

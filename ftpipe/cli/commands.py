@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ftpipe.cli import emit_json, main
-from ftpipe.errors import EXIT_INVALID, PipelineInvalid
+from ftpipe.errors import EXIT_INVALID
 
 
 def _pipelines(files: tuple[str, ...]) -> list[Path]:

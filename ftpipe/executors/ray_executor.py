@@ -18,7 +18,6 @@ import json
 import os
 import secrets as _secrets
 import shlex
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import click
 
 from ftpipe import errors
+from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.contracts import RunRequest
 from ftpipe.errors import LockHeld, RemoteError
 from ftpipe.executors.ray_job import (
@@ -68,22 +68,8 @@ class RayExecutorImpl:
     config_model = RayExecutor
 
     def execute(self, request: RunRequest) -> int:
-        old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
-        try:
+        with sigterm_as_interrupt():
             return _Run(request).run()
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 class _Run:

@@ -19,7 +19,6 @@ import json
 import os
 import secrets as _secrets
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -32,17 +31,12 @@ from typing import Any
 import click
 
 from ftpipe import __version__, errors
+from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.contracts import RunRequest
 from ftpipe.errors import RemoteError, UsageError
 from ftpipe.executors import space_entry as entry
 from ftpipe.progress import Reporter
-from ftpipe.spec.interpolate import (
-    ENV_REF,
-    _looks_secret_var,
-    interpolate,
-    is_secret_key,
-    redact,
-)
+from ftpipe.spec.interpolate import env_refs, interpolate, redact
 from ftpipe.spec.models import SpacesExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
@@ -110,22 +104,8 @@ class SpacesExecutorImpl:
     config_model = SpacesExecutor
 
     def execute(self, request: RunRequest) -> int:
-        old = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
-        try:
+        with sigterm_as_interrupt():
             return _SpaceRun(request).run()
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGTERM, old)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def slug(name: str) -> str:
@@ -246,21 +226,8 @@ class _SpaceRun:
     def _space_environment(self) -> tuple[dict[str, str], dict[str, str]]:
         """(secrets, variables) the Space needs: every ${env:NAME} the pipeline references and
         that is set here. Secret ones, and any whose value holds a secret, go to secrets only."""
-        names: dict[str, bool] = {}
-
-        def walk(value: Any, secret: bool) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(v, secret or is_secret_key(k))
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v, secret)
-            elif isinstance(value, str):
-                for m in ENV_REF.finditer(value):
-                    names[m.group(1)] = names.get(m.group(1), False) or secret or _looks_secret_var(m.group(1))
-
         assert self.prepared.loaded.doc is not None
-        walk(self.prepared.loaded.doc.data, False)
+        names = {ref.name: ref.secret for ref in env_refs(self.prepared.loaded.doc.data)}
         secrets_ = {entry.TOKEN_VAR: self.cfg.token}
         variables: dict[str, str] = {}
         for name, secret in names.items():

@@ -83,6 +83,35 @@ def interpolate(
     return out
 
 
+@dataclass(frozen=True)
+class EnvRef:
+    name: str
+    secret: bool
+    default: str | None
+
+
+def env_refs(data: Any) -> list[EnvRef]:
+    """Every ${env:NAME} the pipeline file references (secret if under a secret key)."""
+    found: dict[str, EnvRef] = {}
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, secret or is_secret_key(k))
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, secret)
+        elif isinstance(value, str):
+            for m in ENV_REF.finditer(value):
+                name, default = m.group(1), m.group(2)
+                old = found.get(name)
+                is_secret = secret or _looks_secret_var(name) or (old.secret if old else False)
+                found[name] = EnvRef(name, is_secret, default if old is None else old.default)
+
+    walk(data, False)
+    return sorted(found.values(), key=lambda r: r.name)
+
+
 def _looks_secret_var(name: str) -> bool:
     upper = name.upper()
     return any(w in upper for w in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
