@@ -145,20 +145,20 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
     # the executor does not change what a step computes, so it is not part of any key
     add("train", "train", ("prepare",), {"trainer": trainer, "model": model_cfg}, plugin=pipeline.trainer.backend,
         extra={"model": fp["model"]})
-    last = "train"
+    before_deploy: tuple[str, ...] = ("train",)  # a model card shows the evaluation; the gate guards deploying
     if pipeline.evaluate is not None:
         ev = strip_secrets(dump["evaluate"])
         gate = ev.pop("gate", None)
         add("evaluate", "evaluate", ("prepare", "train"), {"evaluate": ev, "model": model_cfg})
-        last = "evaluate"
+        before_deploy += ("evaluate",)
         if gate is not None:
             add("gate", "gate", ("evaluate",), {"gate": gate})
-            last = "gate"
+            before_deploy += ("gate",)
     pushed: dict[str, str] = {}  # Hub repo -> the hf-hub step that pushes it
     for i, target in enumerate(dump["deploy"]):
         sid = f"deploy.{target.get('name') or target['type']}"
         cfg = strip_secrets(target)
-        needs = ("train",) if last == "train" else ("train", last)
+        needs = before_deploy
         # an endpoint or Space serving a repo this run pushes waits for (and is keyed on) that push
         served = target.get("repo") if target["type"] == "hf-endpoint" else target.get("model_repo")
         if target["type"] in ("hf-endpoint", "hf-space") and served in pushed:
