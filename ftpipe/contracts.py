@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from ftpipe.spec.models import Pipeline
 
+# The folder under ``StepContext.state_dir`` that holds resumable progress (training
+# checkpoints): a crashed step continues from it; ``--force``/``--from`` discard it.
+CHECKPOINTS = "checkpoints"
+
 LogFn = Callable[[str], None]
 # progress(done, total_or_None, what)
 ProgressFn = Callable[[int, "int | None", str], None]

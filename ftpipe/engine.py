@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from ftpipe import __version__, errors
-from ftpipe.contracts import StepContext, StepResult
+from ftpipe.contracts import CHECKPOINTS, StepContext, StepResult
 from ftpipe.errors import FtpipeError, PipelineInvalid, UsageError
 from ftpipe.plan import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
@@ -268,8 +268,9 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
     def progress(done: int, total: int | None, what: str) -> None:
         reporter.progress(step.id, done, total, redact(what, secrets))
 
-    if step.id in forced:  # a deliberate rerun starts clean, not from the last run's checkpoints
-        shutil.rmtree(rs.root / "state" / step.key, ignore_errors=True)
+    if step.id in forced:  # a deliberate rerun does not resume from the last run's checkpoints
+        # (other state, such as the record of a finished remote job, stays: never pay twice)
+        shutil.rmtree(rs.root / "state" / step.key / CHECKPOINTS, ignore_errors=True)
     scratch = rs.scratch(step.key)
     options: dict[str, Any] = {}
     if step.kind == "deploy" and step.index is not None:

@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ftpipe.contracts import ModelRef, StepContext, StepResult
+from ftpipe.contracts import CHECKPOINTS, ModelRef, StepContext, StepResult
 from ftpipe.errors import StepError
 from ftpipe.spec.models import TrlTrainer
 from ftpipe.trainers.trl_job import EVENT_PREFIX, TrlJob
@@ -57,7 +57,7 @@ def build_job(ctx: StepContext) -> TrlJob:
         hyperparameters=_fields(trainer.hyperparameters, HYPERPARAMETERS),
         train_file=str(prepared / "train.jsonl"),
         eval_file=str(validation) if validation.exists() and validation.stat().st_size else None,
-        checkpoint_dir=str(ctx.state_dir / "checkpoints"),
+        checkpoint_dir=str(ctx.state_dir / CHECKPOINTS),
         out_dir=str(ctx.out_dir),
         checkpoint_every=trainer.checkpoint.every_steps,
         checkpoint_keep=trainer.checkpoint.keep,

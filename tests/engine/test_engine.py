@@ -154,3 +154,21 @@ def test_missing_environment_variable_stops_before_the_first_step(tmp_path: Path
     with pytest.raises(UsageError, match=r"HF_TOKEN is not set") as exc:
         run(p, calls)
     assert "pipeline.yaml:16:43  deploy[0].token" in str(exc.value) and calls.calls == []
+
+
+def test_force_discards_checkpoints_but_keeps_other_state(tmp_path: Path) -> None:
+    p = write_pipeline(tmp_path)
+    seen: dict[str, bool] = {}
+
+    def runner(step, ctx):
+        if step.id == "train":
+            seen["checkpoint"] = (ctx.state_dir / "checkpoints" / "checkpoint-10").exists()
+            seen["job"] = (ctx.state_dir / "job.json").exists()
+            (ctx.state_dir / "checkpoints" / "checkpoint-10").mkdir(parents=True, exist_ok=True)
+            (ctx.state_dir / "job.json").write_text("{}")
+        return StepResult()
+
+    execute(p, step_runner=runner, reporter=Reporter(quiet=True))
+    assert seen == {"checkpoint": False, "job": False}
+    execute(p, step_runner=runner, reporter=Reporter(quiet=True), force=True)
+    assert seen == {"checkpoint": False, "job": True}  # a forced rerun never resumes a finished training
