@@ -350,7 +350,10 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         model_metrics=[n for n in names if M.is_model_metric(n)],
     )
     ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
-    results, predictions = _score_all(ctx, variants, job)
+    from ftpipe.evaluation.azure_eval import evaluation_deployments
+
+    with evaluation_deployments(ctx, variants) as routed:
+        results, predictions = _score_all(ctx, routed, job)
     report = build_report(
         results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,

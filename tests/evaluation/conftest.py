@@ -110,6 +110,7 @@ def make_ctx(
     recorder: Recorder | None = None,
     step_id: str = "evaluate",
     cache_dir: Path | None = None,
+    deploy: list | None = None,
 ) -> StepContext:
     recorder = recorder or Recorder()
     out = tmp_path / f"out-{step_id}"
@@ -118,6 +119,7 @@ def make_ctx(
         evaluate=evaluate,
         model=SimpleNamespace(base=base, revision=None, token=None, chat_template=None),
         trainer=trainer or SimpleNamespace(backend="trl"),
+        deploy=deploy or [],
     )
     return StepContext(
         run_id="run-test",

@@ -150,9 +150,14 @@ def test_azure_fine_tune_through_a_deployment(tmp_path, helpers, hosted_prepare,
                                               openai_server: OpenAIServer) -> None:
     from ftpipe.spec.models import AzureOpenAITrainer
 
+    from ftpipe.spec.models import AzureDeployTarget
+
     model_id = _fine_tune(azure_client(openai_server), hosted_prepare)
-    openai_server.add_deployment(model_id, model_id)
-    openai_server.add_deployment("gpt-35-turbo-0125", "gpt-35-turbo-0125")
+    openai_server.add_deployment("gpt-35-turbo-0125", "gpt-35-turbo-0125")  # the base, named after itself
+    target = AzureDeployTarget.model_validate(
+        {"type": "azure-openai", "subscription_id": "sub", "resource_group": "rg", "account": "acct",
+         "deployment": "recipes", "management_endpoint": openai_server.url,
+         "management_token": openai_server.arm_token}, context={"resolved": True})
     trainer = AzureOpenAITrainer.model_validate(
         {"backend": "azure-openai", "endpoint": openai_server.url, "api_key": openai_server.azure_api_key},
         context={"resolved": True})
@@ -162,14 +167,17 @@ def test_azure_fine_tune_through_a_deployment(tmp_path, helpers, hosted_prepare,
                                  generation={"max_new_tokens": 64, "batch_size": 2},
                                  gate={"metric": "exact_match", "must_beat": ["base"], "min_delta": 0.5})
     ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"prepare": hosted_prepare, "train": train},
-                           trainer=trainer, base="gpt-35-turbo-0125", recorder=recorder)
+                           trainer=trainer, base="gpt-35-turbo-0125", recorder=recorder, deploy=[target])
     run_evaluate(ctx)
     report = json.loads((ctx.out_dir / "report.json").read_text())
     assert report["variants"]["finetuned"]["metrics"]["exact_match"] == 1.0
     assert report["variants"]["base"]["metrics"]["exact_match"] == 0.0
     paths = [r[1] for r in openai_server.requests if "/chat/completions" in r[1]]
     assert all("api-version=2024-10-21" in p for p in paths)
-    assert any(f"/openai/deployments/{model_id}/chat/completions" in p for p in paths)
+    # the fine-tune is scored through a temporary deployment, removed afterwards
+    assert any("/openai/deployments/recipes-eval/chat/completions" in p for p in paths)
+    assert "recipes-eval" not in openai_server.deployments
+    assert report["variants"]["finetuned"]["model"] == f"azure-openai:{model_id}"
     gate = run_gate(helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": ctx.out_dir}, step_id="gate"))
     assert gate.outcome == "ok" and gate.summary == "exact_match 1 beat base 0 by 1 (min_delta 0.5)"
 
