@@ -41,7 +41,9 @@ def _sub(text: str, env: Mapping[str, str], path: tuple, out: Interpolation, kee
         if default is not None:
             return default
         out.missing.append((path, name))
-        return m.group(0) if keep_missing else ""
+        # validating without the environment: the variable's name stands in, so that a
+        # value such as `${env:ORG}/model` still has the shape its field expects
+        return name if keep_missing else ""
 
     return ENV_REF.sub(repl, text)
 

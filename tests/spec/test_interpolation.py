@@ -69,3 +69,16 @@ def test_secret_keys_stay_references_and_values_are_collected() -> None:
     assert resolved.data["deploy"][0]["token"] == "tok5678"
     assert set(resolved.secrets) == {"key1234", "tok5678"}
     assert redact("a key1234 b tok5678", resolved.secrets) == "a *** b ***"
+
+
+def test_an_unset_variable_in_a_shaped_field_still_validates(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text(f"""version: 1
+name: shaped
+dataset: {{source: {{type: local, path: {DATA}}}}}
+model: {{base: builtin:tiny}}
+trainer: {{backend: trl}}
+deploy:
+  - {{type: hf-hub, repo: "${{env:HF_ORG}}/recipes"}}
+""")
+    assert load(p, env={}).problems == []
