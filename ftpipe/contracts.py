@@ -107,6 +107,10 @@ class TrainerBackend(Protocol):
 
 @runtime_checkable
 class DeployTarget(Protocol):
+    """``deploy(ctx)`` publishes the model. A target may also define
+    ``is_current(artifact: Path) -> bool``: False makes a cached deploy run again
+    (its output folder was deleted, ...)."""
+
     name: str
     config_model: "type[BaseModel]"
 

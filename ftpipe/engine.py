@@ -160,6 +160,17 @@ def execute(
         return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
 
 
+def _still_current(step: PlannedStep, artifact: Path) -> bool:
+    """A deploy target may say that what a cached deploy produced is gone (a deleted
+    output folder), so that the step runs again instead of reporting a stale success."""
+    if step.kind != "deploy":
+        return True
+    from ftpipe import registry
+
+    check = getattr(registry.get("target", step.plugin or "").load(), "is_current", None)
+    return bool(check(artifact)) if callable(check) else True
+
+
 def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str]) -> None:
     """A trainer backend may check before anything runs that it can run at all (its
     environment is installed, ...): a missing piece is a usage error (exit 2), not a
@@ -208,6 +219,9 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
                 reporter.step_finished(step.id, "skipped", None, "gate blocked deployment")
                 continue
             cached = rs.artifact(step.key) if step.id not in rerun else None
+            if cached is not None and not _still_current(step, cached):
+                reporter.message(f"{step.id}: its output is gone since it was cached: running it again")
+                cached = None
             if cached is not None:
                 result = rs.artifact_result(step.key) or {}
                 artifacts[step.id] = cached

@@ -148,6 +148,14 @@ class LocalDeploy:
     name = "local"
     config_model = LocalTarget
 
+    def is_current(self, artifact: Path) -> bool:
+        """Whether the folder this cached deploy wrote is still there."""
+        try:
+            doc = json.loads((artifact / "deploy.json").read_text())
+        except (OSError, ValueError):
+            return True  # nothing recorded to check against: trust the cache
+        return not doc.get("path") or Path(doc["path"]).is_dir()
+
     def deploy(self, ctx: StepContext) -> StepResult:
         target: LocalTarget = ctx.options["target"]
         dest = resolve_path(ctx, target)

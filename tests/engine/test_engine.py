@@ -172,3 +172,30 @@ def test_force_discards_checkpoints_but_keeps_other_state(tmp_path: Path) -> Non
     assert seen == {"checkpoint": False, "job": False}
     execute(p, step_runner=runner, reporter=Reporter(quiet=True), force=True)
     assert seen == {"checkpoint": False, "job": True}  # a forced rerun never resumes a finished training
+
+
+def test_a_cached_deploy_whose_output_is_gone_runs_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftpipe import registry
+    from ftpipe.deploy.local import LocalDeploy
+
+    p = write_pipeline(tmp_path)
+    run(p, Counting())
+    out_folder = tmp_path / "out0"
+    out_folder.mkdir()
+
+    class Plugin:
+        def load(self):
+            return LocalDeploy()
+
+    real_get = registry.get
+    monkeypatch.setattr(registry, "get", lambda kind, name: Plugin() if kind == "target" else real_get(kind, name))
+    record = RunStore(tmp_path / ".ftpipe").list_runs()[-1]
+    art = tmp_path / ".ftpipe" / record["steps"]["deploy.out0"]["artifact"]
+    (art / "deploy.json").write_text(json.dumps({"path": str(out_folder)}))
+    again = Counting()
+    run(p, again)
+    assert again.calls == []  # the folder is there: the cached deploy stands
+    out_folder.rmdir()
+    third = Counting()
+    run(p, third)
+    assert third.calls == ["deploy.out0"]  # the folder was deleted: deploy again
