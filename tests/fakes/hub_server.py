@@ -37,6 +37,8 @@ Inference Endpoints: each GET moves a new (or resumed, or updated) endpoint one 
 
 from __future__ import annotations
 
+from tests.fakes._http import read_body
+
 import base64
 import datetime as _dt
 import fnmatch
@@ -1453,18 +1455,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def _read_body(self) -> bytes:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_body(self)
 
     def _dispatch(self) -> None:
         hub = self.server.hub

@@ -58,6 +58,8 @@ numbers in metrics) this double makes a plausible choice; tests should not rely 
 """
 from __future__ import annotations
 
+from tests.fakes._http import read_body
+
 import email.parser
 import email.policy
 import json
@@ -1440,18 +1442,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_body(self)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
 
