@@ -113,7 +113,6 @@ def test_faults_during_the_push_lose_and_duplicate_nothing(hub, tmp_path, artifa
 
 
 def test_merge_and_revision(hub, tmp_path, artifacts):
-    pytest.importorskip("ftpipe.models.loading", reason="merge_adapter lives in ftpipe.models.loading")
     doc, _ = _deploy(tmp_path, artifacts["adapter"], merge=True, revision="merged")
     assert doc["merged"] is True and doc["revision"] == "merged"
     files = hub.files(REPO, revision="merged")

@@ -170,7 +170,6 @@ def test_adapter_keeps_a_pointer_to_its_base_and_loads(tmp_path, artifacts):
 
 
 def test_merge_writes_full_weights_that_differ_from_the_base(tmp_path, artifacts):
-    pytest.importorskip("ftpipe.models.loading", reason="merge_adapter lives in ftpipe.models.loading")
     import torch
     from safetensors.torch import load_file
 
