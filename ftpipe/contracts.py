@@ -90,6 +90,64 @@ class ModelRef:
         return cls(**json.loads((folder / "model.json").read_text()))
 
 
+# --------------------------------------------------------------------------- capabilities
+# What the core needs to know about a plugin, declared by the plugin (as ``caps`` on its
+# config model, so validate and plan read it without importing the implementation). The
+# core reads these and never tests a plugin's name: a third-party plugin gets the same
+# treatment as a built-in one.
+
+
+@dataclass(frozen=True)
+class TrainerCaps:
+    """A trainer backend's declaration."""
+
+    # Where the fine-tune lives: False = local weights (ModelRef kind "local"); True = at a
+    # provider (ModelRef kind "hosted", ``provider`` below), reached through its chat API.
+    hosted: bool = False
+    provider: str | None = None  # hosted: the name in ModelRef.provider that targets/eval match
+    extras: tuple[str, ...] = ()  # ftpipe extras the machine running the step needs
+    torch: bool = False  # trains with torch on this machine (or in a managed env beside it)
+    can_cancel: bool = False  # implements ``cancel(record, trainer_config) -> dict``
+    managed_env: bool = False  # its own environment: ``ftpipe backends install NAME``
+    # how evaluation reaches the trained model: "weights" (load the local folder) or
+    # "chat-api" (the plugin's ``chat_client(ctx)``: an OpenAI-compatible client + model id)
+    eval_access: str = "weights"
+    prepare_tokenizer: bool = False  # prepare counts/truncates with the base model's tokenizer
+    formats: tuple[str, ...] | None = None  # dataset formats it trains on (None = any)
+    cache_version: int = 1  # bump when what it computes changes; keys other plugins' steps not
+
+
+@dataclass(frozen=True)
+class TargetCaps:
+    """A deploy target's declaration."""
+
+    # what it deploys from: "weights" (a local model folder), "hosted" (a fine-tune at one
+    # of ``providers``), or "repo" (a Hub repo some target publishes: see ``consumes``)
+    deploys_from: str = "weights"
+    providers: tuple[str, ...] = ()
+    publishes: str | None = None  # config field naming the Hub repo this target pushes
+    consumes: str | None = None  # config field naming a repo it serves: runs after its publisher
+    extras: tuple[str, ...] = ()
+    cache_version: int = 1
+
+
+@dataclass(frozen=True)
+class ExecutorCaps:
+    """An executor's declaration."""
+
+    remote: bool = False  # runs the pipeline off this machine (inputs are uploaded)
+    extras: tuple[str, ...] = ()  # what the submitting machine needs (the remote side needs the rest)
+    runs_training_here: bool = True  # False: this machine only submits and follows
+
+
+@dataclass(frozen=True)
+class MetricCaps:
+    """A metric's declaration."""
+
+    needs_weights: bool = False  # loss/perplexity: scored from the model's logits, not its text
+    higher_is_better: bool = True
+
+
 @runtime_checkable
 class Step(Protocol):
     """A step implementation: ``run(ctx) -> StepResult``."""

@@ -9,7 +9,7 @@ the unions. Per-field rules live here; rules that relate several blocks live in
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from ftpipe.contracts import ExecutorCaps, TargetCaps, TrainerCaps
 from ftpipe.spec.interpolate import ENV_REF_FULL
 
 SPEC_VERSION = 1
@@ -199,6 +200,7 @@ class TrlTrainer(Block):
     """Local training with transformers + TRL + PEFT."""
 
     backend: Literal["trl"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps(extras=("train",), torch=True, prepare_tokenizer=True)
     method: Literal["sft", "dpo", "orpo"] = "sft"
     peft: Peft = _nested(type="lora")
     hyperparameters: TrlHyperparameters = _nested()
@@ -231,6 +233,7 @@ class AutoTrainTrainer(Block):
     """AutoTrain Advanced, run in an environment ftpipe manages (`ftpipe backends install autotrain`)."""
 
     backend: Literal["autotrain"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps(extras=("train",), torch=True, managed_env=True, prepare_tokenizer=True)
     method: Literal["sft", "dpo", "orpo", "reward"] = "sft"
     peft: Peft = _nested(type="lora")
     hyperparameters: AutoTrainHyperparameters = _nested()
@@ -259,6 +262,8 @@ class OpenAITrainer(Block):
     """The OpenAI fine-tuning API."""
 
     backend: Literal["openai"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", extras=("openai",), can_cancel=True,
+                                              eval_access="chat-api", formats=("chat", "instruction", "preference"))
     method: Literal["sft", "dpo"] = "sft"
     hyperparameters: OpenAIHyperparameters = _nested()
     suffix: Annotated[str, Field(min_length=1, max_length=64)] | None = None
@@ -280,6 +285,8 @@ class AzureOpenAITrainer(Block):
     """Azure OpenAI fine-tuning (data plane, api-version 2024-10-21)."""
 
     backend: Literal["azure-openai"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", extras=("azure",), can_cancel=True,
+                                              eval_access="chat-api", formats=("chat", "instruction"))
     method: Literal["sft"] = "sft"
     hyperparameters: AzureHyperparameters = _nested()
     suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = None
@@ -347,6 +354,7 @@ class LocalTarget(Block):
     """A model folder with a model card."""
 
     type: Literal["local"]
+    caps: ClassVar[TargetCaps] = TargetCaps()
     name: str | None = None
     path: str = Field("outputs/{pipeline}", description="Folder (relative to the pipeline file); {pipeline} is replaced.")
     merge: bool = False
@@ -356,6 +364,7 @@ class HubTarget(Block):
     """Push the model folder to a Hub model repo."""
 
     type: Literal["hf-hub"]
+    caps: ClassVar[TargetCaps] = TargetCaps(publishes="repo", extras=("hub",))
     name: str | None = None
     repo: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$")
     private: bool = True
@@ -368,6 +377,7 @@ class EndpointTarget(Block):
     """An HF Inference Endpoint serving a Hub repo (created or updated, then smoke-tested)."""
 
     type: Literal["hf-endpoint"]
+    caps: ClassVar[TargetCaps] = TargetCaps(deploys_from="repo", consumes="repo", extras=("hub",))
     name: str | None = None
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="The model repo (usually the hf-hub target's).")
     endpoint: Annotated[str, Field(pattern=r"^[a-z0-9-]{1,32}$")]
@@ -389,6 +399,7 @@ class SpaceTarget(Block):
     """A small chat demo Space for a Hub model repo."""
 
     type: Literal["hf-space"]
+    caps: ClassVar[TargetCaps] = TargetCaps(deploys_from="repo", consumes="model_repo", extras=("hub",))
     name: str | None = None
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$", description="The Space id to create.")
     model_repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
@@ -401,6 +412,7 @@ class AzureDeployTarget(Block):
     """An Azure OpenAI deployment of the fine-tuned model (Azure Resource Manager)."""
 
     type: Literal["azure-openai"]
+    caps: ClassVar[TargetCaps] = TargetCaps(deploys_from="hosted", providers=("azure-openai",), extras=("azure",))
     name: str | None = None
     subscription_id: str
     resource_group: str
@@ -424,6 +436,7 @@ BUILTIN_TARGETS: tuple[type[Block], ...] = (LocalTarget, HubTarget, EndpointTarg
 
 class LocalExecutor(Block):
     type: Literal["local"]
+    caps: ClassVar[ExecutorCaps] = ExecutorCaps()
 
 
 class RayResources(Block):
@@ -434,6 +447,7 @@ class RayResources(Block):
 
 class RayExecutor(Block):
     type: Literal["ray"]
+    caps: ClassVar[ExecutorCaps] = ExecutorCaps(remote=True, extras=("ray",), runs_training_here=False)
     address: str = Field("${env:RAY_ADDRESS:-http://127.0.0.1:8265}", description="Ray Jobs API address (dashboard).")
     resources: RayResources = _nested()
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
@@ -443,6 +457,7 @@ class RayExecutor(Block):
 
 class SpacesExecutor(Block):
     type: Literal["hf-spaces"]
+    caps: ClassVar[ExecutorCaps] = ExecutorCaps(remote=True, extras=("hub",), runs_training_here=False)
     namespace: str | None = None
     hardware: str = "cpu-basic"
     token: Secret = "${env:HF_TOKEN}"
