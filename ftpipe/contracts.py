@@ -194,6 +194,7 @@ class RunRequest:
     wait_lock: bool = False
     quiet: bool = False
     json_output: bool = False
+    preflight: bool = True  # run every plugin's read-only checks before the first step
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

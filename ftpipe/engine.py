@@ -134,6 +134,7 @@ def execute(
     prepared: Prepared | None = None,
     executor_name: str = "local",
     run_id: str | None = None,
+    preflight: bool = True,
 ) -> RunOutcome:
     """Run the pipeline at ``path`` here. Returns the exit code and the run record."""
     reporter = reporter or Reporter()
@@ -152,7 +153,8 @@ def execute(
                        ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(var, value)
     rs = RunStore((store or default_store(path)).resolve())
-    _preflight(prepared, rs, rerun)
+    if preflight:
+        _preflight(prepared, rs, rerun, reporter)
     with sigterm_as_interrupt(), rs.lock(plan.pipeline, wait=wait, on_wait=lambda h: reporter.message(
             f"waiting for the lock held by {h}")) as stale:
         if stale:
@@ -171,19 +173,14 @@ def _still_current(step: PlannedStep, artifact: Path) -> bool:
     return bool(check(artifact)) if callable(check) else True
 
 
-def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str]) -> None:
-    """A trainer backend may check before anything runs that it can run at all (its
-    environment is installed, ...): a missing piece is a usage error (exit 2), not a
-    failed step. Skipped when the train step is a cache hit."""
-    from ftpipe import registry
+def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str], reporter: Reporter) -> None:
+    """Every plugin's read-only checks for the steps that will run, before the first of
+    them: a missing prerequisite is a usage error (exit 2) naming its fix, not a step
+    that fails after paid work (ftpipe.preflight)."""
+    from ftpipe import preflight
 
-    train = prepared.plan.step("train")
-    if "train" not in rerun and rs.artifact(train.key) is not None:
-        return
-    backend = registry.get("trainer", train.plugin or "").load()
-    check = getattr(backend, "preflight", None)
-    if callable(check):
-        check(prepared.resolved, cache_dir=rs.cache_dir())
+    steps = preflight.steps_to_run(prepared.plan, rs, rerun)
+    preflight.enforce(prepared, cache_dir=rs.cache_dir(), steps=steps, log=reporter.message)
 
 
 def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], reporter: Reporter,

@@ -46,7 +46,10 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: .ftpipe beside the file).")
-def plan(file: str, as_json: bool, store: str | None) -> None:
+@click.option("--check", "check", is_flag=True,
+              help="Also run the preflight checks (credentials, models, deployments, clusters) of the steps that "
+                   "would run; exit 2 if any fails.")
+def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
     """Show the step graph, each step's cache key, and which steps are cached."""
     from ftpipe.engine import load_checked
     from ftpipe.plan import build_plan
@@ -57,11 +60,17 @@ def plan(file: str, as_json: bool, store: str | None) -> None:
     the_plan = build_plan(loaded.pipeline, path)
     rs = RunStore(Path(store) if store else default_store(path))
     cached = {s.id: rs.artifact(s.key) is not None for s in the_plan.steps}
+    checks = _preflight_checks(path, rs) if check else None
     if as_json:
         out = the_plan.to_json()
         for s in out["steps"]:
             s["cached"] = cached[s["id"]]
+        if checks is not None:
+            out["checks"] = [c.to_json() for c in checks]
+            out["checks_ok"] = all(c.ok for c in checks)
         emit_json(out)
+        if checks is not None and not all(c.ok for c in checks):
+            sys.exit(EXIT_INVALID)
         return
     p = loaded.pipeline
     click.echo(f"pipeline {the_plan.pipeline} ({path}) — {len(the_plan.steps)} steps, "
@@ -74,6 +83,24 @@ def plan(file: str, as_json: bool, store: str | None) -> None:
         click.echo(f"  {s.id:<{width}}  {s.key[:12]}  {state:<8}  {needs}{what}")
     if all(cached.values()):
         click.echo("up to date: every step is cached")
+    if checks is not None:
+        failed = [c for c in checks if not c.ok]
+        click.echo(f"preflight: {len(checks)} check{'s' if len(checks) != 1 else ''}, {len(failed)} failed"
+                   if checks else "preflight: nothing to check (every step is cached, or no step needs a remote)")
+        for c in checks:
+            click.echo(c.line(), err=not c.ok)
+        if failed:
+            sys.exit(EXIT_INVALID)
+
+
+def _preflight_checks(path: Path, rs: "RunStore") -> list:  # noqa: F821
+    """The checks `ftpipe run` would make now (the environment's references resolved)."""
+    from ftpipe import preflight
+    from ftpipe.engine import prepare
+
+    prepared = prepare(path)
+    return preflight.collect(prepared, cache_dir=rs.cache_dir(),
+                             steps=preflight.steps_to_run(prepared.plan, rs, set()))
 
 
 @main.command()
@@ -98,8 +125,10 @@ def schema(output: str | None) -> None:
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting 4.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-object JSON summary on stdout at the end.")
+@click.option("--no-preflight", is_flag=True,
+              help="Skip the read-only checks of credentials, models, deployments and clusters before the first step.")
 def run(file: str, executor: str | None, store: str | None, force: bool, from_step: str | None, wait: bool,
-        quiet: bool, as_json: bool) -> None:
+        quiet: bool, as_json: bool, no_preflight: bool) -> None:
     """Run a pipeline: cached steps are skipped, interrupted ones resume."""
     from ftpipe import registry
     from ftpipe.contracts import RunRequest
@@ -108,10 +137,27 @@ def run(file: str, executor: str | None, store: str | None, force: bool, from_st
     path = Path(file)
     loaded = load_checked(path)
     name = executor or loaded.pipeline.executor.type
-    impl = registry.get("executor", name).load()
+    plugin = registry.get("executor", name)
+    impl = plugin.load()
     request = RunRequest(pipeline_path=path, store=Path(store) if store else None, force=force, from_step=from_step,
-                         wait_lock=wait, quiet=quiet, json_output=as_json)
+                         wait_lock=wait, quiet=quiet, json_output=as_json, preflight=not no_preflight)
+    caps = getattr(plugin.config_model, "caps", None)
+    if request.preflight and caps is not None and caps.remote:
+        _remote_preflight(request, name)  # before anything is uploaded or submitted
     sys.exit(impl.execute(request))
+
+
+def _remote_preflight(request: "RunRequest", executor: str) -> None:  # noqa: F821
+    from ftpipe import preflight
+    from ftpipe.engine import prepare
+    from ftpipe.progress import Reporter
+    from ftpipe.store import RunStore, default_store
+
+    prepared = prepare(request.pipeline_path)
+    rs = RunStore(request.store or default_store(request.pipeline_path))
+    rerun = preflight.requested(prepared.plan, force=request.force, from_step=request.from_step)
+    preflight.enforce(prepared, cache_dir=rs.cache_dir(), steps=preflight.steps_to_run(prepared.plan, rs, rerun),
+                      log=Reporter(quiet=request.quiet).message, executor=executor)
 
 
 @main.group()

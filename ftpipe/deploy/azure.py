@@ -174,6 +174,12 @@ class AzureDeploy:
     name = "azure-openai"
     config_model = AzureDeployTarget
 
+    def preflight(self, ctx: Any, target: Any) -> list[Any]:
+        """Read-only checks before the run starts (ftpipe.preflight)."""
+        from ftpipe.deploy import preflight_checks as pc
+
+        return list(pc.azure_account_checks(ctx, target))
+
     def deploy(self, ctx: StepContext) -> StepResult:
         target: AzureDeployTarget = ctx.options["target"]
         ref = ModelRef.read(ctx.inputs["train"])

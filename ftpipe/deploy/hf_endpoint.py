@@ -147,6 +147,12 @@ class EndpointDeploy:
     name = "hf-endpoint"
     config_model = EndpointTarget
 
+    def preflight(self, ctx: Any, target: Any) -> list[Any]:
+        """Read-only checks before the run starts (ftpipe.preflight)."""
+        from ftpipe.deploy import preflight_checks as pc
+
+        return list(pc.endpoint_checks(ctx, target))
+
     def deploy(self, ctx: StepContext) -> StepResult:
         from huggingface_hub.errors import HfHubHTTPError
 

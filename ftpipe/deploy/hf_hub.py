@@ -75,6 +75,12 @@ class HubDeploy:
     name = "hf-hub"
     config_model = HubTarget
 
+    def preflight(self, ctx: Any, target: Any) -> list[Any]:
+        """Read-only checks before the run starts (ftpipe.preflight)."""
+        from ftpipe.deploy import preflight_checks as pc
+
+        return list(pc.hub_repo_checks(ctx, target))
+
     def deploy(self, ctx: StepContext) -> StepResult:
         target: HubTarget = ctx.options["target"]
         api = hf_api(target.token)

@@ -111,6 +111,12 @@ class SpaceDeploy:
     name = "hf-space"
     config_model = SpaceTarget
 
+    def preflight(self, ctx: Any, target: Any) -> list[Any]:
+        """Read-only checks before the run starts (ftpipe.preflight)."""
+        from ftpipe.deploy import preflight_checks as pc
+
+        return list(pc.hub_repo_checks(ctx, target, kind="Space"))
+
     def deploy(self, ctx: StepContext) -> StepResult:
         target: SpaceTarget = ctx.options["target"]
         api = hf_api(target.token)

@@ -148,6 +148,12 @@ class LocalDeploy:
     name = "local"
     config_model = LocalTarget
 
+    def preflight(self, ctx: Any, target: Any) -> list[Any]:
+        """Read-only checks before the run starts (ftpipe.preflight)."""
+        from ftpipe.deploy import preflight_checks as pc
+
+        return list(pc.local_folder_checks(ctx, target))
+
     def is_current(self, artifact: Path) -> bool:
         """Whether the folder this cached deploy wrote is still there."""
         try:

@@ -142,7 +142,9 @@ def plan_variants(ctx: StepContext) -> list[Variant]:
     finetuned = _source_for_ref(ctx, ref, train_dir, key="finetuned")
     base_name = ctx.pipeline.model.base
     if finetuned.kind == "hosted":
-        base_source = _hosted(finetuned.provider or "openai", base_name)
+        # a service may serve the base model under another name (an Azure deployment)
+        served = getattr(ctx.pipeline.trainer, "base_deployment", None) or base_name
+        base_source = _hosted(finetuned.provider or "openai", served)
     else:
         base_source = _local_base(ctx, ref.base or base_name, **_model_opts(ctx))
     variants = [Variant(FINETUNED, finetuned)]

@@ -17,7 +17,7 @@ class LocalExecutorImpl:
 
         outcome = execute(request.pipeline_path, store=request.store, force=request.force,
                           from_step=request.from_step, wait=request.wait_lock,
-                          reporter=Reporter(quiet=request.quiet))
+                          reporter=Reporter(quiet=request.quiet), preflight=request.preflight)
         if request.json_output:
             click.echo(_json(outcome.summary()))
         return outcome.exit_code

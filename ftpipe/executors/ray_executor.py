@@ -67,6 +67,12 @@ class RayExecutorImpl:
     name = "ray"
     config_model = RayExecutor
 
+    def preflight(self, ctx: Any, executor: RayExecutor) -> list[Any]:
+        """The cluster answers (ftpipe.preflight)."""
+        from ftpipe.executors.preflight_checks import ray_checks
+
+        return list(ray_checks(ctx, executor))
+
     def execute(self, request: RunRequest) -> int:
         with sigterm_as_interrupt():
             return _Run(request).run()

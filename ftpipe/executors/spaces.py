@@ -103,6 +103,12 @@ class SpacesExecutorImpl:
     name = "hf-spaces"
     config_model = SpacesExecutor
 
+    def preflight(self, ctx: Any, executor: SpacesExecutor) -> list[Any]:
+        """Hardware and Hub write access (ftpipe.preflight)."""
+        from ftpipe.executors.preflight_checks import spaces_checks
+
+        return list(spaces_checks(ctx, executor))
+
     def execute(self, request: RunRequest) -> int:
         with sigterm_as_interrupt():
             return _SpaceRun(request).run()

@@ -295,6 +295,10 @@ class AzureOpenAITrainer(Block):
     api_version: str = "2024-10-21"
     auth: Literal["api-key", "entra"] = "api-key"
     api_key: Secret | None = "${env:AZURE_OPENAI_API_KEY}"
+    base_deployment: str | None = Field(
+        None, description="The deployment that serves model.base: the base and few_shot baselines call it "
+                          "(Azure serves a model only through a deployment)."
+    )
     context_length: PositiveInt | None = None
     poll: Poll = _nested()
 

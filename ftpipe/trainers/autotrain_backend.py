@@ -42,9 +42,14 @@ class AutoTrainBackend:
     name = "autotrain"
     config_model = m.AutoTrainTrainer
 
-    def preflight(self, pipeline: Any, *, cache_dir: Path | None = None) -> None:
-        """Raise (exit 2, with the install command) when the environment is missing."""
-        autotrain_env.require(cache_dir)
+    def preflight(self, ctx: Any, trainer: Any) -> list[Any]:
+        """The managed environment exists (`ftpipe backends install autotrain`)."""
+        from ftpipe.preflight import attempt
+
+        def installed() -> None:
+            autotrain_env.require(ctx.cache_dir)  # raises, with the install command, when missing
+
+        return [attempt("train", "the AutoTrain environment is installed", installed)] if ctx.runs("train") else []
 
     def train(self, ctx: StepContext) -> StepResult:
         env = autotrain_env.require(ctx.cache_dir)

@@ -120,6 +120,12 @@ class AzureOpenAIBackend:
     name = "azure-openai"
     config_model = AzureOpenAITrainer
 
+    def preflight(self, ctx: Any, trainer: AzureOpenAITrainer) -> list[Any]:
+        """Read-only checks before anything is uploaded (ftpipe.preflight)."""
+        from ftpipe.trainers.hosted_preflight import azure_checks
+
+        return list(azure_checks(ctx, trainer))
+
     def train(self, ctx: StepContext) -> StepResult:
         trainer: AzureOpenAITrainer = ctx.pipeline.trainer
         client = make_client(trainer)

@@ -221,14 +221,26 @@ def upload_files(ctx: StepContext, service: HostedService, record: JobRecord, da
     return out
 
 
+FILE_POLL_FIRST_S = 0.2  # services process a small file in well under a second: ask soon, then back off
+
+
 def _wait_for_file(ctx: StepContext, service: HostedService, file_id: str, *, poll: Any) -> Any:
+    """Poll the file until it is processed: the first look after 0.2 s, then backing off
+    (x2) up to ``poll.interval``, giving up after ``poll.timeout_minutes``."""
     ctx.log(f"waiting for {service.label} to process file {file_id}")
-    with service.errors(f"waiting for file {file_id} to be processed"):
-        try:
-            obj = service.client.files.wait_for_processing(file_id, poll_interval=poll.interval,
-                                                           max_wait_seconds=poll.timeout_minutes * 60)
-        except RuntimeError as exc:  # the client gave up waiting
-            raise RemoteError(service.label, str(exc), hint="run again later: the file is reused") from None
+    deadline = time.monotonic() + poll.timeout_minutes * 60
+    interval = min(FILE_POLL_FIRST_S, poll.interval)
+    while True:
+        with service.errors(f"waiting for file {file_id} to be processed"):
+            obj = service.client.files.retrieve(file_id)
+        if obj.status in ("processed", "error", "deleted", "deleting"):
+            break
+        if time.monotonic() >= deadline:
+            raise RemoteError(service.label, f"file {file_id} was not processed within "
+                              f"{poll.timeout_minutes:g} minutes (status {obj.status})",
+                              hint="run again later: the file is reused")
+        time.sleep(interval)
+        interval = min(interval * 2, poll.interval)
     if obj.status != "processed":
         details = getattr(obj, "status_details", None) or "no details given"
         raise RemoteError(service.label, f"file {file_id} could not be processed ({obj.status}): {details}",

@@ -99,6 +99,12 @@ class OpenAIBackend:
     name = "openai"
     config_model = OpenAITrainer
 
+    def preflight(self, ctx: Any, trainer: OpenAITrainer) -> list[Any]:
+        """Read-only checks before anything is uploaded (ftpipe.preflight)."""
+        from ftpipe.trainers.hosted_preflight import openai_checks
+
+        return list(openai_checks(ctx, trainer))
+
     def train(self, ctx: StepContext) -> StepResult:
         trainer: OpenAITrainer = ctx.pipeline.trainer
         client = make_client(trainer)

@@ -139,7 +139,8 @@ def test_secrets_never_reach_the_store(tmp_path: Path, monkeypatch: pytest.Monke
         assert secret in ctx.secrets
         return StepResult(metrics={"echo": secret} if step.kind == "deploy" else {}, summary=f"token={secret}")
 
-    out = execute(p, step_runner=leaky, reporter=Reporter(quiet=True))
+    # the steps are stand-ins: no Hub to check the token against
+    out = execute(p, step_runner=leaky, reporter=Reporter(quiet=True), preflight=False)
     assert out.exit_code == 0
     for f in (tmp_path / ".ftpipe").rglob("*"):
         if f.is_file():

@@ -23,7 +23,9 @@ def test_runs_list_show_gc(tmp_path: Path) -> None:
     cli = CliRunner()
     listed = json.loads(cli.invoke(main, ["runs", "list", "--json", "--store", store]).output)
     assert [r["run_id"] for r in listed] == [first.run_id, second.run_id]
-    shown = cli.invoke(main, ["runs", "show", second.run_id[:17], "--store", store])
+    # a unique prefix (two runs in the same second share their first 16 characters)
+    unique = next(i for i in range(1, len(second.run_id) + 1) if not first.run_id.startswith(second.run_id[:i]))
+    shown = cli.invoke(main, ["runs", "show", second.run_id[:max(unique, 17)], "--store", store])
     assert shown.exit_code == 0 and "prepare" in shown.output and f"(from run {first.run_id})" in shown.output
     as_json = json.loads(cli.invoke(main, ["runs", "show", "latest", "--json", "--store", store]).output)
     assert as_json["steps"]["train"]["status"] == "done"

@@ -82,8 +82,8 @@ def test_unreachable_address_is_a_clear_error(tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p")
     env = dict(os.environ, PYTHONPATH=str(path.parent), RAY_ADDRESS="http://127.0.0.1:1")
     r = ftpipe("run", path.name, env=env, cwd=path.parent, timeout=120)
-    assert r.returncode == errors.EXIT_STEP_FAILED, r.stderr
-    assert "cannot reach the Ray Jobs API at http://127.0.0.1:1" in r.stderr
+    assert r.returncode == errors.EXIT_INVALID, r.stderr  # a preflight check: nothing was submitted
+    assert "cannot reach the Ray Jobs API at http://127.0.0.1:1" in r.stderr and "ray start --head" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (path.parent / ".ftpipe" / "jobs" / "ray" / "sleepy.json").exists()
 
@@ -216,8 +216,21 @@ def test_auth_failure_is_a_clear_error(ray_cluster, tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p", name="rayauth")
     r = ftpipe("run", path.name, env=ray_cluster.client_env(path.parent, RAY_AUTH_TOKEN="not-the-token"),
                cwd=path.parent)
-    assert r.returncode == errors.EXIT_STEP_FAILED
+    assert r.returncode == errors.EXIT_INVALID  # refused by the preflight check, before any upload
     assert "authentication failed" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
+    assert ray_cluster.jobs("rayauth") == []
+
+
+@pytest.mark.ray
+def test_plan_check_on_the_ray_example_reaches_the_cluster(ray_cluster, tmp_path: Path) -> None:
+    folder = tmp_path / "pipelines"
+    shutil.copytree(REPO / "pipelines" / "data", folder / "data")
+    shutil.copy(REPO / "pipelines" / "ray-cluster.yaml", folder / "ray-cluster.yaml")
+    r = ftpipe("plan", "ray-cluster.yaml", "--check", "--json", env=ray_cluster.client_env(), cwd=folder)
+    assert r.returncode == 0, r.stdout + r.stderr
+    checks = json.loads(r.stdout)["checks"]
+    assert any("Ray cluster reachable" in c["what"] and c["ok"] for c in checks), checks
+    assert ray_cluster.jobs("ray-cluster") == []  # looking submits nothing
 
 
 @pytest.mark.ray

@@ -262,6 +262,9 @@ class HubServer:
         # by default the fake keeps such a Space RUNNING (set "RUNTIME_ERROR" to mimic the Hub).
         self.space_stage_after_exit = "RUNNING"
         self.restart_space_on_settings_change = True
+        # The token's role as whoami reports it; "read" also makes every write answer 403, as
+        # the Hub does for a read-only token.
+        self.token_role = "write"
         self.tree_page_size = 1000
         self.endpoint_steps = ("pending", "initializing", "running")
         self.endpoint_final_state = "running"  # set to "failed" to make deployments fail
@@ -581,6 +584,10 @@ class HubServer:
     def _can_write_namespace(self, user: str | None, namespace: str | None) -> bool:
         return user is not None and namespace is not None and namespace in self.users
 
+    def _refuse_read_only(self, user: str | None) -> None:
+        if user is not None and self.token_role == "read":
+            raise _HttpError(403, "You don't have the rights to do this with a read-only token")
+
     def _read_repo(self, repo_type: str, repo_id: str, user: str | None) -> _Repo:
         repo = self._repos.get((repo_type, repo_id))
         if repo is None or (repo.private and not self._can_write_namespace(user, repo.namespace)):
@@ -591,6 +598,7 @@ class HubServer:
         repo = self._read_repo(repo_type, repo_id, user)
         if user is None:
             raise _HttpError(401, "You must be authenticated to do this")
+        self._refuse_read_only(user)
         if not self._can_write_namespace(user, repo.namespace):
             raise _HttpError(403, f"You don't have the rights to write to {repo_type} {repo_id}")
         return repo
@@ -681,13 +689,14 @@ class HubServer:
                 "canPay": False,
                 "isPro": False,
                 "orgs": orgs,
-                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}},
+                "auth": {"type": "access_token", "accessToken": {"displayName": "test", "role": self.token_role}},
             }
         )
 
     def _api_create(self, payload: dict, user: str | None) -> _Response:
         if user is None:
             raise _HttpError(401, "You must be authenticated to create a repo")
+        self._refuse_read_only(user)
         repo_type = payload.get("type") or "model"
         if repo_type not in REPO_TYPES:
             raise _HttpError(400, f"Invalid repo type {repo_type!r}")

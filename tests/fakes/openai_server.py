@@ -1112,6 +1112,8 @@ class OpenAIServer:
 
     def _models_list(self, req: _Request) -> _Response:
         created = 1700000000
+        if req.surface == "azure":
+            return _Response(200, {"object": "list", "data": _azure_models(created)})
         data = [{"id": m, "object": "model", "created": created, "owned_by": "system"}
                 for m in [*OPENAI_FINE_TUNABLE, *_OPENAI_ALIASES]]
         data += [{"id": m, "object": "model", "created": created, "owned_by": ORGANIZATION_ID}
@@ -1361,6 +1363,17 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | No
     return parts
 
 
+def _azure_models(created: int) -> list[dict[str, Any]]:
+    """Azure's ``GET /openai/models`` (2024-10-21): base models with their capabilities."""
+    names = {**{m: True for m in AZURE_FINE_TUNABLE}, **{m: False for m in _AZURE_DEPLOYABLE_BASE}}
+    return [{"id": m, "object": "model", "status": "succeeded", "created_at": created,
+             "lifecycle_status": "generally-available",
+             "capabilities": {"fine_tune": tunable, "inference": True, "chat_completion": True,
+                              "completion": False, "embeddings": False, "scale_types": ["standard"]},
+             "deprecation": {"inference": created + 10**8, **({"fine_tune": created + 10**8} if tunable else {})}}
+            for m, tunable in names.items()]
+
+
 _Handler_t = Callable[..., _Response]
 _ROUTES: list[tuple[str, str, _Handler_t]] = [
     ("POST", r"/files", OpenAIServer._file_upload),
@@ -1380,7 +1393,7 @@ _ROUTES: list[tuple[str, str, _Handler_t]] = [
     ("DELETE", r"/fine_tuning/jobs/([^/]+)", OpenAIServer._job_delete),
     ("POST", r"/deployments/([^/]+)/chat/completions", OpenAIServer._azure_chat),
 ]
-_OPENAI_ONLY = {OpenAIServer._chat, OpenAIServer._models_list, OpenAIServer._model_retrieve}
+_OPENAI_ONLY = {OpenAIServer._chat}
 _AZURE_ONLY = {OpenAIServer._job_delete, OpenAIServer._azure_chat}
 
 

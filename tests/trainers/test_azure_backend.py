@@ -168,7 +168,13 @@ def test_failed_job_reports_azure_code_and_message(tmp_path: Path, env: OpenAISe
 def test_wrong_key_is_a_clear_error(tmp_path: Path, env: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "not-the-key-0123456789")
     path = write_pipeline(tmp_path, env, deploy=False)
-    outcome = run(path)
+    from ftpipe.preflight import PreflightFailed
+
+    with pytest.raises(PreflightFailed) as refused:  # found before anything is uploaded (exit 2)
+        run(path)
+    assert "status 401" in str(refused.value) and "AZURE_OPENAI_API_KEY" in str(refused.value)
+    assert env.files == {} and "not-the-key-0123456789" not in str(refused.value)
+    outcome = run(path, preflight=False)  # the train step says the same when the checks are skipped
     error = outcome.record["steps"]["train"]["error"]
     assert outcome.exit_code == 1 and "status 401" in error and "AZURE_OPENAI_API_KEY" in error
     assert re.search(r"request req_[0-9a-f]+", error)
@@ -222,10 +228,10 @@ def test_secrets_never_reach_the_run_store(tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.mark.integration
 def test_azure_tutorial_example_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """pipelines/azure-gpt35-tutorial.yaml pointed at the double. Two things the committed
-    file cannot arrange is stood in for here: the account has a deployment of the base model
-    named after it (how the base variant is called). The fine-tune is scored through a
-    temporary deployment that evaluate creates and removes."""
+    """pipelines/azure-gpt35-tutorial.yaml pointed at the double, as committed: the account
+    has a deployment of the base model under the name the example gives in
+    trainer.base_deployment (how the base and few_shot variants are called). The fine-tune is
+    scored through a temporary deployment that evaluate creates and removes."""
     (tmp_path / "pipelines").mkdir()
     shutil.copytree(REPO / "pipelines" / "data", tmp_path / "pipelines" / "data")
     path = tmp_path / "pipelines" / "azure-gpt35-tutorial.yaml"
@@ -235,7 +241,7 @@ def test_azure_tutorial_example_end_to_end(tmp_path: Path, monkeypatch: pytest.M
         for var, value in (("AZURE_OPENAI_ENDPOINT", server.url), ("AZURE_OPENAI_API_KEY", server.azure_api_key),
                            ("AZURE_MANAGEMENT_TOKEN", server.arm_token), ("AZURE_MANAGEMENT_ENDPOINT", server.url)):
             monkeypatch.setenv(var, value)
-        server.add_deployment(BASE, BASE)
+        server.add_deployment("gpt-35-turbo-base", BASE)
 
         outcome = execute(path, store=tmp_path / "store", reporter=Reporter(quiet=True))
         steps = outcome.record["steps"]

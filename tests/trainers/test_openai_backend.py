@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from types import SimpleNamespace
 from urllib.parse import unquote
 
@@ -92,8 +93,8 @@ def env(monkeypatch: pytest.MonkeyPatch, openai_server: OpenAIServer) -> OpenAIS
     return openai_server
 
 
-def run(path: Path) -> RunOutcome:
-    return execute(path, reporter=Reporter(quiet=True))
+def run(path: Path, **kw: Any) -> RunOutcome:
+    return execute(path, reporter=Reporter(quiet=True), **kw)
 
 
 def store_of(path: Path) -> Path:
@@ -280,7 +281,15 @@ def test_wrong_key_names_status_code_request_and_what_to_do(tmp_path: Path, env:
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-the-right-key-0123456789")
     path = write_pipeline(tmp_path, env)
-    outcome = run(path)
+    # the preflight check finds it before anything is uploaded (exit 2)...
+    from ftpipe.preflight import PreflightFailed
+
+    with pytest.raises(PreflightFailed) as refused:
+        run(path)
+    assert "status 401" in str(refused.value) and "OPENAI_API_KEY" in str(refused.value)
+    assert "sk-not-the-right-key-0123456789" not in str(refused.value) and env.files == {}
+    # ...and the train step itself says the same when the checks are skipped
+    outcome = run(path, preflight=False)
     assert outcome.exit_code == 1
     error = outcome.record["steps"]["train"]["error"]
     assert "status 401" in error and "invalid_api_key" in error and re.search(r"request req_[0-9a-f]+", error)
