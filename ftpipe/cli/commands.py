@@ -45,7 +45,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
-@click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: .ftpipe beside the file).")
+@click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: the one `ftpipe run FILE` uses).")
 def plan(file: str, as_json: bool, store: str | None) -> None:
     """Show the step graph, each step's cache key, and which steps are cached."""
     from ftpipe.engine import load_checked
@@ -61,6 +61,7 @@ def plan(file: str, as_json: bool, store: str | None) -> None:
         out = the_plan.to_json()
         for s in out["steps"]:
             s["cached"] = cached[s["id"]]
+        out["store"] = str(rs.root)
         emit_json(out)
         return
     p = loaded.pipeline
@@ -92,7 +93,8 @@ def schema(output: str | None) -> None:
 @main.command()
 @click.argument("file")
 @click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces).")
-@click.option("--store", type=click.Path(), help="Run store folder (default: .ftpipe beside the file; env FTPIPE_STORE).")
+@click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up from "
+              "the file, else the repository root's).")
 @click.option("--force", is_flag=True, help="Rerun every step, cached or not.")
 @click.option("--from", "from_step", help="Rerun this step and everything after it.")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting 4.")
@@ -121,18 +123,18 @@ def runs() -> None:
 
 def _store_for(file: str | None, store: str | None) -> "RunStore":  # noqa: F821
     from ftpipe.store import RunStore, default_store
+    from ftpipe.store_location import locate_store
 
     if store:
         return RunStore(Path(store))
     if file:
         return RunStore(default_store(Path(file)))
-    import os
-
-    return RunStore(Path(os.environ.get("FTPIPE_STORE", ".ftpipe")))
+    return RunStore(locate_store().path)
 
 
-store_option = click.option("--store", type=click.Path(), help="Run store folder (default: ./.ftpipe or FTPIPE_STORE).")
-pipeline_option = click.option("-p", "--pipeline", "pipeline_file", help="Use the store beside this pipeline file.")
+store_option = click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the "
+                            "nearest .ftpipe/ walking up, else the repository root's).")
+pipeline_option = click.option("-p", "--pipeline", "pipeline_file", help="Use the store that runs of this pipeline use.")
 
 
 @runs.command("list")
@@ -149,7 +151,10 @@ def runs_list(store: str | None, pipeline_file: str | None, as_json: bool) -> No
                    for r in records])
         return
     if not records:
+        from ftpipe.store_location import no_runs_hint
+
         click.echo(f"no runs in {rs.root}")
+        click.echo(f"  hint: {no_runs_hint(rs.root)}", err=True)
         return
     for r in records:
         done = sum(v["status"] in ("done", "cached") for v in r["steps"].values())
