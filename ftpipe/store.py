@@ -211,7 +211,8 @@ class RunStore:
     # ---------------------------------------------------------------- gc
     def gc(self, *, keep: int = 10, dry_run: bool = False) -> dict:
         """Remove all but the newest ``keep`` runs per pipeline, then every artifact and
-        state folder no remaining run refers to."""
+        state folder no remaining run refers to. A run that a kept run's cached steps came
+        from is kept too, so ``runs show`` never points at a removed run."""
         runs = self.list_runs()
         by_pipeline: dict[str, list[dict]] = {}
         for r in runs:
@@ -222,6 +223,7 @@ class RunStore:
                 if r.get("status") == "running":
                     continue
                 removed_runs.append(r["run_id"])
+        removed_runs = _keep_referenced(runs, removed_runs)
         kept_keys = {s.get("key") for r in runs if r["run_id"] not in removed_runs
                      for s in r.get("steps", {}).values()}
         removed_artifacts = []
@@ -243,6 +245,21 @@ class RunStore:
                 if not (pid.isdigit() and pid_alive(int(pid))):
                     shutil.rmtree(p, ignore_errors=True)
         return {"runs_removed": removed_runs, "artifacts_removed": removed_artifacts, "dry_run": dry_run}
+
+
+def _keep_referenced(runs: list[dict], removed: list[str]) -> list[str]:
+    """``removed`` less every run that a remaining run's cached steps were produced by."""
+    by_id = {r["run_id"]: r for r in runs}
+    gone = set(removed)
+    todo = [r for r in runs if r["run_id"] not in gone]
+    while todo:
+        r = todo.pop()
+        for step in r.get("steps", {}).values():
+            origin = step.get("from_run")
+            if origin in gone and origin in by_id:
+                gone.discard(origin)
+                todo.append(by_id[origin])
+    return [rid for rid in removed if rid in gone]  # keeps the order
 
 
 def _read_holder_json(path: Path) -> dict | None:
