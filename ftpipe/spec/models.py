@@ -193,7 +193,8 @@ class Checkpoint(Block):
 class Resources(Block):
     gpus_per_node: NonNegInt = 0
     nodes: PositiveInt = 1
-    workers: PositiveInt = Field(1, description="Ray Train workers (executor: ray).")
+    workers: PositiveInt = Field(1, description="Ray Train workers. Only 1 is supported today: "
+                                                "multi-worker training is not built yet.")
 
 
 class TrlTrainer(Block):

@@ -89,9 +89,13 @@ def _peft(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
         hp = t.hyperparameters
         if hp.packing and t.method != "sft":
             yield (("trainer", "hyperparameters", "packing"), f"packing applies to sft only, not {t.method}")
-        if t.resources.workers > 1 and p.executor.type != "ray":
-            yield (("trainer", "resources", "workers"), "workers > 1 trains on a Ray cluster: set executor.type: ray "
-                                                         "(or use gpus_per_node/nodes for one machine)")
+    resources = getattr(t, "resources", None)
+    if resources is not None and getattr(resources, "workers", 1) > 1:
+        # until multi-worker (Ray Train) training exists, never train on one worker without a word
+        yield (("trainer", "resources", "workers"),
+               f"workers: {resources.workers} is not supported yet: training runs on one worker "
+               "(docs/ray.md says what multi-worker training needs). Remove it, or use "
+               "gpus_per_node / nodes for several GPUs (torchrun)")
 
 
 def _hosted(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
