@@ -317,6 +317,8 @@ class FewShot(Block):
 class Generation(Block):
     max_new_tokens: PositiveInt = 64
     batch_size: PositiveInt = 16
+    seed: NonNegInt = Field(0, description="Seeds local generation and is sent as `seed` to hosted "
+                                           "models (OpenAI, Azure: best-effort reproducible answers).")
 
 
 class ModelBaseline(Block):
