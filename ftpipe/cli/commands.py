@@ -173,8 +173,11 @@ def runs_show(run_id: str, store: str | None, pipeline_file: str | None, as_json
     rs = _store_for(pipeline_file, store)
     record = rs.read_run(rs.resolve_run(run_id))
     report = _report_for(rs, record)
+    from ftpipe.run_files import run_files
+
+    files = run_files(rs.root, record)
     if as_json:
-        emit_json(record | ({"evaluation": report} if report else {}))
+        emit_json(record | ({"evaluation": report} if report else {}) | {"files": {k: str(v) for k, v in files.items()}})
         return
     click.echo(f"run {record['run_id']}  {record['pipeline']}  {record['status']}"
                + (f"  exit {record['exit_code']}" if record.get("exit_code") is not None else "")
@@ -192,11 +195,15 @@ def runs_show(run_id: str, store: str | None, pipeline_file: str | None, as_json
             if s.get(key):
                 click.echo(f"      {key}: {s[key]}")
         if s.get("metrics"):
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(s["metrics"].items())[:8] if not isinstance(v, (dict, list)))
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in s["metrics"].items() if not isinstance(v, (dict, list)))
             if shown:
                 click.echo(f"      metrics: {shown}")
         if s.get("artifact"):
             click.echo(f"      artifact: {rs.root / s['artifact']}")
+    if files:
+        click.echo("  files:")
+        for label, path in files.items():
+            click.echo(f"    {label.replace('_', ' '):<13} {path}")
     md = _report_md_for(rs, record)
     if md:
         click.echo("")

@@ -87,3 +87,33 @@ def test_gc_keeps_the_runs_that_kept_cached_runs_came_from(tmp_path: Path) -> No
     assert f"cache/{trained.record['steps']['prepare']['key']}" in out["artifacts_removed"]
     assert f"cache/{newer[0].record['steps']['train']['key']}" not in out["artifacts_removed"]
     assert cli.invoke(main, ["runs", "show", "latest", "--store", store]).exit_code == 0
+
+
+def test_runs_show_lists_every_metric_and_the_files_to_open(tmp_path: Path) -> None:
+    """Issue 12, 3.9: the report, chart and loss curve live in hash-named folders; runs show
+    names them, and shows a step's metrics past the eighth."""
+    from ftpipe.contracts import StepResult
+
+    def runner(step, ctx) -> StepResult:
+        if step.kind == "evaluate":
+            for name in ("report.md", "report.json", "chart.png", "predictions.jsonl"):
+                (ctx.out_dir / name).write_text("{}" if name.endswith("json") else "x")
+            return StepResult(metrics={f"m{i}": i / 10 for i in range(11)}, summary="scored")
+        if step.kind == "train":
+            (ctx.out_dir / "loss.png").write_bytes(b"png")
+        return StepResult(summary=step.id)
+
+    p = write_pipeline(tmp_path)
+    out = execute(p, step_runner=runner, reporter=Reporter(quiet=True))
+    store = tmp_path / ".ftpipe"
+    shown = CliRunner().invoke(main, ["runs", "show", "latest", "--store", str(store)])
+    assert shown.exit_code == 0, shown.output
+    assert "m8=0.8, m9=0.9, m10=1" in shown.output
+    evaluate = store / out.record["steps"]["evaluate"]["artifact"]
+    train = store / out.record["steps"]["train"]["artifact"]
+    for label, path in (("report", evaluate / "report.md"), ("chart", evaluate / "chart.png"),
+                        ("loss curve", train / "loss.png"), ("predictions", evaluate / "predictions.jsonl")):
+        assert f"    {label:<13} {path}" in shown.output
+    as_json = json.loads(CliRunner().invoke(main, ["runs", "show", "latest", "--json", "--store", str(store)]).output)
+    assert as_json["files"]["chart"] == str(evaluate / "chart.png")
+    assert as_json["files"]["loss_curve"] == str(train / "loss.png")
