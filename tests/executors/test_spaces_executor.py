@@ -292,7 +292,7 @@ def test_timeout_and_interrupt_pause_the_space(hub: HubServer, project, tmp_path
     stopped: list[str] = []
 
     def hang(space_id: str, files: dict, secrets: dict, variables: dict) -> None:
-        if hub.space_stop_event(space_id).wait(20):
+        if hub.space_stop_event(space_id).wait(120):
             stopped.append(space_id)
 
     hub.space_runner = hang
