@@ -46,6 +46,8 @@ def find_model_folder(ref: str, *, store: Path | None = None, pipeline: Path | N
         from ftpipe.store_location import locate_store
 
         rs = RunStore(locate_store().path)
+    from ftpipe.store_location import store_arg
+
     if not (rs.root / "runs").is_dir():
         from ftpipe.store_location import no_runs_hint
 
@@ -55,7 +57,7 @@ def find_model_folder(ref: str, *, store: Path | None = None, pipeline: Path | N
     record = rs.read_run(run_id)
     art = record.get("steps", {}).get("train", {}).get("artifact")
     if not art or not (rs.root / art / "model.json").is_file():
-        raise NotFound(f"run {run_id} has no finished train step to serve", hint="ftpipe runs show " + run_id)
+        raise NotFound(f"run {run_id} has no finished train step to serve", hint="ftpipe runs show " + run_id + store_arg(rs.root))
     return rs.root / art, f"{record.get('pipeline', 'model')}-{run_id}"
 
 
