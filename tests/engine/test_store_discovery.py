@@ -136,3 +136,11 @@ def test_a_run_started_outside_the_repository_prints_a_hint_with_its_store(tmp_p
     out = execute(path, step_runner=Counting(), reporter=Reporter(buf, live=False))
     assert out.exit_code == 0 and out.record["store"] == str((repo / ".ftpipe").resolve())
     assert f"ftpipe runs show {out.run_id} --store ../repo/.ftpipe" in buf.getvalue()
+    # from a subfolder of the repository the store is found: the hint needs no --store
+    (repo / "sub" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(repo / "sub" / "deeper")
+    write_pipeline(repo, lr=0.5)
+    buf = io.StringIO()
+    again = execute(path, step_runner=Counting(), reporter=Reporter(buf, live=False))
+    assert again.exit_code == 0 and again.record["store"] == out.record["store"]
+    assert re.search(rf"ftpipe runs show {again.run_id}$", buf.getvalue(), re.M), buf.getvalue()
