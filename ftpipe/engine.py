@@ -155,7 +155,7 @@ def execute(
     if store is None:
         from ftpipe.store_location import nested_store_note
 
-        note = nested_store_note(rs.root)
+        note = nested_store_note(rs.root, path)
         if note:
             reporter.message(note)
     _preflight(prepared, rs, rerun)

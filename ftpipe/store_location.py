@@ -87,13 +87,15 @@ def other_stores(root: Path, *, depth: int = 2) -> list[Path]:
     return found
 
 
-def nested_store_note(store: Path) -> str | None:
+def nested_store_note(store: Path, pipeline: Path | None = None) -> str | None:
     """A note when a run uses a store below the repository root (an older store beside a
     pipeline): commands started at the root would not find it by themselves."""
     repo = git_root(store.parent.resolve())
     if repo is None or store.resolve() == (repo / STORE_DIR).resolve() or os.environ.get("FTPIPE_STORE"):
         return None
-    return (f"using the run store {_shell_path(store)} found beside the pipeline; commands started at the "
+    beside = pipeline is None or pipeline.resolve().parent == store.resolve().parent
+    return (f"using the run store {_shell_path(store)} found {'beside' if beside else 'above'} the pipeline; "
+            f"commands started at the "
             f"repository root use {_shell_path(repo / STORE_DIR)} unless given --store {_shell_path(store)} "
             f"(or move {_shell_path(store)} to {_shell_path(repo / STORE_DIR)})")
 
