@@ -143,4 +143,4 @@ def test_a_run_started_outside_the_repository_prints_a_hint_with_its_store(tmp_p
     buf = io.StringIO()
     again = execute(path, step_runner=Counting(), reporter=Reporter(buf, live=False))
     assert again.exit_code == 0 and again.record["store"] == out.record["store"]
-    assert re.search(rf"ftpipe runs show {again.run_id}$", buf.getvalue(), re.M), buf.getvalue()
+    assert re.search(rf"ftpipe runs show {again.run_id}$", buf.getvalue(), re.MULTILINE), buf.getvalue()
