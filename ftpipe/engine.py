@@ -153,6 +153,12 @@ def execute(
                        ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
         os.environ.setdefault(var, value)
     rs = RunStore((store or default_store(path)).resolve())
+    if store is None:
+        from ftpipe.store_location import nested_store_note
+
+        note = nested_store_note(rs.root, path)
+        if note:
+            reporter.message(note)
     if preflight:
         _preflight(prepared, rs, rerun, reporter)
     with sigterm_as_interrupt(), rs.lock(plan.pipeline, wait=wait, on_wait=lambda h: reporter.message(
@@ -256,7 +262,10 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
     if record.get("up_to_date"):
         reporter.message(f"up to date: every step's inputs are unchanged (run {run_id}, {record['duration_s']:.2f}s)")
     elif exit_code == errors.EXIT_OK:
-        reporter.message(f"run {run_id} succeeded in {record['duration_s']:.1f}s — ftpipe runs show {run_id}")
+        from ftpipe.store_location import store_arg
+
+        reporter.message(f"run {run_id} succeeded in {record['duration_s']:.1f}s — "
+                         f"ftpipe runs show {run_id}{store_arg(rs.root)}")
     elif exit_code == errors.EXIT_GATE_BLOCKED:
         reporter.error(f"run {run_id}: the evaluation gate blocked deployment: {blocked_reason}")
     elif exit_code == errors.EXIT_STEP_FAILED:

@@ -214,6 +214,18 @@ def repo_root(start: Path) -> Path:
     return Path.cwd().resolve()
 
 
+def _store_rel(path: Path, root: Path) -> str:
+    """The run store the workflow caches and runs with (FTPIPE_STORE), relative to the
+    checkout: the one `ftpipe run` finds from the pipeline's folder in this repository."""
+    from ftpipe.store_location import locate_store
+
+    store = locate_store(path.resolve().parent, environ=False).path
+    try:
+        return store.relative_to(root).as_posix()
+    except ValueError:
+        return ".ftpipe"
+
+
 def _is_ftpipe_source(root: Path) -> bool:
     try:
         return re.search(r'^name\s*=\s*"ftpipe"', (root / "pyproject.toml").read_text(), re.M) is not None
@@ -261,7 +273,7 @@ def github_workflow(path: Path, loaded: Any, *, root: Path | None = None, instal
     except ValueError:
         raise UsageError(f"{path} is outside the repository at {root}",
                          hint="run the command inside the repository that holds the pipeline") from None
-    store_rel = (Path(rel).parent / ".ftpipe").as_posix()
+    store_rel = _store_rel(path, root)
     crons = to_zone(sched.cron, sched.timezone, "UTC", where="GitHub Actions")
     refs = env_refs(loaded.doc.data if loaded.doc is not None else {})
     extras = extras_for(p)
@@ -319,6 +331,7 @@ jobs:
     timeout-minutes: 360
     env:
       FTPIPE_PIPELINE: {_q(rel)}
+      FTPIPE_STORE: {_q(store_rel)}
       FTPIPE_FORCE: ${{{{ inputs.force || false }}}}
       PYTHONUNBUFFERED: "1"
 {chr(10).join(env_lines) + chr(10) if env_lines else ""}{ray_note}    steps:
@@ -403,7 +416,9 @@ def crontab_entry(path: Path, loaded: Any, *, log: Path | None = None, env_file:
     sched = _scheduled(loaded, path)
     name = loaded.pipeline.name
     pipe = path.resolve()
-    cron_dir = pipe.parent / ".ftpipe" / "cron"
+    from ftpipe.store_location import locate_store
+
+    cron_dir = locate_store(pipe.parent, environ=False).path / "cron"
     log = (log or cron_dir / f"{name}.log").resolve()
     lock = cron_dir / f"{name}.lock"
     comments = [f"# ftpipe: run pipeline {name} on its schedule ({sched.cron}, {sched.timezone}); "

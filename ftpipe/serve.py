@@ -43,15 +43,21 @@ def find_model_folder(ref: str, *, store: Path | None = None, pipeline: Path | N
     elif pipeline is not None:
         rs = RunStore(default_store(Path(pipeline)))
     else:
-        rs = RunStore(Path(os.environ.get("FTPIPE_STORE", ".ftpipe")))
+        from ftpipe.store_location import locate_store
+
+        rs = RunStore(locate_store().path)
+    from ftpipe.store_location import store_arg
+
     if not (rs.root / "runs").is_dir():
+        from ftpipe.store_location import no_runs_hint
+
         raise NotFound(f"{ref!r} is neither a model folder nor a run in {rs.root}",
-                       hint="give a folder, or a run id with --store / -p PIPELINE")
+                       hint="give a folder, or a run id; " + no_runs_hint(rs.root))
     run_id = rs.resolve_run(ref)
     record = rs.read_run(run_id)
     art = record.get("steps", {}).get("train", {}).get("artifact")
     if not art or not (rs.root / art / "model.json").is_file():
-        raise NotFound(f"run {run_id} has no finished train step to serve", hint="ftpipe runs show " + run_id)
+        raise NotFound(f"run {run_id} has no finished train step to serve", hint="ftpipe runs show " + run_id + store_arg(rs.root))
     return rs.root / art, f"{record.get('pipeline', 'model')}-{run_id}"
 
 

@@ -1,7 +1,8 @@
 """The run store: one folder per run, a content-addressed artifact cache, per-step state
 that survives crashes, and a lock per pipeline.
 
-Layout (``.ftpipe/`` beside the pipeline unless ``--store``/``FTPIPE_STORE`` says else)::
+Layout (the nearest ``.ftpipe/`` walking up, else the repository root's, unless
+``--store``/``FTPIPE_STORE`` says else: ftpipe/store_location.py)::
 
     runs/<run id>/run.json          status, timings, keys, metrics per step (atomic writes)
     runs/<run id>/pipeline.yaml     the resolved pipeline, secrets kept as references
@@ -62,8 +63,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def default_store(pipeline_path: Path) -> Path:
-    env = os.environ.get("FTPIPE_STORE")
-    return Path(env) if env else pipeline_path.resolve().parent / ".ftpipe"
+    """``$FTPIPE_STORE``, else the nearest ``.ftpipe/`` walking up from the pipeline's folder,
+    else the repository root's (see ftpipe/store_location.py)."""
+    from ftpipe.store_location import store_for_pipeline
+
+    return store_for_pipeline(pipeline_path)
 
 
 @dataclass
@@ -104,6 +108,10 @@ class RunStore:
         ids = [r["run_id"] for r in self.list_runs()]
         if ref in ("latest", "last") and ids:
             return ids[-1]
+        if not ids:
+            from ftpipe.store_location import no_runs_hint
+
+            raise NotFound(f"no runs in {self.root}", hint=no_runs_hint(self.root))
         if ref in ids:
             return ref
         matches = [i for i in ids if i.startswith(ref)]
@@ -157,10 +165,12 @@ class RunStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         stale = None
+        held = False  # only the holder may clear the note: a refused run must leave it
         try:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = True
                     break
                 except BlockingIOError:
                     holder = _read_holder(path)
@@ -182,10 +192,11 @@ class RunStore:
                                       "since": now_iso()}).encode(), 0)
             yield stale
         finally:
-            try:
-                os.ftruncate(fd, 0)
-            except OSError:
-                pass
+            if held:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError:
+                    pass
             os.close(fd)
 
     def note_lock_run(self, name: str, run_id: str) -> None:
@@ -200,7 +211,8 @@ class RunStore:
     # ---------------------------------------------------------------- gc
     def gc(self, *, keep: int = 10, dry_run: bool = False) -> dict:
         """Remove all but the newest ``keep`` runs per pipeline, then every artifact and
-        state folder no remaining run refers to."""
+        state folder no remaining run refers to. A run that a kept run's cached steps came
+        from is kept too, so ``runs show`` never points at a removed run."""
         runs = self.list_runs()
         by_pipeline: dict[str, list[dict]] = {}
         for r in runs:
@@ -211,6 +223,7 @@ class RunStore:
                 if r.get("status") == "running":
                     continue
                 removed_runs.append(r["run_id"])
+        removed_runs = _keep_referenced(runs, removed_runs)
         kept_keys = {s.get("key") for r in runs if r["run_id"] not in removed_runs
                      for s in r.get("steps", {}).values()}
         removed_artifacts = []
@@ -232,6 +245,21 @@ class RunStore:
                 if not (pid.isdigit() and pid_alive(int(pid))):
                     shutil.rmtree(p, ignore_errors=True)
         return {"runs_removed": removed_runs, "artifacts_removed": removed_artifacts, "dry_run": dry_run}
+
+
+def _keep_referenced(runs: list[dict], removed: list[str]) -> list[str]:
+    """``removed`` less every run that a remaining run's cached steps were produced by."""
+    by_id = {r["run_id"]: r for r in runs}
+    gone = set(removed)
+    todo = [r for r in runs if r["run_id"] not in gone]
+    while todo:
+        r = todo.pop()
+        for step in r.get("steps", {}).values():
+            origin = step.get("from_run")
+            if origin in gone and origin in by_id:
+                gone.discard(origin)
+                todo.append(by_id[origin])
+    return [rid for rid in removed if rid in gone]  # keeps the order
 
 
 def _read_holder_json(path: Path) -> dict | None:

@@ -137,14 +137,20 @@ def test_schedule_github_writes_into_the_repository(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     path = sleepy_plugin.write_pipeline(tmp_path / "pipes", name="nightly")
     path.write_text(path.read_text().replace("executor:\n  type: ray\n", "schedule: {cron: '5 4 * * *'}\n"))
-    env = dict(os.environ, PYTHONPATH=str(path.parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])))
     r = subprocess.run([*FTPIPE, "schedule", "github", str(path), "--json"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["workflow"] == str(tmp_path / ".github" / "workflows" / "ftpipe-nightly.yml")
-    assert out["cron_utc"] == ["5 4 * * *"] and out["run_store"] == "pipes/.ftpipe"
-    assert workflow_on(yaml.safe_load(Path(out["workflow"]).read_text()))["schedule"] == [{"cron": "5 4 * * *"}]
+    assert out["cron_utc"] == ["5 4 * * *"] and out["run_store"] == ".ftpipe"
+    wf = yaml.safe_load(Path(out["workflow"]).read_text())
+    assert workflow_on(wf)["schedule"] == [{"cron": "5 4 * * *"}]
+    # the store the workflow caches is the one its run uses (the repository root's, as `ftpipe run` finds it)
+    job = next(iter(wf["jobs"].values()))
+    assert job["env"]["FTPIPE_STORE"] == ".ftpipe"
+    cached = [s["with"]["path"] for s in job["steps"] if "actions/cache" in str(s.get("uses"))]
+    assert cached == [".ftpipe", ".ftpipe"]
 
 
 def test_composite_action_parses_and_lints(tmp_path: Path) -> None:
@@ -187,7 +193,7 @@ def test_a_scheduled_run_of_an_unchanged_pipeline_is_up_to_date(tmp_path: Path) 
     """Runs the generated crontab command itself, twice, then once while a run holds the lock."""
     path = sleepy_plugin.write_pipeline(tmp_path / "p", name="cronjob")
     path.write_text(path.read_text().replace("executor:\n  type: ray\n", "schedule: {cron: '17 3 * * 1'}\n"))
-    env = dict(os.environ, PYTHONPATH=str(path.parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])))
     entry = crontab_entry(path, load_checked_with(path, env), machine_tz="UTC")
     command = next(ln for ln in entry.lines if not ln.startswith("#")).split(" ", 5)[5]
 

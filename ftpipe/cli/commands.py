@@ -45,7 +45,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 @main.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
-@click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: .ftpipe beside the file).")
+@click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: the one `ftpipe run FILE` uses).")
 @click.option("--check", "check", is_flag=True,
               help="Also run the preflight checks (credentials, models, deployments, clusters) of the steps that "
                    "would run; exit 2 if any fails.")
@@ -65,6 +65,7 @@ def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
         out = the_plan.to_json()
         for s in out["steps"]:
             s["cached"] = cached[s["id"]]
+        out["store"] = str(rs.root)
         if checks is not None:
             out["checks"] = [c.to_json() for c in checks]
             out["checks_ok"] = all(c.ok for c in checks)
@@ -119,7 +120,8 @@ def schema(output: str | None) -> None:
 @main.command()
 @click.argument("file")
 @click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces).")
-@click.option("--store", type=click.Path(), help="Run store folder (default: .ftpipe beside the file; env FTPIPE_STORE).")
+@click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up from "
+              "the file, else the repository root's).")
 @click.option("--force", is_flag=True, help="Rerun every step, cached or not.")
 @click.option("--from", "from_step", help="Rerun this step and everything after it.")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting 4.")
@@ -167,18 +169,18 @@ def runs() -> None:
 
 def _store_for(file: str | None, store: str | None) -> "RunStore":  # noqa: F821
     from ftpipe.store import RunStore, default_store
+    from ftpipe.store_location import locate_store
 
     if store:
         return RunStore(Path(store))
     if file:
         return RunStore(default_store(Path(file)))
-    import os
-
-    return RunStore(Path(os.environ.get("FTPIPE_STORE", ".ftpipe")))
+    return RunStore(locate_store().path)
 
 
-store_option = click.option("--store", type=click.Path(), help="Run store folder (default: ./.ftpipe or FTPIPE_STORE).")
-pipeline_option = click.option("-p", "--pipeline", "pipeline_file", help="Use the store beside this pipeline file.")
+store_option = click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the "
+                            "nearest .ftpipe/ walking up, else the repository root's).")
+pipeline_option = click.option("-p", "--pipeline", "pipeline_file", help="Use the store that runs of this pipeline use.")
 
 
 @runs.command("list")
@@ -195,7 +197,10 @@ def runs_list(store: str | None, pipeline_file: str | None, as_json: bool) -> No
                    for r in records])
         return
     if not records:
+        from ftpipe.store_location import no_runs_hint
+
         click.echo(f"no runs in {rs.root}")
+        click.echo(f"  hint: {no_runs_hint(rs.root)}", err=True)
         return
     for r in records:
         done = sum(v["status"] in ("done", "cached") for v in r["steps"].values())
@@ -214,8 +219,11 @@ def runs_show(run_id: str, store: str | None, pipeline_file: str | None, as_json
     rs = _store_for(pipeline_file, store)
     record = rs.read_run(rs.resolve_run(run_id))
     report = _report_for(rs, record)
+    from ftpipe.run_files import run_files
+
+    files = run_files(rs.root, record)
     if as_json:
-        emit_json(record | ({"evaluation": report} if report else {}))
+        emit_json(record | ({"evaluation": report} if report else {}) | {"files": {k: str(v) for k, v in files.items()}})
         return
     click.echo(f"run {record['run_id']}  {record['pipeline']}  {record['status']}"
                + (f"  exit {record['exit_code']}" if record.get("exit_code") is not None else "")
@@ -233,11 +241,15 @@ def runs_show(run_id: str, store: str | None, pipeline_file: str | None, as_json
             if s.get(key):
                 click.echo(f"      {key}: {s[key]}")
         if s.get("metrics"):
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(s["metrics"].items())[:8] if not isinstance(v, (dict, list)))
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in s["metrics"].items() if not isinstance(v, (dict, list)))
             if shown:
                 click.echo(f"      metrics: {shown}")
         if s.get("artifact"):
             click.echo(f"      artifact: {rs.root / s['artifact']}")
+    if files:
+        click.echo("  files:")
+        for label, path in files.items():
+            click.echo(f"    {label.replace('_', ' '):<13} {path}")
     md = _report_md_for(rs, record)
     if md:
         click.echo("")

@@ -66,6 +66,8 @@ def convert_autotrain(config: str, output: str | None, force: bool, as_json: boo
         click.echo(f"wrote {out} ({len(conv.mapped)} keys mapped, {len(conv.unsupported)} unsupported)", err=True)
     for e in conv.unsupported:
         click.echo(f"unsupported: {src}:{e.line}  {e.key}: {e.reason}", err=True)
+    for warning in conv.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for note in conv.notes:
         click.echo(f"note: {note}", err=True)
     if problems:

@@ -12,8 +12,9 @@ from ftpipe.cli import main
 @click.argument("model", metavar="RUN|PATH", default="latest")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port).")
-@click.option("--store", type=click.Path(), help="Run store to find RUN in (default: ./.ftpipe or FTPIPE_STORE).")
-@click.option("-p", "--pipeline", "pipeline_file", type=click.Path(), help="Use the store beside this pipeline file.")
+@click.option("--store", type=click.Path(), help="Run store to find RUN in (default: FTPIPE_STORE, else the "
+              "nearest .ftpipe/ walking up, else the repository root's).")
+@click.option("-p", "--pipeline", "pipeline_file", type=click.Path(), help="Use the store that runs of this pipeline use.")
 @click.option("--model-name", help="The model id clients send (default: the folder's name, or <pipeline>-<run>).")
 def serve(model: str, host: str, port: int, store: str | None, pipeline_file: str | None,
           model_name: str | None) -> None:

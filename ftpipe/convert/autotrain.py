@@ -17,7 +17,11 @@ import yaml
 from ftpipe.errors import UsageError
 from ftpipe.spec.yamlpos import Document, YamlProblem, load_yaml
 
-SCHEMA_MODELINE = "# yaml-language-server: $schema=../schemas/pipeline.schema.json"
+SCHEMA_FILE = ("schemas", "pipeline.schema.json")
+SCHEMA_HINT = ("# Editor checks: `ftpipe schema -o pipeline.schema.json`, then put "
+               "`# yaml-language-server: $schema=pipeline.schema.json` on this line")
+# optimizers that bitsandbytes implements on CUDA only
+CUDA_OPTIMIZERS = ("8bit", "paged")
 LLM_TASKS = {"llm-sft": "sft", "llm-dpo": "dpo", "llm-orpo": "orpo", "llm-reward": "reward",
              "llm": "sft", "llm-generic": "sft"}
 LOCAL_BACKENDS = ("local", "local-cli", "local-ui")
@@ -64,10 +68,12 @@ class Conversion:
     mapped: list[Entry] = field(default_factory=list)
     unsupported: list[Entry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what will fail where it is run (needs CUDA, ...)
 
     def to_json(self) -> dict:
         return {"pipeline": self.pipeline, "mapped": [asdict(e) for e in self.mapped],
-                "unsupported": [asdict(e) for e in self.unsupported], "notes": self.notes}
+                "unsupported": [asdict(e) for e in self.unsupported], "notes": self.notes,
+                "warnings": self.warnings}
 
 
 def env_refs(value: Any) -> Any:
@@ -138,6 +144,9 @@ class _Converter:
         pipe["model"] = {"base": env_refs(str(raw["base_model"]))}
         self.mapped(("base_model",), "model.base")
         pipe["trainer"] = self._trainer(method, template, params)
+        backend = str(raw.get("backend") or "local")
+        if backend in LOCAL_BACKENDS or "cpu" in backend:  # a GPU Space has CUDA
+            self.out.warnings += cuda_warnings(params)
         if "chat_template" in data:
             self.mapped(("data", "chat_template"), "trainer.chat_template")
         token = self._token_ref(hub)
@@ -222,7 +231,7 @@ class _Converter:
                 if (base / f"{split}.{ext}").is_file():
                     found[split] = f"{split}.{ext}"
                     break
-        looks_local = path.startswith(("./", "../", "/", "~", ".")) or base.is_dir()
+        looks_local = looks_like_path(path) or base.is_dir()
         if found or looks_local:
             if train not in found:
                 self.out.notes.append(f"no {train}.jsonl or {train}.csv under {base}: the pipeline expects "
@@ -458,6 +467,44 @@ def _number(value: Any) -> Any:
     return value
 
 
+def schema_modeline(out_dir: Path) -> str:
+    """The ``$schema`` modeline for a pipeline written into ``out_dir``: the nearest
+    ``schemas/pipeline.schema.json`` walking up (an ftpipe checkout, or a repository that
+    committed `ftpipe schema` output), relative to the file; else how to get one."""
+    start = out_dir.resolve()
+    for d in [start, *start.parents]:
+        candidate = d.joinpath(*SCHEMA_FILE)
+        if candidate.is_file():
+            rel = Path(os.path.relpath(candidate, start)).as_posix()
+            return f"# yaml-language-server: $schema={rel}"
+    return SCHEMA_HINT
+
+
+def looks_like_path(value: str) -> bool:
+    """A data path rather than a Hub dataset id (``namespace/name`` or ``name``): it is
+    relative or absolute by its form, ends with a slash, has more than one slash or a
+    backslash, or names a data file. Checked before the folder exists (it may be created
+    later), so ``data/`` stays local."""
+    return (value.startswith(("./", "../", "/", "~", ".")) or "\\" in value or value.count("/") > 1
+            or value.endswith(("/", ".jsonl", ".json", ".csv", ".parquet")))
+
+
+def cuda_warnings(params: dict) -> list[str]:
+    """AutoTrain settings that need a CUDA GPU: a CPU run fails with them."""
+    out = []
+    if params.get("peft") and params.get("quantization", "int4") in ("int4", "int8"):
+        quant = params.get("quantization", "int4")
+        out.append(f"quantization {quant} (QLoRA) needs a CUDA GPU with bitsandbytes: on a CPU set "
+                   "params.quantization: none (peft lora)")
+    if str(params.get("mixed_precision") or "").lower() == "bf16":
+        out.append("mixed_precision bf16 needs a GPU with bf16 support (CUDA, Ampere or newer): on a CPU set "
+                   "trainer.hyperparameters.mixed_precision: 'no'")
+    optimizer = str(params.get("optimizer") or "")
+    if any(tag in optimizer.lower() for tag in CUDA_OPTIMIZERS):
+        out.append(f"optimizer {optimizer} (bitsandbytes) needs a CUDA GPU: on a CPU use adamw_torch")
+    return out
+
+
 def data_keys_unknown(data: dict) -> list[str]:
     return [k for k in data if k not in ("path", "train_split", "valid_split", "chat_template", "column_mapping")]
 
@@ -468,12 +515,15 @@ def render(conv: Conversion, *, source: str, output: str | None) -> str:
     """The pipeline as YAML with the modeline, the command that runs it, and what was
     not carried over."""
     run_as = output or "pipeline.yaml"
-    lines = [SCHEMA_MODELINE,
+    lines = [schema_modeline(Path(output).parent if output else Path(source).parent),
              f"# Run it:  ftpipe run {run_as}",
              f"# Converted from the AutoTrain config {source} by `ftpipe convert autotrain`."]
     if conv.unsupported:
         lines.append("# Not carried over (AutoTrain keys with no ftpipe equivalent):")
         lines += [f"#   {source}:{e.line}  {e.key}: {e.reason}" for e in conv.unsupported]
+    if conv.warnings:
+        lines.append("# Warnings:")
+        lines += [f"#   - {w}" for w in conv.warnings]
     if conv.notes:
         lines.append("# Notes:")
         lines += [f"#   - {n}" for n in conv.notes]

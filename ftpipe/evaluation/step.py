@@ -229,7 +229,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
     from ftpipe.evaluation import generate as G
 
     gen_cfg = ctx.pipeline.evaluate.generation
-    seed = getattr(gen_cfg, "seed", 0)
+    seed = gen_cfg.seed
     prompts = job.few_shot if variant.few_shot and job.few_shot is not None else job.plain
     n = len(prompts)
     what = f"evaluate {variant.name}"

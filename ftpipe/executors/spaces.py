@@ -455,10 +455,11 @@ class _SpaceRun:
 
     def _report(self, record: dict, sub: Submission) -> int:
         from ftpipe.engine import RunOutcome
+        from ftpipe.store_location import store_arg
 
         code = int(record.get("exit_code") or 0)
         line = f"run {record['run_id']} in Space {sub.space_id}: {record.get('status')} (exit {code}) — " \
-               f"ftpipe runs show {record['run_id']}"
+               f"ftpipe runs show {record['run_id']}{store_arg(self.rs.root)}"
         (self.reporter.message if code == errors.EXIT_OK else self.reporter.error)(line)
         for sid, step in record.get("steps", {}).items():
             if step.get("status") == "failed" and step.get("error"):

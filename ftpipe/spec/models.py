@@ -193,7 +193,8 @@ class Checkpoint(Block):
 class Resources(Block):
     gpus_per_node: NonNegInt = 0
     nodes: PositiveInt = 1
-    workers: PositiveInt = Field(1, description="Ray Train workers (executor: ray).")
+    workers: PositiveInt = Field(1, description="Ray Train workers. Only 1 is supported today: "
+                                                "multi-worker training is not built yet.")
 
 
 class TrlTrainer(Block):
@@ -320,6 +321,8 @@ class FewShot(Block):
 class Generation(Block):
     max_new_tokens: PositiveInt = 64
     batch_size: PositiveInt = 16
+    seed: NonNegInt = Field(0, description="Seeds local generation and is sent as `seed` to hosted "
+                                           "models (OpenAI, Azure: best-effort reproducible answers).")
 
 
 class ModelBaseline(Block):

@@ -89,9 +89,13 @@ def _peft(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
         hp = t.hyperparameters
         if hp.packing and t.method != "sft":
             yield (("trainer", "hyperparameters", "packing"), f"packing applies to sft only, not {t.method}")
-        if t.resources.workers > 1 and p.executor.type != "ray":
-            yield (("trainer", "resources", "workers"), "workers > 1 trains on a Ray cluster: set executor.type: ray "
-                                                         "(or use gpus_per_node/nodes for one machine)")
+    resources = getattr(t, "resources", None)
+    if resources is not None and getattr(resources, "workers", 1) > 1:
+        # until multi-worker (Ray Train) training exists, never train on one worker without a word
+        yield (("trainer", "resources", "workers"),
+               f"workers: {resources.workers} is not supported yet: training runs on one worker "
+               "(docs/ray.md says what multi-worker training needs). Remove it, or use "
+               "gpus_per_node / nodes for several GPUs (torchrun)")
 
 
 def _hosted(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
@@ -138,7 +142,13 @@ def _evaluate(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
                                                 f"(variants: {', '.join(variants)}, or default)")
     if ev.gate is not None:
         g = ev.gate
-        if g.metric not in ev.metrics:
+        known = _known_metrics()
+        if g.metric not in ev.metrics and ":" not in g.metric and g.metric not in known:
+            # name the valid metrics now, not after the user has added an unknown one to evaluate.metrics
+            yield (("evaluate", "gate", "metric"), f"unknown metric '{g.metric}'.{did_you_mean(g.metric, known)} "
+                                                   f"(available: {', '.join(known)}; add the one you choose to "
+                                                   "evaluate.metrics too)")
+        elif g.metric not in ev.metrics:
             yield (("evaluate", "gate", "metric"), f"the gate's metric '{g.metric}' is not computed: add it to "
                                                    f"evaluate.metrics ({', '.join(ev.metrics)}).{did_you_mean(g.metric, ev.metrics)}")
         for i, name in enumerate(g.must_beat):
@@ -146,6 +156,13 @@ def _evaluate(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
                 yield (("evaluate", "gate", "must_beat", i),
                        f"'{name}' is not a baseline of this pipeline.{did_you_mean(name, names)} "
                        f"(baselines: {', '.join(names) or 'none'})")
+
+
+def _known_metrics() -> list[str]:
+    """Built-in metrics and those registered by plugins."""
+    from ftpipe import registry
+
+    return sorted(set(m.BUILTIN_METRICS) | set(registry.plugins()["metric"]))
 
 
 def _deploy(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:

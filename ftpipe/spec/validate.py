@@ -132,6 +132,10 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
                 msg = (f"environment variable {var} is not set and the reference has no default: set {var}, "
                        f"or write ${{env:{var}:-<value>}}")
             problem(line, col, path_str(ppath), msg)
+        from ftpipe.spec.typos import behind_tag_typos
+
+        for ppath, line, col, msg in behind_tag_typos(exc, interp.data, doc, model):
+            problem(line, col, path_str(ppath), msg)
     if out.pipeline is not None and not out.problems:
         from ftpipe.spec.rules import check
 

@@ -17,10 +17,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TextIO
 
 from ftpipe.errors import EXIT_INVALID, FtpipeError, StepError
 
@@ -187,27 +188,60 @@ def _install_lock(path: Path) -> Iterator[None]:
 
 
 def _run(cmd: list[str], *, log: LineFn, env: dict[str, str] | None, what: str,
-         echo: Callable[[str], bool]) -> None:
-    """Run one install command; its lines go to ``log`` when ``echo`` says so, and the last
-    lines come back in the error when it fails."""
+         echo: Callable[[str], bool | str | None], transcript: TextIO | None = None,
+         transcript_path: Path | None = None) -> None:
+    """Run one install command. Every line goes to ``transcript`` (the install log); the
+    console gets what ``echo`` returns for it (True: the line itself). The last lines come
+    back in the error when it fails."""
+    if transcript is not None:
+        transcript.write(f"$ {' '.join(cmd)}\n")
+        transcript.flush()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             bufsize=1)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
+        if transcript is not None:
+            transcript.write(line + "\n")
         tail = (tail + [line])[-25:]
-        if line and echo(line):
-            log(f"    {line}")
+        shown = echo(line) if line else None
+        if shown:
+            log(f"    {line if shown is True else shown}")
+    if transcript is not None:
+        transcript.flush()
     if proc.wait() != 0:
-        raise StepError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(f"    {x}" for x in tail),
+        where = f"\n  the full log: {transcript_path}" if transcript_path else ""
+        raise StepError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(f"    {x}" for x in tail) + where,
                         hint="check your network access to the package index, then run the install again")
 
 
-def _pip_echo(line: str) -> bool:
-    # pip is chatty; keep the lines that show it moving.
-    return line.lstrip().startswith(("Collecting ", "Downloading ", "Installing collected", "Successfully", "ERROR",
-                            "Found existing", "Successfully uninstalled", "WARNING: Skipping"))
+class PipProgress:
+    """pip prints a line or more per package (about 200 for autotrain-advanced): the console
+    gets one line per ``every`` packages collected, the install and its outcome, and errors;
+    the install log keeps everything."""
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+        self.collected = 0
+
+    def __call__(self, line: str) -> str | None:
+        s = line.strip()
+        if s.startswith("Collecting "):
+            self.collected += 1
+            return f"{self.collected} packages collected ..." if self.collected % self.every == 0 else None
+        if s.startswith("Installing collected packages:"):
+            return f"installing {len(s.split(':', 1)[1].split(','))} packages ..."
+        if s.startswith("Successfully installed"):
+            return f"installed {len(s.split()) - 2} packages"
+        if s.startswith(("ERROR", "Successfully uninstalled", "WARNING: Skipping")):
+            return s
+        return None
+
+
+def install_log_path(path: Path) -> Path:
+    """Where the install of the environment at ``path`` keeps its full log."""
+    return path.parent / f"{path.name}.install.log"
 
 
 def _folder_size(path: Path) -> int:
@@ -242,21 +276,27 @@ def install(cache_dir: Path | None = None, *, force: bool = False, log: LineFn =
             pip_env.pop(var, None)
         pip_env["PYTHONNOUSERSITE"] = "1"
         pip = [py, "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
+        log_path = install_log_path(path)
+        log(f"autotrain: the full install log is {log_path}")
+        with open(log_path, "w", encoding="utf-8") as transcript:
 
-        log(f"[1/{steps}] creating the virtual environment {path}")
-        _run([python or sys.executable, "-m", "venv", str(path)], log=log, env=pip_env,
-             what="creating the virtual environment", echo=lambda _: True)
-        log(f"[2/{steps}] installing {TORCH_REQUIREMENT} (first, so AutoTrain's dependencies reuse it)")
-        _run(pip + [TORCH_REQUIREMENT], log=log, env=pip_env, what=f"pip install {TORCH_REQUIREMENT}",
-             echo=_pip_echo)
-        log(f"[3/{steps}] installing autotrain-advanced=={AUTOTRAIN_VERSION} (the longest step)")
-        _run(pip + [f"autotrain-advanced=={AUTOTRAIN_VERSION}", TORCH_REQUIREMENT], log=log, env=pip_env,
-             what=f"pip install autotrain-advanced=={AUTOTRAIN_VERSION}", echo=_pip_echo)
-        log(f"[4/{steps}] removing {', '.join(REMOVE_AFTER_INSTALL)} (they break `accelerate launch` beside the CPU torch)")
-        _run([py, "-m", "pip", "uninstall", "-y", *REMOVE_AFTER_INSTALL], log=log, env=pip_env,
-             what="pip uninstall", echo=_pip_echo)
-        _run([py, "-c", "import autotrain, torch, transformers, trl, peft, accelerate"], log=log, env=pip_env,
-             what="checking the environment imports", echo=lambda _: True)
+            def run(cmd: list[str], what: str, echo: Callable[[str], bool | str | None]) -> None:
+                _run(cmd, log=log, env=pip_env, what=what, echo=echo, transcript=transcript,
+                     transcript_path=log_path)
+
+            log(f"[1/{steps}] creating the virtual environment {path}")
+            run([python or sys.executable, "-m", "venv", str(path)], "creating the virtual environment",
+                lambda _: True)
+            log(f"[2/{steps}] installing {TORCH_REQUIREMENT} (first, so AutoTrain's dependencies reuse it)")
+            run(pip + [TORCH_REQUIREMENT], f"pip install {TORCH_REQUIREMENT}", PipProgress())
+            log(f"[3/{steps}] installing autotrain-advanced=={AUTOTRAIN_VERSION} (the longest step)")
+            run(pip + [f"autotrain-advanced=={AUTOTRAIN_VERSION}", TORCH_REQUIREMENT],
+                f"pip install autotrain-advanced=={AUTOTRAIN_VERSION}", PipProgress())
+            log(f"[4/{steps}] removing {', '.join(REMOVE_AFTER_INSTALL)} (they break `accelerate launch` beside "
+                "the CPU torch)")
+            run([py, "-m", "pip", "uninstall", "-y", *REMOVE_AFTER_INSTALL], "pip uninstall", PipProgress())
+            run([py, "-c", "import autotrain, torch, transformers, trl, peft, accelerate"],
+                "checking the environment imports", lambda _: True)
         if not (path / "bin" / "autotrain").exists():
             raise StepError(f"the install finished but {path / 'bin' / 'autotrain'} is missing")
 
@@ -272,4 +312,4 @@ def install(cache_dir: Path | None = None, *, force: bool = False, log: LineFn =
             if old != path and (old / MARKER).exists():
                 log(f"autotrain: {old} was built from an older pin; once no older ftpipe uses it: rm -r {old}")
         return {"backend": "autotrain", "installed": True, "reused": False, "path": str(path),
-                "seconds": seconds, "size_bytes": size, "installed_at": info["installed_at"]}
+                "seconds": seconds, "size_bytes": size, "installed_at": info["installed_at"], "log": str(log_path)}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftpipe.convert.autotrain import SCHEMA_MODELINE, convert_file, env_refs
+from ftpipe.convert.autotrain import SCHEMA_HINT, convert_file, env_refs, looks_like_path
 from ftpipe.errors import EXIT_INVALID, UsageError
 from ftpipe.spec.validate import load
 
@@ -46,7 +46,7 @@ def converted(tmp_path: Path, config: Path, *, env: dict | None = None, schema: 
         schema = json.loads((REPO / "schemas" / "pipeline.schema.json").read_text())
         jsonschema.validate(loaded.doc.data, schema)
     lines = conv.text.splitlines()
-    assert lines[0] == SCHEMA_MODELINE
+    assert lines[0] == SCHEMA_HINT  # no schemas/pipeline.schema.json above a temporary folder
     assert lines[1] == f"# Run it:  ftpipe run {out}"
     return yaml.safe_load(conv.text), conv
 
@@ -293,7 +293,7 @@ def test_cli_writes_file_and_json(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["valid"] is True and report["output"] == str(out_file)
-    assert out_file.read_text().startswith(SCHEMA_MODELINE)
+    assert out_file.read_text().startswith(SCHEMA_HINT)
     assert report["pipeline"]["trainer"]["backend"] == "autotrain"
     val = subprocess.run(["ftpipe", "validate", str(out_file)], capture_output=True, text=True)
     assert val.returncode == 0, val.stderr
@@ -369,3 +369,52 @@ def test_unknown_trainer_exits_2(tmp_path: Path) -> None:
     config = write_config(tmp_path, LLAMA3_DPO.replace("trainer: dpo", "trainer: grpo"))
     with pytest.raises(UsageError, match="grpo"):
         convert_file(config)
+
+
+def test_schema_modeline_points_at_a_schema_that_exists(tmp_path: Path) -> None:
+    """Issue 12, 3.11: the modeline used to say ../schemas/... wherever the file went."""
+    repo = tmp_path / "repo"
+    (repo / "schemas").mkdir(parents=True)
+    (repo / "schemas" / "pipeline.schema.json").write_text("{}")
+    config = write_config(tmp_path, SFT, {"conversation": CHAT_ROW["messages"]})
+    for out, expected in ((repo / "pipelines" / "sft.yaml", "../schemas/pipeline.schema.json"),
+                          (repo / "a" / "b" / "sft.yaml", "../../schemas/pipeline.schema.json"),
+                          (repo / "sft.yaml", "schemas/pipeline.schema.json")):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        first = convert_file(config, output=out).text.splitlines()[0]
+        assert first == f"# yaml-language-server: $schema={expected}"
+        assert (out.parent / expected).is_file()
+
+
+@pytest.mark.parametrize("path,local", [("data/", True), ("data/train/", True), ("./data", True),
+                                        ("data/recipes.jsonl", True), ("a/b/c", True),
+                                        ("org/dataset", False), ("squad", False)])
+def test_path_looking_values_stay_local(path: str, local: bool) -> None:
+    assert looks_like_path(path) is local
+
+
+def test_a_data_folder_that_does_not_exist_yet_stays_local(tmp_path: Path) -> None:
+    config = write_config(tmp_path, SFT.replace("  path: data\n", "  path: later/\n"))
+    assert not (tmp_path / "later").exists()
+    conv = convert_file(config, output=tmp_path / "out" / "pipeline.yaml")
+    assert conv.pipeline["dataset"]["source"] == {"type": "local", "path": "../later/train.jsonl"}
+    assert any("no train.jsonl or train.csv" in n for n in conv.notes)
+
+
+def test_settings_that_need_cuda_are_warned_about(tmp_path: Path) -> None:
+    text = (SFT.replace("quantization: null", "quantization: int4").replace("optimizer: adamw_torch",
+                                                                          "optimizer: paged_adamw_8bit"))
+    conv = convert_file(write_config(tmp_path, text, {"conversation": CHAT_ROW["messages"]}))
+    joined = "\n".join(conv.warnings)
+    assert len(conv.warnings) == 3, conv.warnings
+    assert "int4 (QLoRA) needs a CUDA GPU" in joined and "bf16 needs a GPU" in joined
+    assert "paged_adamw_8bit (bitsandbytes) needs a CUDA GPU" in joined
+    assert "# Warnings:" in conv.text
+    res = subprocess.run(["ftpipe", "convert", "autotrain", str(tmp_path / "config.yml")], capture_output=True,
+                         text=True, check=False, timeout=120)
+    assert res.returncode == 0 and res.stderr.count("warning: ") == 3, res.stderr
+    # a GPU Space has CUDA: nothing to warn about
+    gpu = convert_file(write_config(tmp_path, text.replace("backend: local", "backend: spaces-a10g-large")))
+    assert gpu.warnings == []
+    plain = convert_file(write_config(tmp_path, SFT.replace("mixed_precision: bf16", "mixed_precision: fp16")))
+    assert plain.warnings == []

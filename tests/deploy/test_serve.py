@@ -210,7 +210,7 @@ def test_ftpipe_serve_command_serves_a_folder(tmp_path):
         assert [m.id for m in client.models.list().data] == ["tiny"]
         answer = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3, temperature=0)
         assert answer.usage.completion_tokens <= 3
-        with urllib.request.urlopen(url.replace("/v1", "/health"), timeout=10) as resp:
+        with urllib.request.urlopen(url.replace("/v1", "/health"), timeout=60) as resp:
             assert json.loads(resp.read())["status"] == "ok"
     finally:
         proc.terminate()

@@ -77,6 +77,11 @@ def test_second_run_exits_4_then_waits_with_wait(tmp_path: Path) -> None:
         assert second.returncode == 4
         assert "another run of 'enginetest' is in progress" in second.stderr and "--wait" in second.stderr
         assert "Traceback" not in second.stderr
+        # the refused run leaves the holder's note alone (issue 12, 3.2): a third one still names it
+        note = json.loads((tmp_path / ".ftpipe" / "locks" / "enginetest.lock").read_text())
+        assert note["pid"] == holder.pid and note.get("run_id")
+        third = _ftpipe("run", str(p))
+        assert third.returncode == 4 and f"pid {holder.pid}, run {note['run_id']}" in third.stderr, third.stderr
         # --wait queues behind the holder: when the holder goes, the waiter runs
         waiter = subprocess.Popen(runner_cmd(p, tmp_path / "calls2.txt", wait=True), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)

@@ -81,7 +81,8 @@ def test_openai_fine_tune_against_base_and_few_shot(tmp_path, helpers, hosted_pr
     cfg = helpers.evaluate_block(
         metrics=["exact_match", "token_f1", "loss"],
         prices={"finetuned": {"input": 0.3, "output": 1.2}, "base": {"input": 0.15, "output": 0.6}},
-        gate={"metric": "token_f1", "must_beat": ["base", "few_shot"], "min_delta": 0.0})
+        gate={"metric": "token_f1", "must_beat": ["base", "few_shot"], "min_delta": 0.0},
+        generation={"max_new_tokens": 4, "batch_size": 3, "seed": 7})
     ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"prepare": hosted_prepare, "train": train},
                            trainer=_openai_trainer(openai_server), base="gpt-4o-mini-2024-07-18", recorder=recorder)
     before = len(openai_server.requests)
@@ -90,7 +91,7 @@ def test_openai_fine_tune_against_base_and_few_shot(tmp_path, helpers, hosted_pr
     chats = [r for r in openai_server.requests[before:] if r[1].endswith("/chat/completions")]
     assert len(chats) == 3 * len(TEST)
     bodies = [json.loads(r[3]) for r in chats]
-    assert all(b["temperature"] == 0 and b["seed"] == 0 and b["max_tokens"] == 4 for b in bodies)
+    assert all(b["temperature"] == 0 and b["seed"] == 7 and b["max_tokens"] == 4 for b in bodies)  # generation.seed
     assert {b["model"] for b in bodies} == {model_id, "gpt-4o-mini-2024-07-18"}
 
     report = json.loads((ctx.out_dir / "report.json").read_text())

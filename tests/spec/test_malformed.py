@@ -2,6 +2,7 @@
 validator must point and what it must say."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -77,14 +78,36 @@ deploy:
     assert "hf_abc" not in r.output  # a literal secret is never echoed back
 
 
-def test_debug_shows_tracebacks_for_internal_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    f = tmp_path / "p.yaml"
-    f.write_text("version: 1\n")
-    env = {"FTPIPE_DEBUG": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "runs", "show", "nope", "--store", str(tmp_path)],
-                          capture_output=True, text=True, env=env)
-    assert proc.returncode == 2
-    assert "Traceback" in proc.stderr  # FTPIPE_DEBUG=1 shows it
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "runs", "show", "nope", "--store", str(tmp_path)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no run" in proc.stderr
+_BUG = """
+import sys
+from ftpipe.cli import main, run_cli
+
+@main.command("boom")
+def boom() -> None:
+    raise RuntimeError("a bug on purpose")
+
+sys.argv = ["ftpipe", "boom"]
+run_cli()
+"""
+
+
+def test_internal_errors_are_said_plainly_and_debug_shows_the_traceback() -> None:
+    """A bug (not a user error) reaching the CLI's last-resort handler: exit 1, one line,
+    the traceback only with FTPIPE_DEBUG=1."""
+    env = {k: v for k, v in os.environ.items() if k != "FTPIPE_DEBUG"}
+    plain = subprocess.run([sys.executable, "-c", _BUG], check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert plain.returncode == 1, plain.stderr
+    assert "internal error: RuntimeError: a bug on purpose" in plain.stderr and "Traceback" not in plain.stderr
+    debug = subprocess.run([sys.executable, "-c", _BUG], check=False, capture_output=True, text=True, timeout=120,
+                           env=dict(env, FTPIPE_DEBUG="1"))
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and ", in boom" in debug.stderr
+
+
+def test_user_errors_show_a_traceback_only_with_debug(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FTPIPE_DEBUG"}
+    cmd = [sys.executable, "-m", "ftpipe", "runs", "show", "nope", "--store", str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no runs in" in proc.stderr
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=dict(env, FTPIPE_DEBUG="1"), timeout=120)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr

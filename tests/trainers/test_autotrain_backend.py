@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ftpipe.errors import EXIT_INVALID
+from ftpipe.errors import EXIT_INVALID, StepError
 from ftpipe.spec.validate import load
 from ftpipe.trainers import autotrain_config as cfg
 from ftpipe.trainers import autotrain_env
@@ -289,6 +290,44 @@ def test_install_steps_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert [ln for ln in lines if ln.startswith("[")] == [ln for ln in lines if ln[:1] == "["]
     assert [ln.split("]")[0] for ln in lines if ln.startswith("[")] == ["[1/4", "[2/4", "[3/4", "[4/4"]
     assert out["reused"] is False and autotrain_env.find(tmp_path) is not None
+    assert out["log"] == str(autotrain_env.install_log_path(folder)) and Path(out["log"]).is_file()
+    assert any(out["log"] in ln for ln in lines)
+
+
+_PIP_NOISE = """
+import sys
+for i in range(200):
+    print(f"Collecting pkg{i}==1.0")
+    print(f"  Downloading pkg{i}-1.0-py3-none-any.whl (10 kB)")
+    print(f"Requirement already satisfied: dep{i} in ./lib")
+print("Installing collected packages: " + ", ".join(f"pkg{i}" for i in range(200)))
+print("Successfully installed " + " ".join(f"pkg{i}-1.0" for i in range(200)))
+if len(sys.argv) > 1:
+    print("ERROR: No matching distribution found for nothing==0")
+    sys.exit(1)
+"""
+
+
+def test_install_shows_progress_and_keeps_the_full_pip_log(tmp_path: Path) -> None:
+    """Issue 12, 3.12: about 200 pip lines became progress lines; the log file has them all."""
+    lines: list[str] = []
+    log_path = tmp_path / "install.log"
+    with open(log_path, "w") as transcript:
+        autotrain_env._run([sys.executable, "-c", _PIP_NOISE], log=lines.append, env=None, what="pip install x",
+                           echo=autotrain_env.PipProgress(), transcript=transcript, transcript_path=log_path)
+    assert lines == [f"    {n} packages collected ..." for n in range(10, 201, 10)] + [
+        "    installing 200 packages ...", "    installed 200 packages"]
+    logged = log_path.read_text().splitlines()
+    assert logged[0].startswith(f"$ {sys.executable} -c")
+    assert sum(ln.startswith("Collecting pkg") for ln in logged) == 200
+    assert sum(ln.startswith("Requirement already satisfied") for ln in logged) == 200
+    lines.clear()
+    with open(log_path, "w") as transcript, pytest.raises(StepError) as info:
+        autotrain_env._run([sys.executable, "-c", _PIP_NOISE, "fail"], log=lines.append, env=None,
+                           what="pip install x", echo=autotrain_env.PipProgress(), transcript=transcript,
+                           transcript_path=log_path)
+    assert "    ERROR: No matching distribution found for nothing==0" in lines  # errors reach the console
+    assert f"the full log: {log_path}" in str(info.value) and "exit 1" in str(info.value)
 
 
 def test_backends_list_json(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from ftpipe.progress import Reporter
 from ftpipe.spec.models import OpenAITrainer
 from ftpipe.trainers import openai_data
 from ftpipe.trainers.openai_backend import OpenAIBackend
+from tests.procs import sigint_default
 from tests.fakes.openai_server import (
     OpenAIServer,
     openai_client,
@@ -399,7 +400,7 @@ def test_dpo_conversion() -> None:
 
 def _ftpipe_run(path: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ftpipe", "run", str(path)], cwd=str(REPO),
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), preexec_fn=sigint_default)
 
 
 def _wait_polling(server: OpenAIServer, proc: subprocess.Popen, polls: int = 3, timeout: float = 120) -> None:
