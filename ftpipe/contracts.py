@@ -138,6 +138,7 @@ class ExecutorCaps:
     remote: bool = False  # runs the pipeline off this machine (inputs are uploaded)
     extras: tuple[str, ...] = ()  # what the submitting machine needs (the remote side needs the rest)
     runs_training_here: bool = True  # False: this machine only submits and follows
+    multi_worker: bool = False  # trains with trainer.resources.workers > 1 (Ray Train workers)
 
 
 @dataclass(frozen=True)

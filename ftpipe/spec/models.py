@@ -193,8 +193,35 @@ class Checkpoint(Block):
 class Resources(Block):
     gpus_per_node: NonNegInt = 0
     nodes: PositiveInt = 1
-    workers: PositiveInt = Field(1, description="Ray Train workers. Only 1 is supported today: "
-                                                "multi-worker training is not built yet.")
+    workers: PositiveInt = Field(1, description="Ray Train workers (executor: ray): one training process each.")
+    cpus_per_worker: Annotated[float, Field(gt=0)] = Field(1, description="CPUs Ray reserves for each worker.")
+    max_failures: NonNegInt = Field(
+        0, description="Ray Train: restart the workers from the last checkpoint up to this many times."
+    )
+
+
+class FsdpOptions(Block):
+    sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard", "no_shard"] = "full_shard"
+    auto_wrap: Literal["transformer_layer", "size", "none"] = Field(
+        "transformer_layer", description="Wrap each decoder layer (transformer_layer) or by parameter count (size)."
+    )
+    min_num_params: PositiveInt = Field(100_000_000, description="auto_wrap: size — parameters per wrapped unit.")
+    activation_checkpointing: bool = False
+    cpu_offload: bool = False
+
+
+class DeepSpeedOptions(Block):
+    stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = Field(False, description="ZeRO-3 only: keep parameters in CPU memory.")
+
+
+class Distributed(Block):
+    """How several training processes share the work (torchrun on one node, Ray Train across nodes)."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    fsdp: FsdpOptions = _nested()
+    deepspeed: DeepSpeedOptions = _nested()
 
 
 class TrlTrainer(Block):
@@ -209,6 +236,7 @@ class TrlTrainer(Block):
     report_to: list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] = Field(default_factory=list)
     seed: int = 42
     resources: Resources = _nested()
+    distributed: Distributed = _nested()
 
 
 class AutoTrainHyperparameters(Block):
@@ -454,7 +482,8 @@ class RayResources(Block):
 
 class RayExecutor(Block):
     type: Literal["ray"]
-    caps: ClassVar[ExecutorCaps] = ExecutorCaps(remote=True, extras=("ray",), runs_training_here=False)
+    caps: ClassVar[ExecutorCaps] = ExecutorCaps(remote=True, extras=("ray",), runs_training_here=False,
+                                                multi_worker=True)
     address: str = Field("${env:RAY_ADDRESS:-http://127.0.0.1:8265}", description="Ray Jobs API address (dashboard).")
     resources: RayResources = _nested()
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")

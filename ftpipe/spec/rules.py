@@ -89,13 +89,11 @@ def _peft(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
         hp = t.hyperparameters
         if hp.packing and t.method != "sft":
             yield (("trainer", "hyperparameters", "packing"), f"packing applies to sft only, not {t.method}")
-    resources = getattr(t, "resources", None)
-    if resources is not None and getattr(resources, "workers", 1) > 1:
-        # until multi-worker (Ray Train) training exists, never train on one worker without a word
-        yield (("trainer", "resources", "workers"),
-               f"workers: {resources.workers} is not supported yet: training runs on one worker "
-               "(docs/ray.md says what multi-worker training needs). Remove it, or use "
-               "gpus_per_node / nodes for several GPUs (torchrun)")
+        caps = getattr(type(p.executor), "caps", None)
+        if t.resources.workers > 1 and not (caps is not None and caps.multi_worker):
+            yield (("trainer", "resources", "workers"), "workers > 1 trains on a Ray cluster: set executor.type: ray "
+                                                         "(or use gpus_per_node/nodes for one machine)")
+        yield from _distributed(t)
 
 
 def _hosted(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
@@ -187,3 +185,28 @@ def _executor(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     ex = p.executor
     if ex.type == "ray" and ex.resources.gpus and p.trainer.backend in HOSTED_BACKENDS:
         yield (("executor", "resources", "gpus"), f"a {p.trainer.backend} job trains on the service: ask for no GPUs")
+
+
+def _distributed(t: Any) -> Iterator[tuple[tuple, str]]:
+    """Sharding strategies that cannot work with these resources."""
+    d, res = t.distributed, t.resources
+    processes = max(1, res.gpus_per_node) * res.nodes if res.workers == 1 else res.workers
+    where = ("trainer", "distributed", "strategy")
+    offloads = (d.strategy == "fsdp" and d.fsdp.cpu_offload) or (
+        d.strategy == "deepspeed" and (d.deepspeed.offload_optimizer or d.deepspeed.offload_params))
+    if d.strategy != "ddp" and processes < 2 and not offloads:
+        yield (where, f"{d.strategy} shards the model across training processes, and this job has one: set "
+                      "trainer.resources.workers (Ray) or gpus_per_node/nodes (torchrun) above 1, offload to CPU "
+                      "(one GPU), or use ddp")
+    if d.strategy == "deepspeed":
+        if res.gpus_per_node == 0:
+            yield (where, "DeepSpeed trains on GPUs: set trainer.resources.gpus_per_node (or use fsdp, which "
+                          "also runs on CPU processes)")
+        if d.deepspeed.stage == 3 and isinstance(t.peft, m.QLoraPeft):
+            yield (("trainer", "distributed", "deepspeed", "stage"),
+                   "ZeRO-3 cannot shard a quantised (QLoRA) base: use stage 2, or fsdp with QLoRA, or peft lora")
+        if d.deepspeed.offload_params and d.deepspeed.stage != 3:
+            yield (("trainer", "distributed", "deepspeed", "offload_params"),
+                   "parameter offload is a ZeRO-3 feature: set stage: 3, or offload_optimizer instead")
+    if d.strategy == "fsdp" and isinstance(t.peft, m.QLoraPeft) and res.gpus_per_node == 0:
+        yield (where, "FSDP with QLoRA shards a 4-bit base on GPUs: set trainer.resources.gpus_per_node")

@@ -149,6 +149,9 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
     elif prompt_len:
         warnings.append("max_prompt_length applies to dpo/orpo only; ignored for sft")
 
+    from ftpipe.trainers.distributed import trainer_arguments
+
+    kwargs.update(trainer_arguments(job.distributed, bf16=bf16, fp16=fp16))
     unknown = sorted(k for k in kwargs if k not in names)
     if unknown:  # a TRL/transformers upgrade renamed something: fail, do not drop settings
         raise StepError(f"the installed TRL's {cls.__name__} lacks {', '.join(unknown)}",

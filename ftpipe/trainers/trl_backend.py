@@ -64,6 +64,7 @@ def build_job(ctx: StepContext) -> TrlJob:
         report_to=list(trainer.report_to),
         seed=trainer.seed,
         result_file=str(ctx.state_dir / "result.json"),
+        distributed=trainer.distributed.model_dump(mode="json"),
     )
 
 
@@ -150,16 +151,35 @@ class TrlBackend:
             from ftpipe.trainers.trl_args import check_qlora_available
 
             check_qlora_available()
+        if job.distributed.get("strategy") == "deepspeed":
+            _check_deepspeed_available()
         per_node, nodes = process_count(trainer.resources)
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
         ctx.log(f"trl {job.method}, peft {job.peft['type']}, base {ctx.pipeline.model.base}")
-        if per_node * nodes > 1:
+        if trainer.resources.workers > 1:
+            from ftpipe.trainers.ray_train import train_on_ray
+
+            result = train_on_ray(ctx, job)
+        elif per_node * nodes > 1:
             result = _launch(ctx, job, per_node, nodes)
         else:
             from ftpipe.trainers.trl_job import run_job
 
             result = run_job(job, token=ctx.pipeline.model.token, log=ctx.log, progress=ctx.progress)
         return finish(ctx, job, result)
+
+
+def _check_deepspeed_available() -> None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise StepError("trainer.distributed: deepspeed trains on CUDA GPUs, and none is visible",
+                        hint="use strategy: fsdp (it also runs on CPU processes) or ddp on this machine")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise StepError("trainer.distributed: deepspeed needs the 'deepspeed' package, which is not installed",
+                        hint="pip install deepspeed")
 
 
 def finish(ctx: StepContext, job: TrlJob, result: dict[str, Any]) -> StepResult:

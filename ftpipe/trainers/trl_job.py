@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ class TrlJob:
     report_to: list[str] = field(default_factory=list)
     seed: int = 42
     result_file: str | None = None
+    distributed: dict[str, Any] = field(default_factory=dict)  # strategy + options (ftpipe.trainers.distributed)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -60,6 +61,10 @@ def _is_complete(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return "global_step" in state and (folder / "optimizer.pt").exists()
+
+
+def _checkpoint_step(folder: Path) -> int:
+    return int(json.loads((folder / "trainer_state.json").read_text())["global_step"])
 
 
 def latest_checkpoint(checkpoint_dir: Path, *, prune: bool = False) -> Path | None:
@@ -160,6 +165,18 @@ def _quiet_progress_bars() -> None:
     disable_progress_bar()
 
 
+def _peak_memory() -> dict[str, int]:
+    """This process's peak memory: GPU memory allocated on its device, and resident RAM."""
+    import resource
+
+    import torch
+
+    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available():
+        out["peak_gpu_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+    return out
+
+
 def _count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
@@ -171,9 +188,16 @@ def run_job(
     token: str | None = None,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int | None, str], None] = lambda done, total, what: None,
+    callbacks: Sequence[Any] = (),
+    wrap: Callable[[Any], Any] | None = None,
+    resume_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train; write ``model/``, ``training_args.json`` and ``loss.json`` into ``out_dir``.
-    Returns ``{"metrics": ..., "log_history": [...], "adapter": bool}``."""
+    Returns ``{"metrics": ..., "log_history": [...], "adapter": bool}``.
+
+    ``callbacks`` join the trainer's, ``wrap`` may replace the trainer before it trains and
+    ``resume_from`` names the checkpoint to continue from (else the newest one in
+    ``checkpoint_dir``): how Ray Train workers plug in (ftpipe.trainers.ray_train)."""
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
@@ -210,24 +234,27 @@ def run_job(
             eval_dataset=evaluation,
             processing_class=tokenizer,
             peft_config=trl_args.peft_config(job, added),
-            callbacks=[_progress_callback(log, progress)],
+            callbacks=[_progress_callback(log, progress), *callbacks],
         )
+    if wrap is not None:
+        trainer = wrap(trainer)
     # Log lines go through ``log``; transformers would also print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
-    resume = latest_checkpoint(Path(job.checkpoint_dir), prune=trainer.is_world_process_zero())
+    resume = resume_from or latest_checkpoint(Path(job.checkpoint_dir), prune=trainer.is_world_process_zero())
     if resume is not None:
         log(f"resuming from {resume.name} (model, optimizer, scheduler and RNG state)")
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics: dict[str, Any] = dict(output.metrics)
     metrics["global_step"] = trainer.state.global_step
-    metrics["resumed_from_step"] = int(resume.name.split("-")[1]) if resume else 0
+    metrics["resumed_from_step"] = _checkpoint_step(resume) if resume else 0
     if resume is not None:
         # TRL's train_loss covers only the steps this process ran; report the whole run's.
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         if losses:
             metrics["train_loss"] = sum(losses) / len(losses)
     metrics["trainable_parameters"], metrics["total_parameters"] = _count_parameters(trainer.model)
+    metrics.update(_peak_memory())
     if evaluation is not None:
         scores = trainer.evaluate()
         metrics.update({k: scores[k] for k in ("eval_loss", "eval_mean_token_accuracy") if k in scores})

@@ -223,6 +223,52 @@ def test_two_processes_run_under_torchrun(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+def test_fsdp_shards_across_two_cpu_processes(tmp_path: Path) -> None:
+    """trainer.distributed: fsdp under torchrun with two CPU processes (gloo): the Trainer
+    runs PyTorch FSDP (full shard, decoder layers wrapped) and saves one full model."""
+    import torch
+
+    rec = fakes.Recorder()
+    ctx = fakes.make_ctx(tmp_path, recorder=rec, resources={"gpus_per_node": 2, "nodes": 1},
+                         peft={"type": "none"}, hyperparameters={"max_steps": 3, "batch_size": 2},
+                         distributed={"strategy": "fsdp", "fsdp": {"activation_checkpointing": False}})
+    result = _backend().train(ctx)
+    assert result.metrics["global_step"] == 3
+    args = json.loads((ctx.out_dir / "training_args.json").read_text())
+    # transformers records "full_shard" as FSDP2's reshard-after-forward
+    assert args["fsdp"] is True and args["fsdp_config"]["reshard_after_forward"] is True
+    from safetensors.torch import load_file
+
+    weights = load_file(str(next((ctx.out_dir / "model").glob("*.safetensors"))))
+    # a full (gathered) state dict, not one rank's shard: every tensor has its model shape
+    from ftpipe.models.loading import load_for_inference
+
+    model, _ = load_for_inference(ModelRef.read(ctx.out_dir), ctx.out_dir, cache_dir=ctx.cache_dir,
+                                  base_dir=ctx.base_dir)
+    for name, tensor in model.state_dict().items():
+        if name in weights:
+            assert weights[name].shape == tensor.shape, name
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_distributed_strategies_become_trainer_arguments() -> None:
+    from ftpipe.trainers.distributed import trainer_arguments
+
+    assert trainer_arguments({"strategy": "ddp"}, bf16=False, fp16=False) == {}
+    fsdp = trainer_arguments({"strategy": "fsdp", "fsdp": {"sharding": "shard_grad_op", "auto_wrap": "size",
+                                                           "min_num_params": 1000, "cpu_offload": True,
+                                                           "activation_checkpointing": True}},
+                             bf16=True, fp16=False)
+    assert fsdp == {"fsdp": "shard_grad_op auto_wrap offload",
+                    "fsdp_config": {"activation_checkpointing": True, "min_num_params": 1000}}
+    ds = trainer_arguments({"strategy": "deepspeed", "deepspeed": {"stage": 3, "offload_optimizer": True,
+                                                                    "offload_params": True}}, bf16=True, fp16=False)
+    zero = ds["deepspeed"]["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
+    assert zero["offload_param"]["device"] == "cpu" and ds["deepspeed"]["bf16"] == {"enabled": "auto"}
+
+
+@pytest.mark.integration
 def test_named_chat_template_is_trained_and_saved(tmp_path: Path) -> None:
     from ftpipe.models.loading import load_for_inference
 

@@ -68,6 +68,7 @@ def make_ctx(
     report_to: list[str] | None = None,
     recorder: Recorder | None = None,
     run: str = "run1",
+    distributed: dict[str, Any] | None = None,
 ) -> StepContext:
     """A StepContext for the train step of a pipeline training ``builtin:tiny``. The state
     folder is shared across ``run`` names, as the engine does for an unchanged step."""
@@ -84,6 +85,7 @@ def make_ctx(
         seed=7,
         resources=resources or {},
         report_to=report_to or [],
+        distributed=distributed or {},
     )
     model = Model(base="builtin:tiny", chat_template=chat_template)
     pipeline = SimpleNamespace(trainer=trainer, model=model)
