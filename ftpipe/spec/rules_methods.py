@@ -66,6 +66,10 @@ def _kto(p: Any) -> Iterator[tuple[tuple, str]]:
     if method == "kto" and fmt != "binary_preference":
         yield (("trainer", "method"), f"method kto trains on unpaired judgements: it needs dataset.format: "
                                       f"binary_preference (prompt, completion, label); this dataset's format is {fmt}")
+    hp = getattr(p.trainer, "hyperparameters", None)
+    if method == "kto" and getattr(hp, "batch_size", 2) < 2:
+        yield (("trainer", "hyperparameters", "batch_size"), "KTO estimates its KL term from the other examples of a "
+                                                            "batch: batch_size must be at least 2")
     if fmt == "binary_preference" and method != "kto":
         yield (("dataset", "format"), f"binary_preference data (one completion and a good/bad label) trains with "
                                       f"trainer.method: kto (backend trl), not {method}")
