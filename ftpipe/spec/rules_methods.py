@@ -121,6 +121,12 @@ def _grpo(p: Any) -> Iterator[tuple[tuple, str]]:
 
 def _peft_and_speed(p: Any) -> Iterator[tuple[tuple, str]]:
     t = p.trainer
+    peft = getattr(t, "peft", None)
+    if isinstance(t, m.AutoTrainTrainer) and isinstance(peft, (m.LoraPeft, m.QLoraPeft)):
+        for key in ("use_dora", "use_rslora", "modules_to_save"):
+            if getattr(peft, key):
+                yield (("trainer", "peft", key), f"AutoTrain has no {key} setting (it would drop it): train with "
+                                                 "backend: trl, or remove it")
     if not isinstance(t, m.TrlTrainer):
         return
     if t.hyperparameters.padding_free and t.method != "sft":
