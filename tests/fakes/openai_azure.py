@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from tests.fakes.openai_chat import chat
 from tests.fakes.openai_http import ApiError, Request, Response
-from tests.fakes.openai_jobs import AZURE_FINE_TUNABLE
+from tests.fakes.openai_jobsim import AZURE_FINE_TUNABLE
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from tests.fakes.openai_server import OpenAIServer

@@ -11,7 +11,7 @@ from tests.fakes.openai_data import (
     truncate_tokens,
 )
 from tests.fakes.openai_http import ApiError, Request, Response
-from tests.fakes.openai_jobs import (
+from tests.fakes.openai_jobsim import (
     OPENAI_ALIASES,
     OPENAI_FINE_TUNABLE,
     ORGANIZATION_ID,

@@ -59,9 +59,10 @@ numbers in metrics) this double makes a plausible choice; tests should not rely 
 Where things live: this module holds the server (state, lifecycle, test controls, routing,
 auth), the route table and the fixtures/clients tests import; ``openai_http`` the HTTP
 plumbing (requests, responses, error shapes, faults, pages); ``openai_data`` the training
-data checks and similarity; ``openai_files``, ``openai_jobs``, ``openai_chat`` and
-``openai_azure`` the routes of each surface (a route is a function ``(server, request,
-*path groups) -> Response`` listed in ``_ROUTES``).
+data checks and similarity; ``openai_jobsim`` the simulated job and how it moves on;
+``openai_job_checks`` the job-creation request checks; ``openai_files``, ``openai_jobs``,
+``openai_chat`` and ``openai_azure`` the routes of each surface (a route is a function
+``(server, request, *path groups) -> Response`` listed in ``_ROUTES``).
 """
 from __future__ import annotations
 
@@ -99,11 +100,6 @@ from tests.fakes.openai_http import (
     fault_response,
 )
 from tests.fakes.openai_jobs import (
-    AZURE_FINE_TUNABLE,
-    OPENAI_FINE_TUNABLE,
-    TERMINAL,
-    JobOutcome,
-    JobSim,
     job_cancel,
     job_checkpoints,
     job_create,
@@ -111,6 +107,13 @@ from tests.fakes.openai_jobs import (
     job_events,
     job_list,
     job_retrieve,
+)
+from tests.fakes.openai_jobsim import (
+    AZURE_FINE_TUNABLE,
+    OPENAI_FINE_TUNABLE,
+    TERMINAL,
+    JobOutcome,
+    JobSim,
     poll_job,
 )
 
