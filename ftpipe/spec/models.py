@@ -138,7 +138,7 @@ class Mix(Block):
 
 class Dataset(Block):
     source: DataSource | None = Field(None, description="One source (or several under `sources`).")
-    sources: Annotated[list[MixtureSource], Field(min_length=2)] | None = Field(
+    sources: Annotated[list[MixtureSource], Field(min_length=2, max_length=255)] | None = Field(
         None, description="A mixture: several sources, each with its format, columns and weight."
     )
     mix: Mix = _nested()
