@@ -72,7 +72,10 @@ def _content(message: dict) -> str:
 
 
 def _msg(message: dict) -> Message:
-    return {"role": message["role"], "content": _content(message)}
+    # Tool calls and the results that answer them stay linked (chat templates and the
+    # OpenAI API need both sides).
+    extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if message.get(k)}
+    return {"role": message["role"], "content": _content(message), **extra}
 
 
 def load_examples(path: Path, *, limit: int | None = None) -> list[Example]:
