@@ -122,6 +122,10 @@ def _grpo(p: Any) -> Iterator[tuple[tuple, str]]:
 def _peft_and_speed(p: Any) -> Iterator[tuple[tuple, str]]:
     t = p.trainer
     peft = getattr(t, "peft", None)
+    if isinstance(t, m.AutoTrainTrainer) and p.dataset.format in ("sharegpt", "alpaca") \
+            and t.chat_template == "none":
+        yield (("trainer", "chat_template"), f"{p.dataset.format} data becomes a list of messages: AutoTrain needs a "
+                                             "chat template to turn it into text (use tokenizer, chatml or zephyr)")
     if isinstance(t, m.AutoTrainTrainer) and isinstance(peft, (m.LoraPeft, m.QLoraPeft)):
         for key in ("use_dora", "use_rslora", "modules_to_save"):
             if getattr(peft, key):

@@ -45,6 +45,8 @@ def _problems(tmp_path: Path, *, dataset: str = ONE, trainer: str, model: str = 
      "trainer.hyperparameters.padding_free: padding_free applies to sft only"),
     (ONE, "  backend: autotrain\n  peft: {type: lora, use_dora: true}\n",
      "trainer.peft.use_dora: AutoTrain has no use_dora setting"),
+    (ONE + "  format: alpaca\n", "  backend: autotrain\n  chat_template: none\n",
+     "trainer.chat_template: alpaca data becomes a list of messages: AutoTrain needs a chat template"),
     ("  sources:\n    - {source: {type: local, path: d.jsonl}}\n    - {source: {type: local, path: nope.jsonl}}\n"
      "  columns: {messages: conv}\n", "  backend: trl\n",
      "dataset.columns: with dataset.sources each source maps its own columns"),
