@@ -35,8 +35,8 @@ def _problems(tmp_path: Path, *, dataset: str = ONE, trainer: str, model: str = 
      "trainer.rewards[0]: loss is computed from a model's likelihood"),
     (ONE + "  format: preference\n", "  backend: trl\n  method: grpo\n  rewards: [token_f1]\n",
      "trainer.method: method grpo samples answers to prompts"),
-    (ONE, "  backend: trl\n  method: grpo\n  rewards: [token_f1]\n  hyperparameters: {batch_size: 3, "
-          "num_generations: 4}\n  resources: {gpus_per_node: 2}\n",
+    (ONE, ("  backend: trl\n  method: grpo\n  rewards: [token_f1]\n  hyperparameters: {batch_size: 3, "
+          "num_generations: 4}\n  resources: {gpus_per_node: 2}\n"),
      "x 2 processes = 6) must hold whole groups: use num_generations 2 or 3 or 6"),
     (ONE + "  format: binary_preference\n", "  backend: trl\n  method: kto\n  hyperparameters: {batch_size: 1}\n",
      "trainer.hyperparameters.batch_size: KTO estimates its KL term"),
@@ -47,13 +47,13 @@ def _problems(tmp_path: Path, *, dataset: str = ONE, trainer: str, model: str = 
      "trainer.peft.use_dora: AutoTrain has no use_dora setting"),
     (ONE + "  format: alpaca\n", "  backend: autotrain\n  chat_template: none\n",
      "trainer.chat_template: alpaca data becomes a list of messages: AutoTrain needs a chat template"),
-    ("  sources:\n    - {source: {type: local, path: d.jsonl}}\n    - {source: {type: local, path: nope.jsonl}}\n"
-     "  columns: {messages: conv}\n", "  backend: trl\n",
+    (("  sources:\n    - {source: {type: local, path: d.jsonl}}\n    - {source: {type: local, path: nope.jsonl}}\n"
+     "  columns: {messages: conv}\n"), "  backend: trl\n",
      "dataset.columns: with dataset.sources each source maps its own columns"),
     ("  sources:\n    - {source: {type: local, path: d.jsonl}}\n    - {source: {type: local, path: nope.jsonl}}\n",
      "  backend: trl\n", "dataset.sources[1].source.path: no data at 'nope.jsonl'"),
-    ("  sources:\n    - {source: {type: local, path: d.jsonl}, name: a}\n"
-     "    - {source: {type: local, path: d.jsonl}, name: a, format: alpaca, columns: {outputs: x}}\n",
+    (("  sources:\n    - {source: {type: local, path: d.jsonl}, name: a}\n"
+     "    - {source: {type: local, path: d.jsonl}, name: a, format: alpaca, columns: {outputs: x}}\n"),
      "  backend: trl\n", "dataset.sources[1].columns.outputs: 'outputs' is not a field of format alpaca"),
     ("  sources:\n    - {source: {type: local, path: d.jsonl}}\n", "  backend: trl\n", "dataset.sources"),
     (ONE, "  backend: trl\n  peft: {type: lora, target_modules: all-lin}\n", "trainer.peft"),
