@@ -85,8 +85,15 @@ def _file_digest(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def data_fingerprint(pipeline: Any, base_dir: Path) -> str:
-    """Content hash of a local source's files; repo@revision for a Hub source."""
-    src = pipeline.dataset.source
+    """Content hash of a local source's files; repo@revision for a Hub source (for a
+    mixture, of each source in order)."""
+    sources = pipeline.dataset.all_sources()
+    if len(sources) == 1:
+        return _source_fingerprint(sources[0], base_dir)
+    return _hash([_source_fingerprint(src, base_dir) for src in sources])
+
+
+def _source_fingerprint(src: Any, base_dir: Path) -> str:
     if src.type == "hub":
         return _hash({"hub": src.repo, "revision": src.revision or "main(unpinned)", "split": src.split,
                       "splits": src.splits, "subset": src.subset})

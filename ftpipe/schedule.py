@@ -195,7 +195,7 @@ def extras_for(pipeline: Any) -> list[str]:
         extras.add("openai")
     if backend == "azure-openai":
         extras.add("azure")
-    if pipeline.dataset.source.type == "hub" or any(t.type.startswith("hf-") for t in pipeline.deploy):
+    if any(s.type == "hub" for s in pipeline.dataset.all_sources()) or any(t.type.startswith("hf-") for t in pipeline.deploy):
         extras.add("hub")
     if any(t.type == "azure-openai" for t in pipeline.deploy):
         extras.add("azure")

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftpipe.contracts import StepContext, StepResult
+from ftpipe.data import formats, mixture
+from ftpipe.data.formats import Invalid
 from ftpipe.data.readers import RowError, read_hub, read_local
 from ftpipe.errors import StepError
 from ftpipe.plan import resolve_local_files
@@ -26,40 +28,10 @@ SHOW_PROBLEMS = 30
 BATCH = 512
 
 
-class Invalid(Exception):
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule, self.message = rule, message
-
-
 # --------------------------------------------------------------------------- normalise
 
 def _messages(value: Any, field_name: str, *, need_assistant: bool) -> list[dict]:
-    if not isinstance(value, list):
-        raise Invalid("wrong type", f"'{field_name}' must be a list of {{role, content}} messages, got {type(value).__name__}")
-    if not value:
-        raise Invalid("empty conversation", f"'{field_name}' is an empty list")
-    out = []
-    for i, msg in enumerate(value, 1):
-        if not isinstance(msg, dict):
-            raise Invalid("wrong type", f"message {i} must be an object with role and content, got {type(msg).__name__}")
-        role = msg.get("role")
-        if role is None:
-            raise Invalid("missing role", f"message {i} has no 'role'")
-        if role not in ROLES:
-            raise Invalid("unknown role", f"message {i} has unknown role {role!r} (allowed: {', '.join(ROLES)})")
-        content = msg.get("content")
-        if not isinstance(content, str):
-            raise Invalid("wrong type", f"message {i} ({role}) content must be text, got {type(content).__name__}")
-        if not content.strip():
-            raise Invalid("empty content", f"message {i} ({role}) has empty content")
-        clean = {"role": role, "content": content}
-        if "weight" in msg and role == "assistant":
-            clean["weight"] = msg["weight"]
-        out.append(clean)
-    if need_assistant and not any(m["role"] == "assistant" for m in out):
-        raise Invalid("no assistant turn", "no assistant message: there is nothing to learn from this example")
-    return out
+    return formats.messages(value, field_name, need_assistant=need_assistant)
 
 
 def _text(value: Any, name: str) -> str:
@@ -82,11 +54,8 @@ def _get(row: dict, fmt_field: str, columns: dict[str, str]) -> Any:
 def normalise(row: dict, fmt: str, columns: dict[str, str], system_prompt: str | None) -> dict:
     """One source row → the normalised record of contracts.py, or ``Invalid``."""
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    if fmt == "chat":
-        msgs = _messages(_get(row, "messages", columns), columns.get("messages", "messages"), need_assistant=True)
-        if system and msgs[0]["role"] != "system":
-            msgs = system + msgs
-        return {"messages": msgs}
+    if fmt in formats.NORMALISERS:  # chat, sharegpt, alpaca, binary_preference (tool calls, content parts)
+        return formats.NORMALISERS[fmt](row, columns, system_prompt)
     if fmt == "instruction":
         prompt = _text(_get(row, "prompt", columns), columns.get("prompt", "prompt"))
         completion = _text(_get(row, "completion", columns), columns.get("completion", "completion"))
@@ -113,11 +82,18 @@ def normalise(row: dict, fmt: str, columns: dict[str, str], system_prompt: str |
     return {"text": _text(_get(row, "text", columns), columns.get("text", "text"))}
 
 
+def _message_text(m: dict) -> str:
+    calls = "".join(c["function"]["name"] + c["function"]["arguments"] for c in m.get("tool_calls") or ())
+    return (m.get("content") or "") + calls
+
+
 def record_text(rec: dict) -> str:
     if "messages" in rec:
-        return "\n".join(m["content"] for m in rec["messages"])
+        text = "\n".join(_message_text(m) for m in rec["messages"])
+        return text + ("\n" + json.dumps(rec["tools"]) if rec.get("tools") else "")
     if "prompt" in rec:
-        return "\n".join(m["content"] for m in rec["prompt"] + rec["chosen"] + rec["rejected"])
+        turns = rec["prompt"] + rec.get("completion", []) + rec.get("chosen", []) + rec.get("rejected", [])
+        return "\n".join(_message_text(m) for m in turns)
     return rec["text"]
 
 
@@ -125,7 +101,7 @@ def record_messages(rec: dict) -> int:
     if "messages" in rec:
         return len(rec["messages"])
     if "prompt" in rec:
-        return len(rec["prompt"]) + 2
+        return len(rec["prompt"]) + (1 if "completion" in rec else 2)
     return 0
 
 
@@ -178,9 +154,10 @@ class TokenCounter:
 
 # --------------------------------------------------------------------------- sources
 
-def iter_source(ctx: StepContext) -> Iterator[tuple[str | None, tuple]]:
-    """(given split or None, (where, row number, row)) for every source row."""
-    src = ctx.pipeline.dataset.source
+def iter_source(ctx: StepContext, src: Any = None) -> Iterator[tuple[str | None, tuple]]:
+    """(given split or None, (where, row number, row)) for every row of ``src`` (default:
+    ``dataset.source``)."""
+    src = src if src is not None else ctx.pipeline.dataset.source
     if src.type == "local":
         items = list(src.path.items()) if isinstance(src.path, dict) else [(None, src.path)]
         for split, rel in items:
@@ -228,13 +205,16 @@ def run_prepare(ctx: StepContext) -> StepResult:
     tokens = array("I")  # per kept row, 4 bytes each
     seen: set[bytes] = set()
     code = {None: 0, "train": 1, "validation": 2, "test": 3}
+    sources = mixture.specs(ds)
+    origin = bytearray()  # per kept row: the index of its source (mixtures)
+    per_source = [Counter() for _ in sources]
 
     with tmp.open("w", encoding="utf-8") as out:
-        batch: list[tuple[str | None, str, int, dict]] = []
+        batch: list[tuple[str | None, str, int, dict, int]] = []
 
         def flush() -> None:
             lengths = counter.count([b[3] for b in batch])
-            for (split, where, n, rec), ntok in zip(batch, lengths):
+            for (split, where, n, rec, i), ntok in zip(batch, lengths):
                 if max_len and ntok > max_len:
                     stats.too_long += 1
                     stats.problem(where, n, "too long",
@@ -245,15 +225,17 @@ def run_prepare(ctx: StepContext) -> StepResult:
                 out.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 labels.append(code[split])
                 tokens.append(ntok)
+                origin.append(i)
             batch.clear()
 
-        for split, (where, n, row) in iter_source(ctx):
+        for i, split, (where, n, row) in mixture.iter_rows(ctx):
             stats.source_rows += 1
+            per_source[i]["rows_read"] += 1
             if isinstance(row, RowError):
                 stats.problem(where, n, "invalid JSON" if "JSON" in row.message else "wrong type", row.message)
                 continue
             try:
-                rec = normalise(row, ds.format, ds.columns, ds.system_prompt)
+                rec = normalise(row, sources[i].format, sources[i].columns, ds.system_prompt)
             except Invalid as exc:
                 stats.problem(where, n, exc.rule, exc.message)
                 continue
@@ -263,7 +245,7 @@ def run_prepare(ctx: StepContext) -> StepResult:
                     stats.duplicates += 1
                     continue
                 seen.add(digest)
-            batch.append((split, where, n, rec))
+            batch.append((split, where, n, rec, i))
             if len(batch) >= BATCH:
                 flush()
             if stats.source_rows % 50_000 == 0:
@@ -292,6 +274,8 @@ def run_prepare(ctx: StepContext) -> StepResult:
         "tokens_exact": counter.exact, "longest_example": stats.longest, "splits": counts,
         "problems_shown": stats.problems,
     }
+    if ds.sources is not None:
+        result["sources"] = _source_counts(sources, per_source, labels, origin)
     (ctx.out_dir / "stats.json").write_text(json.dumps(result, indent=2) + "\n")
     summary = " · ".join(f"{s} {counts[s]['rows']}" for s in SPLITS) + f" rows · longest {stats.longest['tokens']} tokens"
     if bad:
@@ -299,6 +283,19 @@ def run_prepare(ctx: StepContext) -> StepResult:
     metrics = {f"{s}_rows": counts[s]["rows"] for s in SPLITS} | {f"{s}_tokens": counts[s]["tokens"] for s in SPLITS}
     metrics |= {"duplicates_removed": stats.duplicates, "invalid_dropped": bad, "longest_tokens": stats.longest["tokens"]}
     return StepResult(metrics=metrics, summary=summary)
+
+
+def _source_counts(sources: list[mixture.SourceSpec], read: list[Counter], labels: bytearray,
+                   origin: bytearray) -> dict[str, dict[str, Any]]:
+    """Per source of a mixture: rows read, rows kept, and rows in each split."""
+    names = {1: "train", 2: "validation", 3: "test"}
+    kept = Counter(zip(origin, labels))
+    total = sum(s.weight for s in sources)
+    return {
+        s.name: {"format": s.format, "weight": round(s.weight / total, 6), "rows_read": read[i]["rows_read"],
+                 "kept": sum(kept[(i, lab)] for lab in names)} | {names[lab]: kept[(i, lab)] for lab in names}
+        for i, s in enumerate(sources)
+    }
 
 
 def _assign_splits(labels: bytearray, split: Any) -> None:

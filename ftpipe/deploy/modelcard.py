@@ -121,10 +121,19 @@ def front_matter(ctx: StepContext, ref: ModelRef, adapter: bool) -> dict[str, An
     meta["library_name"] = "peft" if adapter else "transformers"
     meta["pipeline_tag"] = "text-generation"
     meta["tags"] = tags
-    source = pipeline.dataset.source
-    if source.type == "hub":
-        meta["datasets"] = [source.repo]
+    hub = [s.repo for s in pipeline.dataset.all_sources() if s.type == "hub"]
+    if hub:
+        meta["datasets"] = hub
     return meta
+
+
+def _describe_source(source: Any) -> str:
+    if source.type == "hub":
+        return f"Hub dataset `{source.repo}`" + (f" at `{source.revision}`" if source.revision else "") \
+            + f", split `{source.split}`"
+    if isinstance(source.path, str):
+        return f"local files `{source.path}`"
+    return "local files " + ", ".join(f"{k}: `{v}`" for k, v in source.path.items())
 
 
 def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id: str | None = None,
@@ -133,13 +142,9 @@ def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id:
     holds a PEFT adapter; ``repo_id``/``location``: where it can be loaded from)."""
     pipeline = ctx.pipeline
     meta = front_matter(ctx, ref, adapter)
-    source = pipeline.dataset.source
-    if source.type == "hub":
-        data = f"Hub dataset `{source.repo}`" + (f" at `{source.revision}`" if source.revision else "") \
-            + f", split `{source.split}`"
-    else:
-        data = f"local files `{source.path}`" if isinstance(source.path, str) else \
-            "local files " + ", ".join(f"{k}: `{v}`" for k, v in source.path.items())
+    data = "; ".join(_describe_source(s) for s in pipeline.dataset.all_sources())
+    if pipeline.dataset.sources is not None:
+        data = f"a mixture ({pipeline.dataset.mix.strategy}) of " + data
     hyper = strip_secrets(pipeline.trainer.model_dump(mode="json"))
     run_id = _train_run_id(ctx)
     base_line = f"`{ref.base}`" + (f" at revision `{pipeline.model.revision}`" if pipeline.model.revision else "")

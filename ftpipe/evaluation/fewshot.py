@@ -45,6 +45,12 @@ def example_from_record(record: dict) -> Example:
         if last is None:
             raise ExampleError("the record has no assistant message to use as the reference")
         return Example(tuple(_msg(m) for m in messages[:last]), _content(messages[last]))
+    if "prompt" in record and "completion" in record:  # binary preference (KTO): a desirable completion
+        completion = record["completion"]
+        reference = completion if isinstance(completion, str) else _content((completion or [{}])[-1])
+        prompt = record["prompt"]
+        prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return Example(tuple(_msg(m) for m in prompt), reference)
     if "prompt" in record and "chosen" in record:
         prompt = record["prompt"]
         if isinstance(prompt, str):
@@ -66,7 +72,10 @@ def _content(message: dict) -> str:
 
 
 def _msg(message: dict) -> Message:
-    return {"role": message["role"], "content": _content(message)}
+    # Tool calls and the results that answer them stay linked (chat templates and the
+    # OpenAI API need both sides).
+    extra = {k: message[k] for k in ("tool_calls", "tool_call_id") if message.get(k)}
+    return {"role": message["role"], "content": _content(message), **extra}
 
 
 def load_examples(path: Path, *, limit: int | None = None) -> list[Example]:
@@ -79,7 +88,10 @@ def load_examples(path: Path, *, limit: int | None = None) -> list[Example]:
             if limit is not None and len(examples) >= limit:
                 break
             try:
-                examples.append(example_from_record(json.loads(line)))
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("label") is False:  # an undesirable completion is no reference answer
+                    continue
+                examples.append(example_from_record(record))
             except (ExampleError, ValueError, KeyError, TypeError) as exc:
                 raise ExampleError(f"{path}:{lineno}: {exc}") from exc
     return examples

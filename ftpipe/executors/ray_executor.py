@@ -216,10 +216,10 @@ class _Run:
 
         base = self.path.resolve().parent
         paths = [base]
-        src = self.pipeline.dataset.source
-        if src.type == "local":
-            for rel in (src.path.values() if isinstance(src.path, dict) else [src.path]):
-                paths += [p.resolve() for p in resolve_local_files(base, rel)]
+        for src in self.pipeline.dataset.all_sources():
+            if src.type == "local":
+                for rel in (src.path.values() if isinstance(src.path, dict) else [src.path]):
+                    paths += [p.resolve() for p in resolve_local_files(base, rel)]
         model = (base / self.pipeline.model.base).expanduser()
         if not self.pipeline.model.base.startswith("builtin:") and model.is_dir():
             paths.append(model.resolve())

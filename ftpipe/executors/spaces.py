@@ -253,10 +253,10 @@ class _SpaceRun:
         pipeline = self.path.resolve()
         base = pipeline.parent
         files = [pipeline]
-        src = self.prepared.resolved.dataset.source
-        if src.type == "local":
-            for rel in (src.path.values() if isinstance(src.path, dict) else [src.path]):
-                files += [p.resolve() for p in resolve_local_files(base, rel)]
+        for src in self.prepared.resolved.dataset.all_sources():
+            if src.type == "local":
+                for rel in (src.path.values() if isinstance(src.path, dict) else [src.path]):
+                    files += [p.resolve() for p in resolve_local_files(base, rel)]
         model = (base / self.prepared.resolved.model.base).expanduser()
         if not self.prepared.resolved.model.base.startswith("builtin:") and model.is_dir():
             files += sorted(p.resolve() for p in model.rglob("*") if p.is_file())

@@ -20,7 +20,7 @@ from pathlib import Path
 
 TINY_MODEL = "builtin:tiny"
 # Bump when the architecture, corpus or tokenizer recipe changes: caches are keyed on it.
-TINY_VERSION = 3
+TINY_VERSION = 4  # 4: the ChatML template renders tool calls
 
 SUBWORD_VOCAB_SIZE = 512  # BPE pieces for words the corpus lacks; whole words come on top
 HIDDEN_SIZE = 64

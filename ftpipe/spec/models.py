@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from ftpipe.contracts import ExecutorCaps, TargetCaps, TrainerCaps
@@ -88,10 +89,19 @@ class HubSource(Block):
 DataSource = Annotated[Union[LocalSource, HubSource], Field(discriminator="type")]
 
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
+    "chat": ("messages", "tools"),
     "instruction": ("prompt", "completion"),
     "preference": ("prompt", "chosen", "rejected"),
+    "binary_preference": ("prompt", "completion", "label"),
+    "sharegpt": ("conversations", "from", "value", "system", "tools"),
+    "alpaca": ("instruction", "input", "output", "system"),
     "text": ("text",),
+}
+DatasetFormat = Literal["chat", "instruction", "preference", "binary_preference", "sharegpt", "alpaca", "text"]
+# The normalised record each format becomes: a mixture's sources must all become one kind.
+RECORD_KIND: dict[str, str] = {
+    "chat": "chat", "instruction": "chat", "sharegpt": "chat", "alpaca": "chat",
+    "preference": "preference", "binary_preference": "binary_preference", "text": "text",
 }
 
 
@@ -101,9 +111,41 @@ class Split(Block):
     seed: int = 42
 
 
-class Dataset(Block):
+class MixtureSource(Block):
+    """One source of a mixture, with its own format and column mapping."""
+
     source: DataSource
-    format: Literal["chat", "instruction", "preference", "text"] = "chat"
+    format: DatasetFormat = "chat"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Map the format's field names onto this source's column names."
+    )
+    weight: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="Relative share of the mixture (normalised over the sources)."
+    )
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = Field(
+        None, description="The name in stats.json (default: source1, source2, ...)."
+    )
+
+
+class Mix(Block):
+    strategy: Literal["interleave", "concatenate"] = Field(
+        "interleave",
+        description="interleave: draw each row from a source chosen by weight (seeded) until the first source "
+                    "runs out; concatenate: every row of every source, in order (weights unused).",
+    )
+    seed: int = 42
+
+
+class Dataset(Block):
+    source: DataSource | None = Field(None, description="One source (or several under `sources`).")
+    sources: Annotated[list[MixtureSource], Field(min_length=2, max_length=255)] | None = Field(
+        None, description="A mixture: several sources, each with its format, columns and weight."
+    )
+    mix: Mix = _nested()
+    format: DatasetFormat = Field(
+        "chat", description="The format of `source`; with `sources`, the format each source is normalised to "
+                            "is its own, and this must be a format the sources can all become (chat by default)."
+    )
     columns: dict[str, str] = Field(
         default_factory=dict, description="Map the format's field names onto your file's column names."
     )
@@ -115,6 +157,17 @@ class Dataset(Block):
     max_seq_length: PositiveInt | None = Field(
         None, description="Longest example in tokens; defaults to the trainer's max_seq_length."
     )
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> Dataset:
+        if (self.source is None) == (self.sources is None):
+            raise ValueError("give either dataset.source (one source) or dataset.sources (a mixture), not both"
+                             if self.source is not None else "dataset needs a source: or sources:")
+        return self
+
+    def all_sources(self) -> list[Any]:
+        """Every data source the pipeline reads (one, or each source of a mixture)."""
+        return [self.source] if self.source is not None else [s.source for s in self.sources or ()]
 
 
 # --------------------------------------------------------------------------- model
@@ -151,7 +204,14 @@ class LoraPeft(Block):
     r: PositiveInt = 8
     alpha: PositiveInt = 16
     dropout: Fraction = 0.05
-    target_modules: list[str] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names, or all-linear (the default: every linear layer but the output head)."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter (e.g. [lm_head, embed_tokens])."
+    )
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed low-rank adaptation.")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r) instead of alpha/r.")
 
 
 class QLoraPeft(Block):
@@ -159,7 +219,14 @@ class QLoraPeft(Block):
     r: PositiveInt = 8
     alpha: PositiveInt = 16
     dropout: Fraction = 0.05
-    target_modules: list[str] | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names, or all-linear (the default: every linear layer but the output head)."
+    )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter (e.g. [lm_head, embed_tokens])."
+    )
+    use_dora: bool = Field(False, description="DoRA: weight-decomposed low-rank adaptation.")
+    use_rslora: bool = Field(False, description="rsLoRA: scale by alpha/sqrt(r) instead of alpha/r.")
     bits: Literal[4, 8] = 4
 
 
@@ -183,6 +250,16 @@ class TrlHyperparameters(Block):
     beta: Annotated[float, Field(gt=0)] = 0.1
     max_prompt_length: PositiveInt | None = None
     logging_steps: PositiveInt = 10
+    padding_free: bool = Field(False, description="SFT: batches without padding (needs a CUDA GPU with flash attention).")
+    # grpo
+    num_generations: Annotated[int, Field(ge=2)] = Field(
+        4, description="GRPO: completions sampled per prompt; batch_size x gradient_accumulation_steps x processes "
+                       "must be a multiple of it.")
+    max_completion_length: PositiveInt = Field(64, description="GRPO: longest sampled completion in tokens.")
+    temperature: Annotated[float, Field(gt=0)] = Field(1.0, description="GRPO: sampling temperature.")
+    # kto
+    desirable_weight: Annotated[float, Field(gt=0)] = Field(1.0, description="KTO: loss weight of desirable examples.")
+    undesirable_weight: Annotated[float, Field(gt=0)] = Field(1.0, description="KTO: loss weight of undesirable examples.")
 
 
 class Checkpoint(Block):
@@ -224,12 +301,26 @@ class Distributed(Block):
     deepspeed: DeepSpeedOptions = _nested()
 
 
+class Reward(Block):
+    """A GRPO reward: a metric by name (as in evaluate.metrics) with a weight."""
+
+    metric: str = Field(description="token_f1, exact_match, rouge_l, json_valid, a plugin, or package.module:function")
+    weight: float = 1.0
+
+
 class TrlTrainer(Block):
     """Local training with transformers + TRL + PEFT."""
 
     backend: Literal["trl"]
     caps: ClassVar[TrainerCaps] = TrainerCaps(extras=("train",), torch=True, prepare_tokenizer=True)
-    method: Literal["sft", "dpo", "orpo"] = "sft"
+    method: Literal["sft", "dpo", "orpo", "kto", "grpo"] = "sft"
+    rewards: list[str | Reward] = Field(
+        default_factory=list,
+        description="GRPO: reward functions, scored (completion, reference answer) like evaluation metrics.",
+    )
+    use_vllm: bool | Literal["auto"] = Field(
+        "auto", description="GRPO: generate with vLLM (auto: when vllm is installed and a CUDA GPU is visible).")
+    use_liger_kernel: bool = Field(False, description="Liger Triton kernels (needs a CUDA GPU and liger-kernel).")
     peft: Peft = _nested(type="lora")
     hyperparameters: TrlHyperparameters = _nested()
     checkpoint: Checkpoint = _nested()
@@ -292,7 +383,8 @@ class OpenAITrainer(Block):
 
     backend: Literal["openai"]
     caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", extras=("openai",), can_cancel=True,
-                                              eval_access="chat-api", formats=("chat", "instruction", "preference"))
+                                              eval_access="chat-api",
+                                              formats=("chat", "instruction", "preference", "sharegpt", "alpaca"))
     method: Literal["sft", "dpo"] = "sft"
     hyperparameters: OpenAIHyperparameters = _nested()
     suffix: Annotated[str, Field(min_length=1, max_length=64)] | None = None
@@ -308,6 +400,7 @@ class AzureHyperparameters(Block):
     n_epochs: Annotated[int, Field(ge=1, le=50)] | Auto = "auto"
     batch_size: Annotated[int, Field(ge=1, le=256)] | Auto = "auto"
     learning_rate_multiplier: Annotated[float, Field(gt=0)] | Auto = "auto"
+    beta: Annotated[float, Field(gt=0, le=2)] | Auto | None = Field(None, description="DPO only.")
 
 
 class AzureOpenAITrainer(Block):
@@ -315,8 +408,10 @@ class AzureOpenAITrainer(Block):
 
     backend: Literal["azure-openai"]
     caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", extras=("azure",), can_cancel=True,
-                                              eval_access="chat-api", formats=("chat", "instruction"))
-    method: Literal["sft"] = "sft"
+                                              eval_access="chat-api",
+                                              formats=("chat", "instruction", "preference", "sharegpt", "alpaca"))
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="dpo: for the models Azure offers it on (gpt-4o, gpt-4o-mini), on a preview api_version.")
     hyperparameters: AzureHyperparameters = _nested()
     suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = None
     seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None

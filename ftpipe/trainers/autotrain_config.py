@@ -43,7 +43,8 @@ def peft_params(peft: Any) -> dict[str, Any]:
         "lora_r": peft.r,
         "lora_alpha": peft.alpha,
         "lora_dropout": peft.dropout,
-        "target_modules": ",".join(peft.target_modules) if peft.target_modules else "all-linear",
+        "target_modules": ",".join(peft.target_modules) if isinstance(peft.target_modules, list) and
+        peft.target_modules else "all-linear",
     }
     return out
 

@@ -1,5 +1,5 @@
-"""The ``azure-openai`` trainer backend: Azure OpenAI fine-tuning (data plane, GA
-api-versions) through the official ``AzureOpenAI`` client.
+"""The ``azure-openai`` trainer backend: Azure OpenAI fine-tuning (data plane) through the
+official ``AzureOpenAI`` client: SFT on GA api-versions, DPO (gpt-4o family) on preview ones.
 
 Azure differs from OpenAI in ways this module absorbs: uploads and job creation answer 201;
 files start ``pending`` and must be processed before a job may use them; job states are
@@ -88,11 +88,17 @@ def check_job(job: Any) -> None:
 
 
 def create_request(ctx: StepContext, trainer: AzureOpenAITrainer, file_ids: dict[str, str]) -> dict[str, Any]:
-    """The body of POST /openai/fine_tuning/jobs for a GA api-version (no method, no metadata)."""
+    """The body of POST /openai/fine_tuning/jobs. SFT: the GA shape (no method, no metadata,
+    top-level hyperparameters). DPO: ``method: {type: dpo, dpo: {hyperparameters}}``, which
+    Azure accepts on preview api-versions (validation requires one)."""
     hp = {k: v for k, v in trainer.hyperparameters.model_dump().items() if v is not None and v != "auto"}
     body: dict[str, Any] = {"model": ctx.pipeline.model.base, "training_file": file_ids["train"],
                             "validation_file": file_ids.get("validation"), "suffix": trainer.suffix,
-                            "seed": trainer.seed, "hyperparameters": hp or None}
+                            "seed": trainer.seed}
+    if trainer.method == "dpo":
+        body["method"] = {"type": "dpo", "dpo": {"hyperparameters": hp}}
+    else:
+        body["hyperparameters"] = hp or None
     return {k: v for k, v in body.items() if v is not None}
 
 

@@ -1,7 +1,8 @@
 """The prepared dataset in the JSONL the OpenAI / Azure OpenAI fine-tuning services read,
 checked against their rules before anything is uploaded.
 
-SFT lines are ``{"messages": [...]}``; DPO lines are ``{"input": {"messages": [...]},
+SFT lines are ``{"messages": [...]}`` (with the record's ``tools`` and its messages'
+``tool_calls``/``tool_call_id`` kept, as the services accept them); DPO lines are ``{"input": {"messages": [...]},
 "preferred_output": [...], "non_preferred_output": [...]}``. The checks are the public
 cookbook's data-prep checks: a JSON object per line, roles from the allowed set, non-empty
 string content, at least one assistant message, at least 10 training examples; examples
@@ -120,7 +121,10 @@ def to_service_line(record: Any, method: str) -> dict:
     messages = _messages(record["messages"], "messages")
     if not any(m["role"] == "assistant" for m in messages):
         raise _Problem("no assistant turn", "no assistant message: there is nothing to learn from this example")
-    return {"messages": messages}
+    line: dict[str, Any] = {"messages": messages}
+    if record.get("tools"):  # function schemas the conversation's tool calls use
+        line["tools"] = record["tools"]
+    return line
 
 
 def _messages(value: Any, where: str) -> list[dict]:
@@ -134,12 +138,24 @@ def _messages(value: Any, where: str) -> list[dict]:
         if role not in ROLES:
             raise _Problem("unknown role", f"{where} message {i} has role {role!r} (allowed: {', '.join(ROLES)})")
         content = msg.get("content")
-        if not isinstance(content, str):
+        calls = msg.get("tool_calls") if role == "assistant" else None
+        if content is None and calls:
+            clean: dict[str, Any] = {"role": role}  # a tool call with no text
+        elif not isinstance(content, str):
             raise _Problem("content not text", f"{where} message {i} ({role}) content must be a string, "
                                                f"got {type(content).__name__}")
-        if not content.strip():
+        elif not content.strip():
             raise _Problem("empty content", f"{where} message {i} ({role}) has empty content")
-        clean = {"role": role, "content": content}
+        else:
+            clean = {"role": role, "content": content}
+        if calls:
+            clean["tool_calls"] = calls
+        if role == "tool":
+            if not msg.get("tool_call_id"):
+                raise _Problem("tool call", f"{where} message {i} (tool) has no tool_call_id")
+            clean["tool_call_id"] = msg["tool_call_id"]
+        if msg.get("name") and role in ("user", "system", "tool"):
+            clean["name"] = msg["name"]
         if "weight" in msg:
             weight = msg["weight"]
             if role != "assistant":
@@ -155,6 +171,8 @@ def _one_reply(value: Any, where: str) -> list[dict]:
     msgs = _messages(value, where)
     if len(msgs) != 1 or msgs[0]["role"] != "assistant":
         raise _Problem("wrong format", f"'{where}' must hold exactly one assistant message")
+    if "content" not in msgs[0]:
+        raise _Problem("wrong format", f"'{where}' must be a text answer, not a tool call")
     return [{"role": "assistant", "content": msgs[0]["content"]}]
 
 

@@ -14,10 +14,18 @@ from ftpipe.errors import StepError
 if TYPE_CHECKING:  # pragma: no cover
     from ftpipe.trainers.trl_job import TrlJob
 
-METHODS = ("sft", "dpo", "orpo")
+METHODS = ("sft", "dpo", "orpo", "kto", "grpo")
 
 
 def config_class(method: str) -> type:
+    if method == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig
+    if method == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig
     if method == "sft":
         from trl import SFTConfig
 
@@ -36,6 +44,14 @@ def config_class(method: str) -> type:
 
 
 def trainer_class(method: str) -> type:
+    if method == "kto":
+        from trl import KTOTrainer
+
+        return KTOTrainer
+    if method == "grpo":
+        from trl import GRPOTrainer
+
+        return GRPOTrainer
     if method == "sft":
         from trl import SFTTrainer
 
@@ -104,7 +120,6 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
         "per_device_train_batch_size": int(hp["batch_size"]),
         "per_device_eval_batch_size": int(hp["batch_size"]),
         "gradient_accumulation_steps": int(hp["gradient_accumulation_steps"]),
-        "max_length": int(hp["max_seq_length"]),
         "warmup_steps": _warmup(float(hp["warmup_ratio"])),
         "weight_decay": float(hp["weight_decay"]),
         "lr_scheduler_type": hp["lr_scheduler"],
@@ -126,6 +141,12 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
         # independent single-process jobs instead of CPU data parallelism (gloo).
         "use_cpu": not _cuda(),
     }
+    if job.method != "grpo":  # GRPO bounds what it samples instead (max_completion_length)
+        kwargs["max_length"] = int(hp["max_seq_length"])
+    if job.use_liger_kernel:
+        check_gpu_feature("trainer.use_liger_kernel", "liger_kernel", "liger-kernel")
+        kwargs["use_liger_kernel"] = True
+    kwargs |= method_settings(job, warnings)
     # transformers 5 renamed gradient_checkpointing; TRL defaults it to True, so always set it.
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     kwargs[checkpointing] = bool(hp["gradient_checkpointing"])
@@ -134,10 +155,10 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
         kwargs["packing"] = bool(hp["packing"])
     elif hp["packing"]:
         warnings.append(f"packing applies to sft only; ignored for {job.method}")
-    if job.method in ("dpo", "orpo"):
+    if job.method in ("dpo", "orpo", "kto"):
         kwargs["beta"] = float(hp["beta"])
     prompt_len = hp.get("max_prompt_length")
-    if prompt_len and job.method != "sft":
+    if prompt_len and job.method in ("dpo", "orpo"):
         if "max_prompt_length" in names:
             kwargs["max_prompt_length"] = int(prompt_len)
         elif "max_completion_length" in names:
@@ -147,7 +168,7 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
             warnings.append(f"max_prompt_length: TRL's {cls.__name__} has no prompt limit; "
                             "sequences are capped by max_seq_length only")
     elif prompt_len:
-        warnings.append("max_prompt_length applies to dpo/orpo only; ignored for sft")
+        warnings.append(f"max_prompt_length applies to dpo/orpo only; ignored for {job.method}")
 
     from ftpipe.trainers.distributed import trainer_arguments
 
@@ -159,6 +180,58 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
     return cls(**kwargs), warnings
 
 
+def method_settings(job: TrlJob, warnings: list[str]) -> dict[str, Any]:
+    """The settings only one method has: KTO's example weights, GRPO's sampling, SFT's
+    padding-free batches."""
+    hp = job.hyperparameters
+    out: dict[str, Any] = {}
+    if job.method == "kto":
+        out |= {"desirable_weight": float(hp.get("desirable_weight", 1.0)),
+                "undesirable_weight": float(hp.get("undesirable_weight", 1.0))}
+    if job.method == "grpo":
+        out |= {"num_generations": int(hp.get("num_generations", 4)),
+                "max_completion_length": int(hp.get("max_completion_length", 64)),
+                "temperature": float(hp.get("temperature", 1.0)),
+                "reward_weights": [float(w) for _, w in job.rewards] or None,
+                "log_completions": False}
+        if use_vllm(job.use_vllm):
+            out |= {"use_vllm": True, "vllm_mode": "colocate"}
+    if hp.get("padding_free"):
+        if job.method != "sft":
+            warnings.append(f"padding_free applies to sft only; ignored for {job.method}")
+        else:
+            check_gpu_feature("trainer.hyperparameters.padding_free", "flash_attn", "flash-attn")
+            out["padding_free"] = True
+    return out
+
+
+def use_vllm(setting: bool | str) -> bool:
+    """GRPO generates with vLLM when asked, or (``auto``) when vllm is installed and a CUDA
+    GPU is visible; asked for without either, the step says what is missing."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("vllm") is not None
+    if setting == "auto":
+        return installed and _cuda()
+    if setting is True and not (installed and _cuda()):
+        raise StepError("trainer.use_vllm: generating with vLLM needs a CUDA GPU and the 'vllm' package"
+                        + ("" if installed else " (not installed)"),
+                        hint="set use_vllm: auto (generate with transformers here), or run on a GPU machine")
+    return bool(setting)
+
+
+def check_gpu_feature(setting: str, module: str, package: str) -> None:
+    """Liger kernels and padding-free batches are Triton/flash-attention code: CUDA only."""
+    import importlib.util
+
+    if not _cuda():
+        raise StepError(f"{setting} needs a CUDA GPU, and none is visible",
+                        hint="turn it off on this machine (it changes speed and memory, not the result)")
+    if importlib.util.find_spec(module) is None:
+        raise StepError(f"{setting} needs the '{package}' package, which is not installed",
+                        hint=f"pip install {package}")
+
+
 def peft_config(job: TrlJob, new_token_ids: list[int]) -> Any | None:
     """The LoRA config, or None for full fine-tuning. ``target_modules: null`` means every
     linear layer (the QLoRA paper's choice), not PEFT's per-architecture default."""
@@ -167,11 +240,15 @@ def peft_config(job: TrlJob, new_token_ids: list[int]) -> Any | None:
         return None
     from peft import LoraConfig
 
+    targets = peft.get("target_modules")
     return LoraConfig(
         r=int(peft["r"]),
         lora_alpha=int(peft["alpha"]),
         lora_dropout=float(peft["dropout"]),
-        target_modules=list(peft["target_modules"]) if peft.get("target_modules") else "all-linear",
+        target_modules=list(targets) if isinstance(targets, list) and targets else "all-linear",
+        modules_to_save=list(peft["modules_to_save"]) if peft.get("modules_to_save") else None,
+        use_dora=bool(peft.get("use_dora", False)),
+        use_rslora=bool(peft.get("use_rslora", False)),
         task_type="CAUSAL_LM",
         # Tokens a chat template added have fresh embeddings: train just those rows.
         trainable_token_indices=list(new_token_ids) or None,

@@ -23,11 +23,12 @@ from ftpipe.errors import StepError
 from ftpipe.spec.models import TrlTrainer
 from ftpipe.trainers.trl_job import EVENT_PREFIX, TrlJob
 
-PEFT_FIELDS = ("type", "r", "alpha", "dropout", "target_modules", "bits")
+PEFT_FIELDS = ("type", "r", "alpha", "dropout", "target_modules", "bits", "modules_to_save", "use_dora", "use_rslora")
 HYPERPARAMETERS = (
     "epochs", "max_steps", "learning_rate", "batch_size", "gradient_accumulation_steps", "max_seq_length",
     "warmup_ratio", "weight_decay", "lr_scheduler", "optimizer", "packing", "gradient_checkpointing",
-    "mixed_precision", "beta", "max_prompt_length", "logging_steps",
+    "mixed_precision", "beta", "max_prompt_length", "logging_steps", "padding_free", "num_generations",
+    "max_completion_length", "temperature", "desirable_weight", "undesirable_weight",
 )
 
 
@@ -65,6 +66,9 @@ def build_job(ctx: StepContext) -> TrlJob:
         seed=trainer.seed,
         result_file=str(ctx.state_dir / "result.json"),
         distributed=trainer.distributed.model_dump(mode="json"),
+        rewards=[(r, 1.0) if isinstance(r, str) else (r.metric, r.weight) for r in trainer.rewards],
+        use_vllm=trainer.use_vllm,
+        use_liger_kernel=trainer.use_liger_kernel,
     )
 
 
@@ -139,7 +143,7 @@ def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
 
 
 class TrlBackend:
-    """Trains with TRL's SFTTrainer, DPOTrainer or ORPOTrainer on this machine."""
+    """Trains with TRL's SFTTrainer, DPOTrainer, ORPOTrainer, KTOTrainer or GRPOTrainer on this machine."""
 
     name = "trl"
     config_model = TrlTrainer
@@ -194,4 +198,6 @@ def finish(ctx: StepContext, job: TrlJob, result: dict[str, Any]) -> StepResult:
     summary = f"{job.method} ({job.peft['type']}): {metrics.get('global_step')} steps" + (
         f", train loss {loss:.4f}" if isinstance(loss, float) else ""
     )
+    if isinstance(metrics.get("reward_last"), float):
+        summary += f", reward {metrics['reward_first']:.3f} -> {metrics['reward_last']:.3f}"
     return StepResult(metrics=metrics, summary=summary)

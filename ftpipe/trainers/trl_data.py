@@ -5,6 +5,11 @@ turn becomes TRL's conversational prompt/completion pair (earlier turns are the 
 the loss counts the final answer's tokens, not the system prompt and question. If any
 conversation does not end with an assistant turn, all are kept as ``messages`` and TRL
 trains on whole conversations. ``text`` records train on the whole text.
+
+Tool calls reach TRL as they are in the record (``tool_calls`` with JSON-string
+arguments, ``tool`` messages); a record's ``tools`` become a ``tools`` column of JSON text,
+which TRL passes to the chat template. KTO trains on prompt/completion/label records;
+GRPO on prompts, with the reference answer in a ``reference`` column for the rewards.
 """
 from __future__ import annotations
 
@@ -27,11 +32,18 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _with_tools(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if any(r.get("tools") for r in rows):
+        for rec, row in zip(records, rows):
+            rec["tools"] = json.dumps(row["tools"]) if row.get("tools") else None
+    return records
+
+
 def sft_records(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
     if all("messages" in r for r in rows):
         if all(len(r["messages"]) >= 2 and r["messages"][-1].get("role") == "assistant" for r in rows):
-            return [{"prompt": r["messages"][:-1], "completion": [r["messages"][-1]]} for r in rows]
-        return [{"messages": r["messages"]} for r in rows]
+            return _with_tools([{"prompt": r["messages"][:-1], "completion": [r["messages"][-1]]} for r in rows], rows)
+        return _with_tools([{"messages": r["messages"]} for r in rows], rows)
     if all("text" in r for r in rows):
         return [{"text": r["text"]} for r in rows]
     raise StepError(f"{path}: sft needs chat, instruction or text records (messages or text)",
@@ -45,6 +57,26 @@ def preference_records(rows: list[dict[str, Any]], path: Path, method: str) -> l
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
+def kto_records(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    if not all({"prompt", "completion", "label"} <= r.keys() for r in rows):
+        raise StepError(f"{path}: kto needs binary preference records (prompt, completion, label)",
+                        hint="set dataset.format: binary_preference")
+    return [{"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])} for r in rows]
+
+
+def grpo_records(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """The prompt (every turn before the last assistant answer) and that answer as the reference."""
+    out = []
+    for n, r in enumerate(rows, 1):
+        messages = r.get("messages") or []
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None or last == 0:
+            raise StepError(f"{path}:{n}: grpo needs a prompt and a reference answer (an assistant turn after it)",
+                            hint="use chat, instruction, sharegpt or alpaca data")
+        out.append({"prompt": messages[:last], "reference": messages[last].get("content") or ""})
+    return out
+
+
 def load_split(path: Path | None, method: str) -> Any | None:
     """A ``datasets.Dataset`` for one split file, or None if the file is missing or empty."""
     if path is None or not Path(path).exists():
@@ -54,5 +86,12 @@ def load_split(path: Path | None, method: str) -> Any | None:
         return None
     from datasets import Dataset
 
-    records = sft_records(rows, path) if method == "sft" else preference_records(rows, path, method)
+    if method == "sft":
+        records = sft_records(rows, path)
+    elif method == "kto":
+        records = kto_records(rows, path)
+    elif method == "grpo":
+        records = grpo_records(rows, path)
+    else:
+        records = preference_records(rows, path, method)
     return Dataset.from_list(records)

@@ -29,7 +29,7 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 @dataclass(frozen=True)
 class TrlJob:
-    method: str  # sft | dpo | orpo
+    method: str  # sft | dpo | orpo | kto | grpo
     base: str  # resolved: a local folder or a Hub id
     peft: dict[str, Any]  # type, r, alpha, dropout, target_modules, bits
     hyperparameters: dict[str, Any]  # the trainer block's hyperparameters, by ftpipe's names
@@ -45,6 +45,9 @@ class TrlJob:
     seed: int = 42
     result_file: str | None = None
     distributed: dict[str, Any] = field(default_factory=dict)  # strategy + options (ftpipe.trainers.distributed)
+    rewards: list[tuple[str, float]] = field(default_factory=list)  # grpo: (metric name, weight)
+    use_vllm: bool | str = "auto"
+    use_liger_kernel: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -216,7 +219,8 @@ def run_job(
         from ftpipe.errors import StepError
 
         raise StepError(f"{job.train_file}: no training examples")
-    evaluation = load_split(Path(job.eval_file), job.method) if job.eval_file else None
+    # GRPO would sample num_generations answers per validation prompt; evaluate scores the model instead.
+    evaluation = load_split(Path(job.eval_file), job.method) if job.eval_file and job.method != "grpo" else None
     args, warnings = trl_args.training_config(job, fp16=fp16, bf16=bf16)
     for warning in warnings:
         log(f"warning: {warning}")
@@ -226,9 +230,15 @@ def run_job(
 
     # TensorBoard reads its folder when the trainer is built; unset, it writes to ./runs in
     # whatever folder ftpipe was started from.
+    extra: dict[str, Any] = {}
+    if job.method == "grpo":
+        from ftpipe.trainers.rewards import reward_functions
+
+        extra["reward_funcs"] = reward_functions([name for name, _ in job.rewards])
     with _env_default("TENSORBOARD_LOGGING_DIR", str(Path(job.out_dir) / "tensorboard")):
         trainer = trl_args.trainer_class(job.method)(
             model=model,
+            **extra,
             args=args,
             train_dataset=train,
             eval_dataset=evaluation,
@@ -253,6 +263,9 @@ def run_job(
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         if losses:
             metrics["train_loss"] = sum(losses) / len(losses)
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    if rewards:  # GRPO: the mean reward of the sampled completions, first and last logged
+        metrics["reward_first"], metrics["reward_last"] = rewards[0], rewards[-1]
     metrics["trainable_parameters"], metrics["total_parameters"] = _count_parameters(trainer.model)
     metrics.update(_peak_memory())
     if evaluation is not None:
