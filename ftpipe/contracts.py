@@ -105,6 +105,7 @@ class TrainerCaps:
     # provider (ModelRef kind "hosted", ``provider`` below), reached through its chat API.
     hosted: bool = False
     provider: str | None = None  # hosted: the name in ModelRef.provider that targets/eval match
+    service: str | None = None  # hosted: the provider's name for people ("OpenAI"), in messages
     extras: tuple[str, ...] = ()  # ftpipe extras the machine running the step needs
     torch: bool = False  # trains with torch on this machine (or in a managed env beside it)
     can_cancel: bool = False  # implements ``cancel(record, trainer_config) -> dict``

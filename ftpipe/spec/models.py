@@ -262,7 +262,8 @@ class OpenAITrainer(Block):
     """The OpenAI fine-tuning API."""
 
     backend: Literal["openai"]
-    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", extras=("openai",), can_cancel=True,
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", service="OpenAI",
+                                              extras=("openai",), can_cancel=True,
                                               eval_access="chat-api", formats=("chat", "instruction", "preference"))
     method: Literal["sft", "dpo"] = "sft"
     hyperparameters: OpenAIHyperparameters = _nested()
@@ -285,7 +286,8 @@ class AzureOpenAITrainer(Block):
     """Azure OpenAI fine-tuning (data plane, api-version 2024-10-21)."""
 
     backend: Literal["azure-openai"]
-    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", extras=("azure",), can_cancel=True,
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", service="Azure OpenAI",
+                                              extras=("azure",), can_cancel=True,
                                               eval_access="chat-api", formats=("chat", "instruction"))
     method: Literal["sft"] = "sft"
     hyperparameters: AzureHyperparameters = _nested()

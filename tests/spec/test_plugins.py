@@ -3,19 +3,48 @@ a plugin that breaks its contract fails at load with a message naming it."""
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, EntryPoints
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
 from ftpipe import registry
+from ftpipe.contracts import TrainerCaps
 from ftpipe.errors import PluginError
 
 
 class EchoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backend: Literal["echo"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps()
     loudness: int = 1
+
+
+class NoCapsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["nocaps"]
+
+
+class NoCapsTrainer:
+    name = "nocaps"
+    config_model = NoCapsConfig
+
+    def train(self, ctx):  # pragma: no cover - not run here
+        raise NotImplementedError
+
+
+class WrongCapsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["wrongcaps"]
+    caps: ClassVar[object] = {"hosted": True}
+
+
+class WrongCapsTrainer:
+    name = "wrongcaps"
+    config_model = WrongCapsConfig
+
+    def train(self, ctx):  # pragma: no cover - not run here
+        raise NotImplementedError
 
 
 class EchoTrainer:
@@ -76,6 +105,28 @@ def test_a_plugin_missing_its_method_fails_at_load_naming_it(fake_entry_points) 
     fake_entry_points({"ftpipe.trainers": [_ep("broken", f"{__name__}:NoTrain", "ftpipe.trainers")]})
     with pytest.raises(PluginError, match=r"plugin 'broken' .* missing train"):
         registry.plugins()
+
+
+def test_a_plugin_without_caps_fails_at_registration_naming_itself(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("nocaps", f"{__name__}:NoCapsTrainer", "ftpipe.trainers")]})
+    with pytest.raises(PluginError, match=r"plugin 'nocaps' .* declares no capabilities: add `caps: "
+                                          r"ClassVar\[TrainerCaps\]"):
+        registry.plugins()
+
+
+def test_a_plugin_with_caps_of_the_wrong_type_fails(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("wrongcaps", f"{__name__}:WrongCapsTrainer", "ftpipe.trainers")]})
+    with pytest.raises(PluginError, match=r"plugin 'wrongcaps' .*`caps` must be a TrainerCaps"):
+        registry.plugins()
+
+
+def test_every_builtin_exposes_its_caps() -> None:
+    for kind, table in registry.plugins().items():
+        for plugin in table.values():
+            assert isinstance(plugin.caps, registry.CAPS_TYPES[kind]), (kind, plugin.name)
+    assert registry.trainer_caps("openai").hosted and not registry.trainer_caps("trl").hosted
+    assert registry.metric_caps("loss").needs_weights and not registry.metric_caps("loss").higher_is_better
+    assert registry.metric_caps("token_f1").higher_is_better
 
 
 def test_a_plugin_whose_name_disagrees_with_its_config(fake_entry_points) -> None:
