@@ -139,8 +139,8 @@ class TokenCounter:
         self.exact = False
         self.tok = None
         self.per_message = 4
-        backend = getattr(ctx.pipeline.trainer, "backend", "")
-        if backend in ("trl", "autotrain"):
+        caps = getattr(type(ctx.pipeline.trainer), "caps", None)  # the trainer plugin's declaration
+        if caps is not None and caps.prepare_tokenizer:
             self._load(ctx)
 
     def _load(self, ctx: StepContext) -> None:

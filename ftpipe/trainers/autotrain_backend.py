@@ -42,6 +42,16 @@ class AutoTrainBackend:
     name = "autotrain"
     config_model = m.AutoTrainTrainer
 
+    def environment_status(self) -> dict:
+        """The managed environment (``caps.managed_env``), for ``ftpipe backends list``."""
+        st = autotrain_env.status()
+        return {**st, "what": f"AutoTrain Advanced {st['version']} (local or Hugging Face Spaces)",
+                "missing": [] if st["installed"] else [f"autotrain-advanced=={st['version']}"]}
+
+    def install_environment(self, *, force: bool, log: Callable[[str], None]) -> dict:
+        """Create (or reuse) the managed environment: ``ftpipe backends install autotrain``."""
+        return autotrain_env.install(force=force, log=log)
+
     def preflight(self, pipeline: Any, *, cache_dir: Path | None = None) -> None:
         """Raise (exit 2, with the install command) when the environment is missing."""
         autotrain_env.require(cache_dir)

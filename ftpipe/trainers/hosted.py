@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -97,6 +97,37 @@ def read_record(state_dir: Path) -> dict | None:
         return None
 
 
+def cancel_job(state_dir: Path, make_client: Callable[[str | None], Any], *, provider: str,
+               terminal: frozenset, hints: Mapping[int, str] | None = None) -> dict:
+    """Cancel the job recorded in a train step's state folder (``ftpipe cancel``).
+    ``make_client(address)`` builds the client for the address the job lives at.
+    Returns ``{job_id, status, cancelled, what}``."""
+    from ftpipe.errors import NotFound, UsageError
+
+    record = read_record(state_dir)
+    if not record or not record.get("job_id"):
+        raise NotFound("its train step has no hosted fine-tuning job to cancel",
+                       hint="a local run stops with Ctrl-C")
+    if record.get("provider") != provider:
+        raise UsageError(f"the pipeline now trains on {service_label(provider)}, but the job is on "
+                         f"{service_label(record.get('provider') or '?')}",
+                         hint="give the pipeline file that ran it with -p")
+    job_id = record["job_id"]
+    label = service_label(provider)
+    client = make_client(record.get("address"))
+    what = f"{label} fine-tuning job {job_id}"
+    try:
+        with openai_errors(f"fetching fine-tuning job {job_id}", provider=provider, job_id=job_id, hints=hints):
+            current = client.fine_tuning.jobs.retrieve(job_id)
+        if current.status in {str(getattr(s, "value", s)) for s in terminal}:
+            return {"job_id": job_id, "status": current.status, "cancelled": False, "what": what}
+        with openai_errors(f"cancelling fine-tuning job {job_id}", provider=provider, job_id=job_id, hints=hints):
+            after = client.fine_tuning.jobs.cancel(job_id)
+        return {"job_id": job_id, "status": after.status, "cancelled": True, "what": what}
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------------- the service
 
 @dataclass(frozen=True)
@@ -115,6 +146,7 @@ class HostedService:
     identity: dict[str, str] = field(default_factory=dict)  # what the job is tagged with, if anything
     # raises RemoteError when a job object lacks what ftpipe relies on (for a non-strict client)
     check: Callable[[Any], None] | None = None
+    hints: Mapping[int, str] | None = None  # the backend's hints per HTTP status, for its errors
 
     @property
     def label(self) -> str:
@@ -133,7 +165,7 @@ class HostedService:
         return job
 
     def errors(self, what: str, job_id: str | None = None):
-        return openai_errors(what, provider=self.provider, job_id=job_id, where=self.address)
+        return openai_errors(what, provider=self.provider, job_id=job_id, where=self.address, hints=self.hints)
 
 
 def reusable(job: Any, record: JobRecord) -> bool:
@@ -248,7 +280,7 @@ def submit(ctx: StepContext, service: HostedService, record: JobRecord, file_ids
             if not _is_openai_error(exc) or not is_retriable(exc):
                 if _is_openai_error(exc):
                     raise translate(exc, "creating the fine-tuning job", provider=service.provider,
-                                    where=service.address) from None
+                                    hints=service.hints, where=service.address) from None
                 raise
             found = _find_after_failed_create(service, record, exc, poll)
             if found is not None:
@@ -258,7 +290,7 @@ def submit(ctx: StepContext, service: HostedService, record: JobRecord, file_ids
                 break
             if attempt == MAX_CREATE_ATTEMPTS:
                 raise translate(exc, f"creating the fine-tuning job ({attempt} attempts)", provider=service.provider,
-                                where=service.address) from None
+                                hints=service.hints, where=service.address) from None
             wait = retry_after(exc)
             if wait is None:
                 wait = min(poll.interval * BACKOFF ** (attempt - 1), poll.max_interval)
@@ -298,7 +330,7 @@ def follow(ctx: StepContext, service: HostedService, job: Any, *, poll: Any) -> 
                 if not (_is_openai_error(exc) and is_retriable(exc)) or failures >= MAX_POLL_FAILURES:
                     if _is_openai_error(exc):
                         raise translate(exc, f"polling fine-tuning job {job_id}", provider=service.provider,
-                                        job_id=job_id, where=service.address) from None
+                                        hints=service.hints, job_id=job_id, where=service.address) from None
                     raise
                 failures += 1
                 ctx.log(f"polling the job failed ({_describe(exc)}); the job is unaffected; trying again")
@@ -472,7 +504,7 @@ def _find_after_failed_create(service: HostedService, record: JobRecord, create_
         except Exception as exc:  # noqa: BLE001 - only the client's retriable errors are retried
             if not (_is_openai_error(exc) and is_retriable(exc)) or attempt == MAX_CREATE_ATTEMPTS:
                 error = translate(create_error, "creating the fine-tuning job", provider=service.provider,
-                                  where=service.address)
+                                  hints=service.hints, where=service.address)
                 error.hint = ("the service may have stored the job, and looking for it failed too: run again "
                               "later (ftpipe looks for the job before it submits another)")
                 raise error from None
