@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 from ftpipe.errors import UsageError
 
 
@@ -47,7 +47,7 @@ def backend_status() -> list[dict]:
     return out
 
 
-@main.group()
+@click.group()
 def backends() -> None:
     """Trainer backends: what is installed, and the managed AutoTrain environment."""
 

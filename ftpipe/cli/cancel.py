@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 from ftpipe.cli.commands import _store_for, pipeline_option, store_option
 from ftpipe.errors import NotFound, UsageError
 
@@ -52,7 +52,7 @@ def cancel_run(rs: Any, run_ref: str, *, pipeline_path: Path | None = None) -> d
     return out
 
 
-@main.command()
+@click.command()
 @click.argument("run_ref", metavar="RUN", default="latest")
 @store_option
 @pipeline_option

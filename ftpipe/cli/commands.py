@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 from ftpipe.errors import EXIT_INVALID
 
 
@@ -15,7 +15,7 @@ def _pipelines(files: tuple[str, ...]) -> list[Path]:
     return [Path(f) for f in files]
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Problems as JSON.")
 def validate(files: tuple[str, ...], as_json: bool) -> None:
@@ -42,7 +42,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
         sys.exit(EXIT_INVALID)
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: .ftpipe beside the file).")
@@ -76,7 +76,7 @@ def plan(file: str, as_json: bool, store: str | None) -> None:
         click.echo("up to date: every step is cached")
 
 
-@main.command()
+@click.command()
 @click.option("-o", "--output", type=click.Path(), help="Write to a file instead of stdout.")
 def schema(output: str | None) -> None:
     """Print the JSON Schema of the pipeline format (schemas/pipeline.schema.json)."""
@@ -89,7 +89,7 @@ def schema(output: str | None) -> None:
         click.echo(text, nl=False)
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces).")
 @click.option("--store", type=click.Path(), help="Run store folder (default: .ftpipe beside the file; env FTPIPE_STORE).")
@@ -114,7 +114,7 @@ def run(file: str, executor: str | None, store: str | None, force: bool, from_st
     sys.exit(impl.execute(request))
 
 
-@main.group()
+@click.group()
 def runs() -> None:
     """The run store: list, show, compare, gc."""
 

@@ -5,10 +5,8 @@ from pathlib import Path
 
 import click
 
-from ftpipe.cli import main
 
-
-@main.command()
+@click.command()
 @click.argument("model", metavar="RUN|PATH", default="latest")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port).")
