@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ftpipe import registry
-from ftpipe.contracts import TrainerCaps
+from ftpipe.contracts import TargetCaps, TrainerCaps
 from ftpipe.spec import models as m
 from ftpipe.spec.interpolate import ENV_REF
 from ftpipe.spec.validate import did_you_mean
@@ -17,8 +17,9 @@ PREFERENCE_METHODS = ("dpo", "orpo", "reward")
 
 
 def _trainer_caps(p: Any) -> TrainerCaps:
-    """The trainer plugin's declaration (what it trains on, where its model lives)."""
-    return registry.trainer_caps(p.trainer.backend)
+    """The trainer plugin's declaration (what it trains on, where its model lives): the
+    ``caps`` of its config model, which the registry checked when it loaded the plugin."""
+    return type(p.trainer).caps  # type: ignore[no-any-return]
 
 
 def _trainers(*, hosted: bool) -> list[str]:
@@ -165,7 +166,7 @@ def _deploy(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
         if sid in seen:
             yield (("deploy", i, "name"), f"two deploy targets are called '{sid}': give each a distinct name")
         seen[sid] = i
-        caps = registry.target_caps(target.type)
+        caps: TargetCaps = type(target).caps
         if caps.deploys_from == "weights" and tcaps.hosted:
             hosted_targets = sorted(n for n, pl in registry.plugins()["target"].items()
                                     if tcaps.provider in pl.caps.providers)
