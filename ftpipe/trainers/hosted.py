@@ -34,6 +34,7 @@ from ftpipe.remote.openai_errors import (
     service_label,
     translate,
 )
+from ftpipe.remote.retry import RetryPolicy, call_with_retries
 from ftpipe.store import write_json
 from ftpipe.trainers.openai_data import ServiceData, build_service_data
 
@@ -316,7 +317,6 @@ def follow(ctx: StepContext, service: HostedService, job: Any, *, poll: Any) -> 
     interval = poll.interval
     deadline = time.monotonic() + poll.timeout_minutes * 60
     last_status = None
-    failures = 0
     first = True
     try:
         while True:
@@ -324,18 +324,16 @@ def follow(ctx: StepContext, service: HostedService, job: Any, *, poll: Any) -> 
                 time.sleep(interval)
             first = False
             try:
-                job = service.checked(service.client.fine_tuning.jobs.retrieve(job_id))
-                failures = 0
+                job = service.checked(call_with_retries(
+                    lambda: service.client.fine_tuning.jobs.retrieve(job_id),
+                    what=f"polling the job {job_id} (the job is unaffected)", log=ctx.log,
+                    attempts=MAX_POLL_FAILURES, is_transient=_transient,
+                    policy=RetryPolicy(base_delay=interval, max_delay=poll.max_interval, backoff=BACKOFF)))
             except Exception as exc:
-                if not (_is_openai_error(exc) and is_retriable(exc)) or failures >= MAX_POLL_FAILURES:
-                    if _is_openai_error(exc):
-                        raise translate(exc, f"polling fine-tuning job {job_id}", provider=service.provider,
-                                        hints=service.hints, job_id=job_id, where=service.address) from None
-                    raise
-                failures += 1
-                ctx.log(f"polling the job failed ({_describe(exc)}); the job is unaffected; trying again")
-                interval = min(max(interval, retry_after(exc) or 0) * BACKOFF, poll.max_interval)
-                continue
+                if _is_openai_error(exc):
+                    raise translate(exc, f"polling fine-tuning job {job_id}", provider=service.provider,
+                                    hints=service.hints, job_id=job_id, where=service.address) from None
+                raise
             status = service.status(job)
             changed = status != last_status
             if changed:
@@ -491,6 +489,11 @@ def _call(fn: Callable[[], Any], *, not_found: bool = False) -> Any:
         if not_found and _is_openai_error(exc) and is_not_found(exc):
             return None
         raise
+
+
+def _transient(exc: BaseException) -> bool:
+    """The openai client's own rule for what is worth trying again."""
+    return _is_openai_error(exc) and is_retriable(exc)
 
 
 def _find_after_failed_create(service: HostedService, record: JobRecord, create_error: BaseException,

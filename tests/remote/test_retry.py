@@ -114,3 +114,12 @@ def test_a_non_transient_predicate_overrides(server: str) -> None:
     _Flaky.script = [(503, {}), (200, {})]
     with pytest.raises(urllib.error.HTTPError):
         call_with_retries(lambda: _get(server), what="GET", is_transient=lambda e: False, sleep=lambda s: None)
+
+
+def test_ray_errors_are_classified_from_their_text() -> None:
+    from ftpipe.remote.ray import is_transient as ray_transient
+
+    assert ray_transient(RuntimeError("Request failed with status code 503: the dashboard is restarting"))
+    assert ray_transient(ConnectionRefusedError())
+    assert not ray_transient(RuntimeError("Request failed with status code 404: Job x does not exist"))
+    assert not ray_transient(ValueError("bad entrypoint"))
