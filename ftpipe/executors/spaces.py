@@ -284,7 +284,8 @@ class _SpaceRun:
 
     # ------------------------------------------------------------------ follow
     def _follow(self, sub: Submission) -> int:
-        from ftpipe.remote.hf import hub_errors
+        from ftpipe.remote.hf import hub_errors, is_retryable
+        from ftpipe.remote.retry import call_with_retries
 
         deadline = time.monotonic() + self.cfg.timeout_s
         interval, last = POLL_MIN_S, None
@@ -294,7 +295,9 @@ class _SpaceRun:
             if result is not None:
                 break
             with hub_errors(f"reading the runtime of Space {sub.space_id}"):
-                runtime = self.api.get_space_runtime(sub.space_id)
+                runtime = call_with_retries(lambda: self.api.get_space_runtime(sub.space_id),
+                                            what=f"reading the runtime of Space {sub.space_id}",
+                                            is_transient=is_retryable)
             stage = SpaceStage.of(runtime.stage)
             if stage != last:
                 note = _STAGE_NOTES.get(stage, "").format(file=self.path.name)
