@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_chec
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pydantic import BaseModel
 
-    from ftpipe.spec.models import Pipeline
 
 # The folder under ``StepContext.state_dir`` that holds resumable progress (training
 # checkpoints): a crashed step continues from it; ``--force``/``--from`` discard it.
@@ -42,7 +41,9 @@ class StepContext:
 
     run_id: str
     step_id: str  # "prepare", "train", "evaluate", "gate", "deploy.<name>"
-    pipeline: "Pipeline"  # resolved: ${env:...} replaced by values (secrets included)
+    # the resolved Pipeline (registry.pipeline_model(), built at run time from the plugins'
+    # config models): ${env:...} replaced by values (secrets included)
+    pipeline: Any
     pipeline_path: Path  # the YAML file; relative paths in it are relative to its folder
     out_dir: Path  # empty folder; becomes the step's artifact when the step returns
     inputs: Mapping[str, Path]  # step id -> artifact folder of each finished dependency

@@ -43,15 +43,15 @@ def install_hint(extras: tuple[str, ...] | list[str]) -> str:
 
 
 def trainer_caps(pipeline: Any) -> TrainerCaps:
-    return type(pipeline.trainer).caps  # type: ignore[no-any-return]
+    return type(pipeline.trainer).caps
 
 
 def executor_caps(pipeline: Any) -> ExecutorCaps:
-    return type(pipeline.executor).caps  # type: ignore[no-any-return]
+    return type(pipeline.executor).caps
 
 
 def target_caps(target: Any) -> TargetCaps:
-    return type(target).caps  # type: ignore[no-any-return]
+    return type(target).caps
 
 
 def step_extras(pipeline: Any) -> set[str]:

@@ -160,7 +160,7 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
             add("gate", "gate", ("evaluate",), {"gate": gate})
             before_deploy += ("gate",)
     published: dict[str, str] = {}  # repo -> the deploy step that publishes it (caps.publishes)
-    for i, (model, target) in enumerate(zip(pipeline.deploy, dump["deploy"])):
+    for i, (model, target) in enumerate(zip(pipeline.deploy, dump["deploy"], strict=True)):
         caps = type(model).caps
         sid = f"deploy.{target.get('name') or target['type']}"
         cfg = strip_secrets(target)

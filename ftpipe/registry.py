@@ -109,6 +109,7 @@ def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
         if not callable(obj):
             raise PluginError(f"{label} is not callable: a metric is a function (prediction, reference) -> float")
         return Plugin(kind, name, None, obj, builtin=False, caps=declared_caps(kind, name, obj, label=label))
+    assert disc is not None and method is not None  # every kind but metric has both
     if isinstance(obj, type):
         try:
             obj = obj()
@@ -117,7 +118,7 @@ def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
     missing = [a for a in ("name", "config_model", method) if not hasattr(obj, a)]
     if missing:
         raise PluginError(f"{label} does not satisfy the {kind} contract: missing {', '.join(missing)}")
-    if getattr(obj, "name") != name:
+    if obj.name != name:
         raise PluginError(f"{label} calls itself {obj.name!r}; the entry point name and `name` must match")
     cm = obj.config_model
     if not (isinstance(cm, type) and issubclass(cm, BaseModel)):
@@ -166,15 +167,18 @@ def caps(kind: str, name: str) -> Any:
 
 
 def trainer_caps(name: str) -> TrainerCaps:
-    return get("trainer", name).caps  # type: ignore[no-any-return]
+    caps: TrainerCaps = get("trainer", name).caps
+    return caps
 
 
 def target_caps(name: str) -> TargetCaps:
-    return get("target", name).caps  # type: ignore[no-any-return]
+    caps: TargetCaps = get("target", name).caps
+    return caps
 
 
 def executor_caps(name: str) -> ExecutorCaps:
-    return get("executor", name).caps  # type: ignore[no-any-return]
+    caps: ExecutorCaps = get("executor", name).caps
+    return caps
 
 
 def metric_caps(name: str) -> MetricCaps:
@@ -182,23 +186,25 @@ def metric_caps(name: str) -> MetricCaps:
     itself through a ``caps`` attribute, else it is a text metric, higher is better."""
     table = plugins()["metric"]
     if name in table:
-        return table[name].caps  # type: ignore[no-any-return]
+        caps: MetricCaps = table[name].caps
+        return caps
     return MetricCaps()
 
 
 def _union(kind: str) -> Any:
     disc = KINDS[kind][1]
     models = tuple(p.config_model for p in plugins()[kind].values())
-    return Annotated[Union[models], Field(discriminator=disc)]  # type: ignore[valid-type]
+    return Annotated[Union[models], Field(discriminator=disc)]
 
 
 @lru_cache(maxsize=1)
 def pipeline_model() -> type[BaseModel]:
     """The Pipeline model with every registered trainer, target and executor."""
+    targets: Any = list[_union("target")]  # type: ignore[misc]
     return create_model(
         "Pipeline",
         __base__=m.PipelineBase,
         trainer=(_union("trainer"), ...),
-        deploy=(list[_union("target")], []),  # type: ignore[valid-type]
+        deploy=(targets, []),
         executor=(_union("executor"), Field(default_factory=lambda: {"type": "local"}, validate_default=True)),
     )

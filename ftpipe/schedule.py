@@ -118,13 +118,13 @@ def shift_cron(cron: str, minutes: int) -> list[str]:
             total = h * 60 + m + minutes
             day, rest = divmod(total, 24 * 60)
             by_minute.setdefault((0 if every_day else day, rest % 60), set()).add(rest // 60)
-    groups: dict[tuple[int, frozenset[int]], set[int]] = {}
+    groups: dict[tuple[int, frozenset[int]], set[int]] = {}  # (day, hours) -> minutes
     for (day, new_m), hours in by_minute.items():
         groups.setdefault((day, frozenset(hours)), set()).add(new_m)
     out = []
-    for (day, hours), mins in sorted(groups.items(), key=lambda kv: (kv[0][0], min(kv[0][1]), min(kv[1]))):
+    for (day, hour_set), mins in sorted(groups.items(), key=lambda kv: (kv[0][0], min(kv[0][1]), min(kv[1]))):
         new_dom, new_dow = _shift_days(cron, dom, month, dow, day)
-        out.append(f"{_compress(mins, 0, 59)} {_compress(set(hours), 0, 23)} {new_dom} {month} {new_dow}")
+        out.append(f"{_compress(mins, 0, 59)} {_compress(set(hour_set), 0, 23)} {new_dom} {month} {new_dow}")
     return out
 
 
@@ -434,7 +434,7 @@ def run_summary_markdown(result: dict, record: dict | None, report_md: str | Non
     """The Markdown a scheduled run appends to $GITHUB_STEP_SUMMARY."""
     code = result.get("exit_code")
     status = (record or {}).get("status") or result.get("status") or "unknown"
-    icon = {0: "✅", 3: "■", 130: "⏹"}.get(code, "❌")
+    icon = {0: "✅", 3: "■", 130: "⏹"}.get(code if isinstance(code, int) else -1, "❌")
     head = f"## {icon} ftpipe: {result.get('pipeline') or pipeline_rel} — {status} (exit {code})"
     lines = [head, ""]
     if code == 3:

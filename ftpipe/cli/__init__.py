@@ -16,7 +16,6 @@ import click
 from ftpipe import __version__
 from ftpipe.errors import EXIT_INVALID, EXIT_STEP_FAILED, FtpipeError
 
-
 # command name -> "module:attribute" of its click command or group
 COMMANDS: dict[str, str] = {
     "validate": "ftpipe.cli.commands:validate",
@@ -70,7 +69,7 @@ class FtpipeGroup(click.Group):
                 raise
             return None
         self.add_command(command, name)
-        return command  # type: ignore[no-any-return]
+        return command if isinstance(command, click.Command) else None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ftpipe.cli import emit_json
 from ftpipe.errors import EXIT_INVALID
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ftpipe.store import RunStore
 
 
 def _pipelines(files: tuple[str, ...]) -> list[Path]:
@@ -119,7 +123,7 @@ def runs() -> None:
     """The run store: list, show, compare, gc."""
 
 
-def _store_for(file: str | None, store: str | None) -> "RunStore":  # noqa: F821
+def _store_for(file: str | None, store: str | None) -> RunStore:
     from ftpipe.store import RunStore, default_store
 
     if store:

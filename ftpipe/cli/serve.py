@@ -34,6 +34,8 @@ def serve(model: str, host: str, port: int, store: str | None, pipeline_file: st
     lm = load_model(folder, model_name or name, base_dir=base_dir)
     server = make_server(lm, host, port)
     bound_host, bound_port = server.server_address[:2]
+    if isinstance(bound_host, bytes):
+        bound_host = bound_host.decode()
     click.echo(f"serving model '{lm.name}' at http://{bound_host}:{bound_port}/v1 (Ctrl+C stops)", err=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -128,7 +128,9 @@ def management_token(target: AzureDeployTarget) -> str:
 
 
 def deployment_url(target: AzureDeployTarget) -> str:
-    seg = lambda s: quote(s, safe="")
+    def seg(s: str) -> str:
+        return quote(s, safe="")
+
     return (f"{target.management_endpoint.rstrip('/')}/subscriptions/{seg(target.subscription_id)}/resourceGroups/"
             f"{seg(target.resource_group)}/providers/Microsoft.CognitiveServices/accounts/{seg(target.account)}/"
             f"deployments/{seg(target.deployment)}?api-version={seg(target.management_api_version)}")

@@ -177,7 +177,7 @@ def reference_nll(
     """(summed negative log-likelihood, token count) of each reference given its prompt."""
     torch = _require("torch", "train", "computing loss/perplexity")
 
-    pairs = [_completion_ids(tokenizer, p, r) for p, r in zip(prompts, references)]
+    pairs = [_completion_ids(tokenizer, p, r) for p, r in zip(prompts, references, strict=True)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(pairs)), key=lambda i: (-sum(map(len, pairs[i])), i))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)

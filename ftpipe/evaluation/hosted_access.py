@@ -76,7 +76,7 @@ def routed(ctx: StepContext, variants: list[Any]) -> Iterator[list[Any]]:
     trainer plugin serves it under for the evaluation (unchanged for most providers)."""
     first = variants[0] if variants else None
     src = getattr(first, "source", None)
-    if src is None or src.kind != "hosted" or not src.model_id:
+    if first is None or src is None or src.kind != "hosted" or not src.model_id:
         yield variants
         return
     plugin = trainer_plugin_for(getattr(ctx.pipeline, "trainer", None), src.provider)

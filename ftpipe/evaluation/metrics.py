@@ -16,6 +16,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from ftpipe.contracts import MetricCaps
 from ftpipe.errors import UsageError
@@ -173,12 +174,12 @@ def _import_function(name: str) -> MetricFn:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise MetricError(f"metric {name!r}: cannot import module {module_name!r} ({exc})") from exc
-    fn = module
+    fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
             raise MetricError(f"metric {name!r}: module {module_name!r} has no attribute {attr!r}")
-    return fn  # type: ignore[return-value]
+    return fn
 
 
 def resolve_metric(name: str) -> MetricFn:

@@ -27,8 +27,8 @@ from ftpipe.evaluation.fewshot import (
     build_few_shot_messages,
     load_examples,
 )
-from ftpipe.evaluation.hosted_access import ENV_PROVIDER
 from ftpipe.evaluation.generate import Generation
+from ftpipe.evaluation.hosted_access import ENV_PROVIDER
 from ftpipe.evaluation.report import VariantResult, build_report, write_report
 
 FINETUNED = "finetuned"
@@ -259,7 +259,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
                 client.close()
         for name, fn in job.text_metrics.items():
             scored.per_example[name] = [
-                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test)
+                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test, strict=True)
             ]
     elif loaded is not None:
         scored.prompt_tokens = G.count_prompt_tokens(loaded[1], prompts)

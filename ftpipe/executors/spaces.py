@@ -32,11 +32,11 @@ from typing import Any
 import click
 
 from ftpipe import __version__, errors
-from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.contracts import RunRequest
 from ftpipe.errors import RemoteError, UsageError
 from ftpipe.executors import space_entry as entry
 from ftpipe.progress import Reporter
+from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import env_refs, interpolate, redact
 from ftpipe.spec.models import SpacesExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
@@ -194,7 +194,7 @@ class _SpaceRun:
         with hub_errors("creating the private repos"):
             api.create_repo(inputs_repo, repo_type="dataset", private=True, exist_ok=True)
             api.create_repo(results_repo, repo_type="dataset", private=True, exist_ok=True)
-            api.create_repo(space_id, repo_type="space", space_sdk="docker", space_hardware=self.cfg.hardware,
+            api.create_repo(space_id, repo_type="space", space_sdk="docker", space_hardware=_flavor(self.cfg.hardware),
                             private=True, exist_ok=True)
             for repo, kind in ((inputs_repo, "dataset"), (results_repo, "dataset"), (space_id, "space")):
                 if not api.repo_info(repo, repo_type=kind).private:
@@ -211,7 +211,7 @@ class _SpaceRun:
             for key, value in sorted(variables.items()):
                 api.add_space_variable(space_id, key, value, description="set by ftpipe run")
             if api.get_space_runtime(space_id).requested_hardware != self.cfg.hardware:
-                api.request_space_hardware(space_id, self.cfg.hardware)
+                api.request_space_hardware(space_id, _flavor(self.cfg.hardware))
             sub = Submission(request_id=request_id, space_id=space_id, inputs_repo=inputs_repo,
                              inputs_revision=revision, results_repo=results_repo, fingerprint=self.fingerprint,
                              hardware=self.cfg.hardware, submitted_at=now_iso())
@@ -417,7 +417,8 @@ class _SpaceRun:
         return self._report(record, sub)
 
     def _space_info(self, sub: Submission, result: dict | None) -> dict:
-        info = {"space_id": sub.space_id, "hardware": sub.hardware, "inputs": f"{sub.inputs_repo}@{sub.inputs_revision}",
+        info: dict[str, Any] = {"space_id": sub.space_id, "hardware": sub.hardware,
+                                "inputs": f"{sub.inputs_repo}@{sub.inputs_revision}",
                 "results": sub.results_repo, "request_id": sub.request_id}
         if result:
             info["remote_store"] = (result.get("summary") or {}).get("store")
@@ -439,7 +440,8 @@ class _SpaceRun:
         (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(self.prepared.redacted, sort_keys=False))
         self._write_space_log(run_dir)
         status = "interrupted" if code == errors.EXIT_INTERRUPTED else "failed"
-        record = {"run_id": run_id, "pipeline": self.plan.pipeline, "pipeline_path": str(self.path.resolve()),
+        record: dict[str, Any] = {
+                  "run_id": run_id, "pipeline": self.plan.pipeline, "pipeline_path": str(self.path.resolve()),
                   "store": str(self.rs.root), "status": status, "exit_code": code, "started_at": sub.submitted_at,
                   "finished_at": now_iso(), "duration_s": None, "host": f"hf-space {sub.space_id}",
                   "executor": "hf-spaces", "error": redact(error, self.secret_values),
@@ -447,7 +449,7 @@ class _SpaceRun:
                             for s in self.plan.steps},
                   "space": self._space_info(sub, None)}
         # `ftpipe runs show` prints a step's reason: say there why nothing ran
-        record["steps"][self.plan.steps[0].id]["reason"] = record["error"].splitlines()[0]
+        record["steps"][self.plan.steps[0].id]["reason"] = str(record["error"]).splitlines()[0]
         self.rs.write_run(record)
         return record
 
@@ -646,3 +648,13 @@ def source_checkout_note() -> str | None:
     return (f"ftpipe runs from a source checkout ({Path(ftpipe.__file__).parent.parent}); the Space installs "
             f"the released ftpipe=={__version__}, which may differ from your working tree")
 
+
+def _flavor(name: str) -> Any:
+    """A hardware flavor for the Hub client: its ``SpaceHardware`` member when it knows the
+    name, else the name itself (the Hub accepts flavors newer than the client's enum)."""
+    from huggingface_hub import SpaceHardware
+
+    try:
+        return SpaceHardware(name)
+    except ValueError:
+        return name

@@ -91,9 +91,9 @@ def translate(exc: BaseException, what: str, address: str, job_id: str | None = 
     name = type(exc).__name__
     text = str(exc)
     if name == "AuthenticationError":
-        status = 403 if "invalid" in text.lower() or "forbidden" in text.lower() else 401
+        auth = 403 if "invalid" in text.lower() or "forbidden" in text.lower() else 401
         return RemoteError(SERVICE, f"{what}: authentication failed at {address}: {_first_line(text)}",
-                           status=status, code="auth", job_id=job_id, hint=_HINTS[status])
+                           status=auth, code="auth", job_id=job_id, hint=_HINTS[auth])
     if isinstance(exc, ConnectionError) or name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"):
         return RemoteError(SERVICE, f"{what}: cannot reach the Ray Jobs API at {address}", code="unreachable",
                            job_id=job_id, hint="is the cluster up and the dashboard port reachable from here? "

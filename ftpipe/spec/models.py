@@ -484,7 +484,7 @@ class Schedule(Block):
         parts = v.split()
         if len(parts) != 5:
             raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(parts)}")
-        for part, (lo, hi), what in zip(parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday")):
+        for part, (lo, hi), what in zip(parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday"), strict=True):
             if not _CRON_FIELD.match(part):
                 raise ValueError(f"cron {what} field {part!r} is not valid")
             for n in re.findall(r"\d+", part.split("/")[0]):

@@ -19,7 +19,8 @@ PREFERENCE_METHODS = ("dpo", "orpo", "reward")
 def _trainer_caps(p: Any) -> TrainerCaps:
     """The trainer plugin's declaration (what it trains on, where its model lives): the
     ``caps`` of its config model, which the registry checked when it loaded the plugin."""
-    return type(p.trainer).caps  # type: ignore[no-any-return]
+    caps: TrainerCaps = type(p.trainer).caps
+    return caps
 
 
 def _trainers(*, hosted: bool) -> list[str]:

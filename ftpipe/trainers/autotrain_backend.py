@@ -327,7 +327,7 @@ class _OutputWatcher:
         return out
 
     def metrics(self, *, rows: int, wall: float) -> dict[str, Any]:
-        final = next((d for d in reversed(self.logs) if "train_loss" in d), {})
+        final: dict[str, Any] = next((d for d in reversed(self.logs) if "train_loss" in d), {})
         out: dict[str, Any] = {"train_rows": rows, "autotrain_wall_s": round(wall, 2)}
         if self.total_steps:
             out["steps"] = self.total_steps

@@ -14,17 +14,17 @@ states); :func:`check_job` checks the fields ftpipe relies on instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from ftpipe.contracts import StepContext, StepResult
 from ftpipe.errors import MissingDependency, RemoteError
 from ftpipe.spec.models import AzureOpenAITrainer
 from ftpipe.trainers.hosted import (
-    cancel_job,
     HostedService,
     JobRecord,
+    cancel_job,
     list_jobs,
     reusable,
     train_hosted,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +239,7 @@ def upload_files(ctx: StepContext, service: HostedService, record: JobRecord, da
         obj = None
         if known and known.get("sha256") == f.sha256:
             with service.errors(f"checking the uploaded {f.split} file {known['id']}"):
-                obj = _call(lambda fid=known["id"]: files.retrieve(fid), not_found=True)
+                obj = _call(partial(files.retrieve, known["id"]), not_found=True)
             if obj is not None and getattr(obj, "status", None) not in ("error", "deleted", "deleting"):
                 ctx.log(f"reusing the {f.split} file {obj.id} uploaded by an earlier run")
         if obj is None or getattr(obj, "status", None) in ("error", "deleted", "deleting"):

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from ftpipe.contracts import StepContext, StepResult
 from ftpipe.spec.models import OpenAITrainer
 from ftpipe.trainers.hosted import (
-    cancel_job,
     HostedService,
     JobRecord,
+    cancel_job,
     list_jobs,
     reusable,
     train_hosted,
