@@ -159,6 +159,14 @@ class Step(Protocol):
 
 @runtime_checkable
 class TrainerBackend(Protocol):
+    """``train(ctx)`` trains and writes a ``ModelRef``. What its caps declare it must also
+    implement (checked when it registers): ``can_cancel`` -> ``cancel(state_dir, trainer) ->
+    {"job_id", "status", "cancelled", "what"}``; ``eval_access="chat-api"`` ->
+    ``chat_client(trainer)`` (an OpenAI-compatible client), optionally
+    ``serve_for_evaluation(ctx, model_id)`` (a context manager yielding the name to call) and
+    ``chat_hints(model) -> {status: hint}``; ``managed_env`` -> ``environment_status()`` and
+    ``install_environment(*, force, log)``. Optional: ``preflight(pipeline, *, cache_dir)``."""
+
     name: str
     config_model: "type[BaseModel]"
 

@@ -128,7 +128,24 @@ def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
         raise PluginError(f"{label}: config_model needs a field `{disc}: Literal[{name!r}]`")
     if not callable(getattr(obj, method)):
         raise PluginError(f"{label}: `{method}` is not callable")
-    return Plugin(kind, name, cm, obj, builtin=False, caps=declared_caps(kind, name, cm, label=label))
+    caps = declared_caps(kind, name, cm, label=label)
+    missing = missing_for_caps(obj, caps)
+    if missing:
+        raise PluginError(f"{label} declares capabilities it does not implement: missing {', '.join(missing)}")
+    return Plugin(kind, name, cm, obj, builtin=False, caps=caps)
+
+
+def missing_for_caps(obj: Any, caps: Any) -> list[str]:
+    """The methods a plugin's declared capabilities promise that ``obj`` lacks."""
+    wanted: list[str] = []
+    if isinstance(caps, TrainerCaps):
+        if caps.can_cancel:
+            wanted.append("cancel")
+        if caps.eval_access == "chat-api":
+            wanted.append("chat_client")
+        if caps.managed_env:
+            wanted += ["environment_status", "install_environment"]
+    return [f"{m} (caps)" for m in wanted if not callable(getattr(obj, m, None))]
 
 
 @lru_cache(maxsize=1)

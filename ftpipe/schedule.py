@@ -267,7 +267,9 @@ def github_workflow(path: Path, loaded: Any, *, root: Path | None = None, instal
             expr += f" || {_gh_expr_str(ref.default)}"
         env_lines.append(f"      {ref.name}: ${{{{ {expr} }}}}")
     ray_note = ""
-    if p.executor.type == "ray":
+    from ftpipe.spec.models import RayExecutor
+
+    if isinstance(p.executor, RayExecutor):
         ray_note = ("      # The Ray cluster must be reachable from the runner (RAY_ADDRESS). With token auth add:\n"
                     "      #   RAY_AUTH_MODE: token\n"
                     "      #   RAY_AUTH_TOKEN: ${{ secrets.RAY_AUTH_TOKEN }}\n")

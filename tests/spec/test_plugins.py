@@ -155,3 +155,30 @@ def test_builtins_are_lazy() -> None:
               "assert isinstance(p.target, str)\nprint('ftpipe.trainers.openai_backend' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # looking a plugin up imports nothing; load() does
+
+
+class CancellingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["promises"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="x", can_cancel=True, eval_access="chat-api")
+
+
+class BrokenPromises:
+    name = "promises"
+    config_model = CancellingConfig
+
+    def train(self, ctx):  # pragma: no cover - not run here
+        raise NotImplementedError
+
+
+def test_a_plugin_must_implement_what_its_caps_promise(fake_entry_points) -> None:
+    fake_entry_points({"ftpipe.trainers": [_ep("promises", f"{__name__}:BrokenPromises", "ftpipe.trainers")]})
+    with pytest.raises(PluginError, match=r"plugin 'promises' .* missing cancel \(caps\), chat_client \(caps\)"):
+        registry.plugins()
+
+
+def test_every_builtin_implements_what_its_caps_promise() -> None:
+    for kind, table in registry.plugins().items():
+        for plugin in table.values():
+            if kind != "metric":
+                assert registry.missing_for_caps(plugin.load(), plugin.caps) == [], (kind, plugin.name)
