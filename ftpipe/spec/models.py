@@ -234,6 +234,13 @@ class AutoTrainTrainer(Block):
 
     backend: Literal["autotrain"]
     caps: ClassVar[TrainerCaps] = TrainerCaps(extras=("train",), torch=True, managed_env=True, prepare_tokenizer=True)
+
+    @classmethod
+    def pipeline_rules(cls, p: Any, base_dir: Any) -> Any:
+        """Rules that relate this block to the rest of the pipeline (spec/rules_autotrain.py)."""
+        from ftpipe.spec.rules_autotrain import check
+
+        return check(p, base_dir)
     method: Literal["sft", "dpo", "orpo", "reward"] = "sft"
     peft: Peft = _nested(type="lora")
     hyperparameters: AutoTrainHyperparameters = _nested()

@@ -3,7 +3,6 @@ the validator turns paths into file positions."""
 from __future__ import annotations
 
 import glob
-import importlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,18 +30,14 @@ def check(p: Any, *, base_dir: Path, raw: dict) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     for rule in (_dataset, _method_vs_format, _peft, _hosted, _evaluate, _deploy, _executor):
         out.extend(rule(p, base_dir))
-    for name in RULE_MODULES:  # backend-specific rules live beside their backend's knowledge
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        out.extend(module.check(p, base_dir))
+    # rules a plugin brings for its own block against the rest (a classmethod
+    # ``pipeline_rules(pipeline, base_dir)`` on its config model), once per model class
+    models = dict.fromkeys(type(block) for block in (p.trainer, *p.deploy, p.executor))
+    for model in models:
+        rules = getattr(model, "pipeline_rules", None)
+        if callable(rules):
+            out.extend(rules(p, base_dir))
     return out
-
-
-RULE_MODULES = ("ftpipe.spec.rules_autotrain",)
 
 
 def _looks_like_path(s: str) -> bool:

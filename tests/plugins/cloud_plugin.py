@@ -47,6 +47,14 @@ class CloudServeTarget(BaseModel):
     slot: str
     mirror_of: str | None = None  # another slot this one copies: its target runs first
 
+    @classmethod
+    def pipeline_rules(cls, p: Any, base_dir: Path) -> Any:
+        """Rules between this block and the rest of the pipeline, run by `ftpipe validate`."""
+        slots = [t.slot for t in p.deploy if isinstance(t, cls)]
+        for i, t in enumerate(p.deploy):
+            if isinstance(t, cls) and t.mirror_of is not None and t.mirror_of not in slots:
+                yield (("deploy", i, "mirror_of"), f"no cloudserve target fills slot {t.mirror_of!r}")
+
 
 def _client(trainer: CloudTuneTrainer) -> Any:
     import openai

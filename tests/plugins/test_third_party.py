@@ -80,6 +80,9 @@ def test_validation_rules_follow_the_declared_caps(plugin: Any, tmp_path: Path) 
     # deploys_from/providers: cloudserve needs a cloudtune fine-tune
     trl = _problems(_pipeline(tmp_path, trainer="{backend: trl}", deploy=SERVE, base="builtin:tiny"))
     assert len(trl) == 2 and all("needs trainer.backend: cloudtune" in p for p in trl)
+    # the plugin's own cross-block rule
+    orphan = _problems(_pipeline(tmp_path, trainer=CLOUD, deploy="deploy: [{type: cloudserve, slot: b, mirror_of: a}]\n"))
+    assert len(orphan) == 1 and "deploy[0].mirror_of: no cloudserve target fills slot 'a'" in orphan[0]
     # the peft hint for hosted backends
     peft = _problems(_pipeline(tmp_path, trainer=CLOUD.replace("}", ", peft: {type: lora}}")))
     assert len(peft) == 1 and "the cloudtune backend trains on CloudTune's service" in peft[0]
