@@ -182,3 +182,15 @@ def test_every_builtin_implements_what_its_caps_promise() -> None:
         for plugin in table.values():
             if kind != "metric":
                 assert registry.missing_for_caps(plugin.load(), plugin.caps) == [], (kind, plugin.name)
+
+
+def test_a_builtins_own_cross_block_rules_run_through_its_config_model(tmp_path) -> None:
+    from ftpipe.spec.validate import load
+
+    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "a"}, '
+                                      '{"role": "assistant", "content": "b"}]}\n')
+    p = tmp_path / "p.yaml"
+    p.write_text("version: 1\nname: x\ndataset: {source: {type: local, path: d.jsonl}}\n"
+                 "model: {base: builtin:tiny, revision: abc}\ntrainer: {backend: autotrain}\n")
+    problems = [str(x) for x in load(p).problems]
+    assert len(problems) == 1 and "model.revision: AutoTrain always loads the newest revision" in problems[0]
