@@ -173,5 +173,5 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
         add(sid, "deploy", needs, {"target": cfg, "pipeline": pipeline.name}, plugin=target["type"], index=i,
             plugin_version=caps.cache_version)
         if caps.publishes and target.get(caps.publishes):
-            published.setdefault(target[caps.publishes], sid)
+            published[target[caps.publishes]] = sid  # the latest publisher of a repo before its consumer
     return Plan(pipeline=pipeline.name, path=str(path), steps=tuple(steps), fingerprints=fp)
