@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_chec
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from pydantic import BaseModel
 
-    from ftpipe.spec.models import Pipeline
 
 # The folder under ``StepContext.state_dir`` that holds resumable progress (training
 # checkpoints): a crashed step continues from it; ``--force``/``--from`` discard it.
@@ -42,7 +41,9 @@ class StepContext:
 
     run_id: str
     step_id: str  # "prepare", "train", "evaluate", "gate", "deploy.<name>"
-    pipeline: "Pipeline"  # resolved: ${env:...} replaced by values (secrets included)
+    # the resolved Pipeline (registry.pipeline_model(), built at run time from the plugins'
+    # config models): ${env:...} replaced by values (secrets included)
+    pipeline: Any
     pipeline_path: Path  # the YAML file; relative paths in it are relative to its folder
     out_dir: Path  # empty folder; becomes the step's artifact when the step returns
     inputs: Mapping[str, Path]  # step id -> artifact folder of each finished dependency
@@ -105,6 +106,7 @@ class TrainerCaps:
     # provider (ModelRef kind "hosted", ``provider`` below), reached through its chat API.
     hosted: bool = False
     provider: str | None = None  # hosted: the name in ModelRef.provider that targets/eval match
+    service: str | None = None  # hosted: the provider's name for people ("OpenAI"), in messages
     extras: tuple[str, ...] = ()  # ftpipe extras the machine running the step needs
     torch: bool = False  # trains with torch on this machine (or in a managed env beside it)
     can_cancel: bool = False  # implements ``cancel(record, trainer_config) -> dict``
@@ -158,6 +160,14 @@ class Step(Protocol):
 
 @runtime_checkable
 class TrainerBackend(Protocol):
+    """``train(ctx)`` trains and writes a ``ModelRef``. What its caps declare it must also
+    implement (checked when it registers): ``can_cancel`` -> ``cancel(state_dir, trainer) ->
+    {"job_id", "status", "cancelled", "what"}``; ``eval_access="chat-api"`` ->
+    ``chat_client(trainer)`` (an OpenAI-compatible client), optionally
+    ``serve_for_evaluation(ctx, model_id)`` (a context manager yielding the name to call) and
+    ``chat_hints(model) -> {status: hint}``; ``managed_env`` -> ``environment_status()`` and
+    ``install_environment(*, force, log)``. Optional: ``preflight(pipeline, *, cache_dir)``."""
+
     name: str
     config_model: "type[BaseModel]"
 

@@ -26,6 +26,7 @@ from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import interpolate, redact
 from ftpipe.spec.validate import Loaded, load, path_str
+from ftpipe.steplog import library_logs_to
 from ftpipe.store import RunStore, default_store, now_iso
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "huggingface_hub", "openai", "ray", "pydantic")
@@ -252,6 +253,9 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
             elif srec["status"] == "pending":
                 srec["status"] = "not-run"
         reporter.error("interrupted: finished steps are kept; `ftpipe run` again resumes from here")
+    except BaseException as exc:  # a bug in the engine or the store: close the record, then raise
+        _close(record, rs, t0, errors.EXIT_STEP_FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        raise
     statuses = {s["status"] for s in record["steps"].values()}
     record["status"] = {errors.EXIT_OK: "succeeded", errors.EXIT_STEP_FAILED: "failed",
                         errors.EXIT_GATE_BLOCKED: "blocked", errors.EXIT_INTERRUPTED: "interrupted"}[exit_code]
@@ -271,6 +275,21 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
     elif exit_code == errors.EXIT_STEP_FAILED:
         reporter.error(f"run {run_id} failed — logs in {run_dir / 'logs'}")
     return RunOutcome(exit_code, run_id, record)
+
+
+def _close(record: dict, rs: RunStore, t0: float, exit_code: int, error: str) -> None:
+    """Write the run record as finished after an unexpected failure (never left "running")."""
+    for srec in record["steps"].values():
+        if srec["status"] == "running":
+            srec.update(status="failed", finished_at=now_iso(), error=error)
+        elif srec["status"] == "pending":
+            srec["status"] = "not-run"
+    record.update(status="failed", exit_code=exit_code, error=error, finished_at=now_iso(),
+                  duration_s=round(time.monotonic() - t0, 3))
+    try:
+        rs.write_run(record)
+    except Exception:  # noqa: BLE001 - the original error matters more
+        pass
 
 
 def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, path: Path, run_id: str,
@@ -304,7 +323,18 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
     reporter.step_started(step.id)
     t0 = time.monotonic()
     try:
-        result = step_runner(step, ctx)
+        with library_logs_to(log):
+            result = step_runner(step, ctx)
+        if not isinstance(result, StepResult):
+            raise TypeError(f"step {step.id} returned {type(result).__name__}, not a StepResult "
+                            f"(a bug in the {step.plugin or step.kind} implementation)")
+        seconds = time.monotonic() - t0
+        metrics = json.loads(redact(json.dumps(dict(result.metrics), default=str), secrets))
+        summary = redact(str(result.summary), secrets)
+        artifact = rs.commit_artifact(step.key, scratch, {"run_id": run_id, "step": step.id, "metrics": metrics,
+                                                          "summary": summary, "outcome": result.outcome,
+                                                          "finished_at": now_iso(),
+                                                          "duration_s": round(seconds, 3)})
     except KeyboardInterrupt:
         log("interrupted")
         log_file.close()
@@ -315,12 +345,6 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
         tb = redact(traceback.format_exc(), secrets)
         msg = redact(f"{type(exc).__name__}: {exc}", secrets)
         return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb)
-    seconds = time.monotonic() - t0
-    metrics = json.loads(redact(json.dumps(dict(result.metrics), default=str), secrets))
-    summary = redact(result.summary, secrets)
-    artifact = rs.commit_artifact(step.key, scratch, {"run_id": run_id, "step": step.id, "metrics": metrics,
-                                                      "summary": summary, "outcome": result.outcome,
-                                                      "finished_at": now_iso(), "duration_s": round(seconds, 3)})
     artifacts[step.id] = artifact
     status = "blocked" if result.outcome == "blocked" else "done"
     srec.update(status=status, finished_at=now_iso(), duration_s=round(seconds, 3), metrics=metrics,

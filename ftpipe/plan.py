@@ -17,6 +17,8 @@ from typing import Any
 from ftpipe.spec.interpolate import is_secret_key
 
 # Bump a step's version when its behaviour changes so that old results are not reused.
+# A train or deploy step's key also holds its plugin's own ``caps.cache_version``, so
+# bumping one backend (trl) re-runs its steps and nobody else's (paid openai jobs).
 STEP_VERSIONS = {"prepare": 1, "train": 1, "evaluate": 1, "gate": 1, "deploy": 1}
 
 
@@ -135,9 +137,12 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
     steps: list[PlannedStep] = []
 
     def add(sid: str, kind: str, needs: tuple[str, ...], config: dict, plugin: str | None = None,
-            index: int | None = None, extra: dict | None = None) -> PlannedStep:
+            index: int | None = None, extra: dict | None = None, plugin_version: int | None = None) -> PlannedStep:
         dep_keys = {n: next(s.key for s in steps if s.id == n) for n in needs}
-        key = _hash({"kind": kind, "version": STEP_VERSIONS[kind], "config": config, "needs": dep_keys,
+        version: Any = STEP_VERSIONS[kind]
+        if plugin_version is not None and plugin_version != 1:
+            version = [version, plugin_version]  # version 1 keeps the keys of runs made before plugins had one
+        key = _hash({"kind": kind, "version": version, "config": config, "needs": dep_keys,
                      **(extra or {})})
         step = PlannedStep(sid, kind, needs, key, config, plugin, index)
         steps.append(step)
@@ -151,7 +156,7 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
         extra={"data": fp["data"], "model": fp["model"]})
     # the executor does not change what a step computes, so it is not part of any key
     add("train", "train", ("prepare",), {"trainer": trainer, "model": model_cfg}, plugin=pipeline.trainer.backend,
-        extra={"model": fp["model"]})
+        extra={"model": fp["model"]}, plugin_version=type(pipeline.trainer).caps.cache_version)
     before_deploy: tuple[str, ...] = ("train",)  # a model card shows the evaluation; the gate guards deploying
     if pipeline.evaluate is not None:
         ev = strip_secrets(dump["evaluate"])
@@ -161,16 +166,19 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
         if gate is not None:
             add("gate", "gate", ("evaluate",), {"gate": gate})
             before_deploy += ("gate",)
-    pushed: dict[str, str] = {}  # Hub repo -> the hf-hub step that pushes it
-    for i, target in enumerate(dump["deploy"]):
+    published: dict[str, str] = {}  # repo -> the deploy step that publishes it (caps.publishes)
+    for i, (model, target) in enumerate(zip(pipeline.deploy, dump["deploy"], strict=True)):
+        caps = type(model).caps
         sid = f"deploy.{target.get('name') or target['type']}"
         cfg = strip_secrets(target)
         needs = before_deploy
-        # an endpoint or Space serving a repo this run pushes waits for (and is keyed on) that push
-        served = target.get("repo") if target["type"] == "hf-endpoint" else target.get("model_repo")
-        if target["type"] in ("hf-endpoint", "hf-space") and served in pushed:
-            needs = needs + (pushed[served],)
-        add(sid, "deploy", needs, {"target": cfg, "pipeline": pipeline.name}, plugin=target["type"], index=i)
-        if target["type"] == "hf-hub":
-            pushed[target["repo"]] = sid
+        # a target serving a repo this run publishes (an endpoint, a Space) waits for, and is
+        # keyed on, that publishing step
+        served = target.get(caps.consumes) if caps.consumes else None
+        if served in published:
+            needs = needs + (published[served],)
+        add(sid, "deploy", needs, {"target": cfg, "pipeline": pipeline.name}, plugin=target["type"], index=i,
+            plugin_version=caps.cache_version)
+        if caps.publishes and target.get(caps.publishes):
+            published[target[caps.publishes]] = sid  # the latest publisher of a repo before its consumer
     return Plan(pipeline=pipeline.name, path=str(path), steps=tuple(steps), fingerprints=fp)

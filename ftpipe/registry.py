@@ -6,6 +6,12 @@ their heavy dependencies. Third parties register through entry points
 entry point loads an object with ``name``, ``config_model`` (a pydantic model whose
 discriminator field is ``Literal[name]``) and the contract's method. A plugin that breaks
 its contract fails here, when it loads, with a message that names it.
+
+Every plugin declares its capabilities (``ftpipe.contracts``): trainers, executors and
+targets as ``caps: ClassVar[TrainerCaps | ExecutorCaps | TargetCaps]`` on their config model
+(so validate and plan read them without importing the implementation); a metric as a
+``caps`` attribute of type ``MetricCaps`` on its function (optional: the default is a text
+metric where higher is better). ``Plugin.caps`` is what the core reads.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, create_model
 
+from ftpipe.contracts import ExecutorCaps, MetricCaps, TargetCaps, TrainerCaps
 from ftpipe.errors import PluginError
 from ftpipe.spec import models as m
 
@@ -27,6 +34,9 @@ KINDS = {
     "target": ("ftpipe.targets", "type", "deploy"),
     "metric": ("ftpipe.metrics", None, None),
 }
+CAPS_TYPES: dict[str, type] = {"trainer": TrainerCaps, "executor": ExecutorCaps, "target": TargetCaps,
+                               "metric": MetricCaps}
+Caps = Union[TrainerCaps, ExecutorCaps, TargetCaps, MetricCaps]
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,7 @@ class Plugin:
     config_model: type[BaseModel] | None
     target: str | Any  # "module:attr" (built-in, imported on first use) or the loaded object
     builtin: bool = True
+    caps: Any = None  # TrainerCaps | ExecutorCaps | TargetCaps | MetricCaps, checked at registration
 
     def load(self) -> Any:
         """The implementation object (imports it on first use)."""
@@ -67,6 +78,28 @@ _BUILTIN: dict[str, dict[str, tuple[type[BaseModel] | None, str]]] = {
     },
     "metric": {name: (None, f"ftpipe.evaluation.metrics:{name}") for name in m.BUILTIN_METRICS},
 }
+# the built-in metrics' declarations (their functions live in ftpipe.evaluation.metrics)
+_BUILTIN_METRIC_CAPS = {
+    "loss": MetricCaps(needs_weights=True, higher_is_better=False),
+    "perplexity": MetricCaps(needs_weights=True, higher_is_better=False),
+}
+
+
+def declared_caps(kind: str, name: str, holder: Any, *, label: str | None = None) -> Any:
+    """The ``caps`` a plugin declares (on its config model; on the function for a metric),
+    checked for type. A trainer, executor or target without one fails, naming itself."""
+    expected = CAPS_TYPES[kind]
+    caps = getattr(holder, "caps", None)
+    label = label or f"{kind} plugin '{name}'"
+    if caps is None:
+        if kind == "metric":
+            return MetricCaps()
+        raise PluginError(f"{label} declares no capabilities: add `caps: ClassVar[{expected.__name__}] = "
+                          f"{expected.__name__}(...)` to its config model (see ftpipe.contracts)")
+    if not isinstance(caps, expected):
+        raise PluginError(f"{label}: `caps` must be a {expected.__name__} (ftpipe.contracts), "
+                          f"not {type(caps).__name__}")
+    return caps
 
 
 def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
@@ -75,7 +108,8 @@ def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
     if kind == "metric":
         if not callable(obj):
             raise PluginError(f"{label} is not callable: a metric is a function (prediction, reference) -> float")
-        return Plugin(kind, name, None, obj, builtin=False)
+        return Plugin(kind, name, None, obj, builtin=False, caps=declared_caps(kind, name, obj, label=label))
+    assert disc is not None and method is not None  # every kind but metric has both
     if isinstance(obj, type):
         try:
             obj = obj()
@@ -84,7 +118,7 @@ def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
     missing = [a for a in ("name", "config_model", method) if not hasattr(obj, a)]
     if missing:
         raise PluginError(f"{label} does not satisfy the {kind} contract: missing {', '.join(missing)}")
-    if getattr(obj, "name") != name:
+    if obj.name != name:
         raise PluginError(f"{label} calls itself {obj.name!r}; the entry point name and `name` must match")
     cm = obj.config_model
     if not (isinstance(cm, type) and issubclass(cm, BaseModel)):
@@ -94,14 +128,34 @@ def _check_plugin(kind: str, name: str, obj: Any) -> Plugin:
         raise PluginError(f"{label}: config_model needs a field `{disc}: Literal[{name!r}]`")
     if not callable(getattr(obj, method)):
         raise PluginError(f"{label}: `{method}` is not callable")
-    return Plugin(kind, name, cm, obj, builtin=False)
+    caps = declared_caps(kind, name, cm, label=label)
+    missing = missing_for_caps(obj, caps)
+    if missing:
+        raise PluginError(f"{label} declares capabilities it does not implement: missing {', '.join(missing)}")
+    return Plugin(kind, name, cm, obj, builtin=False, caps=caps)
+
+
+def missing_for_caps(obj: Any, caps: Any) -> list[str]:
+    """The methods a plugin's declared capabilities promise that ``obj`` lacks."""
+    wanted: list[str] = []
+    if isinstance(caps, TrainerCaps):
+        if caps.can_cancel:
+            wanted.append("cancel")
+        if caps.eval_access == "chat-api":
+            wanted.append("chat_client")
+        if caps.managed_env:
+            wanted += ["environment_status", "install_environment"]
+    return [f"{m} (caps)" for m in wanted if not callable(getattr(obj, m, None))]
 
 
 @lru_cache(maxsize=1)
 def plugins() -> dict[str, dict[str, Plugin]]:
     """All plugins by kind and name: built-ins, then entry points."""
     table: dict[str, dict[str, Plugin]] = {
-        kind: {name: Plugin(kind, name, cm, target) for name, (cm, target) in entries.items()}
+        kind: {name: Plugin(kind, name, cm, target,
+                            caps=(_BUILTIN_METRIC_CAPS.get(name, MetricCaps()) if cm is None
+                                  else declared_caps(kind, name, cm, label=f"built-in {kind} '{name}'")))
+               for name, (cm, target) in entries.items()}
         for kind, entries in _BUILTIN.items()
     }
     everything = entry_points()  # one scan of the installed distributions, not one per group
@@ -124,19 +178,50 @@ def get(kind: str, name: str) -> Plugin:
     return table[name]
 
 
+def caps(kind: str, name: str) -> Any:
+    """The declared capabilities of the ``kind`` plugin ``name`` (PluginError if unknown)."""
+    return get(kind, name).caps
+
+
+def trainer_caps(name: str) -> TrainerCaps:
+    caps: TrainerCaps = get("trainer", name).caps
+    return caps
+
+
+def target_caps(name: str) -> TargetCaps:
+    caps: TargetCaps = get("target", name).caps
+    return caps
+
+
+def executor_caps(name: str) -> ExecutorCaps:
+    caps: ExecutorCaps = get("executor", name).caps
+    return caps
+
+
+def metric_caps(name: str) -> MetricCaps:
+    """A metric's declaration; a ``module:function`` metric (not registered) declares
+    itself through a ``caps`` attribute, else it is a text metric, higher is better."""
+    table = plugins()["metric"]
+    if name in table:
+        caps: MetricCaps = table[name].caps
+        return caps
+    return MetricCaps()
+
+
 def _union(kind: str) -> Any:
     disc = KINDS[kind][1]
     models = tuple(p.config_model for p in plugins()[kind].values())
-    return Annotated[Union[models], Field(discriminator=disc)]  # type: ignore[valid-type]
+    return Annotated[Union[models], Field(discriminator=disc)]
 
 
 @lru_cache(maxsize=1)
 def pipeline_model() -> type[BaseModel]:
     """The Pipeline model with every registered trainer, target and executor."""
+    targets: Any = list[_union("target")]  # type: ignore[misc]
     return create_model(
         "Pipeline",
         __base__=m.PipelineBase,
         trainer=(_union("trainer"), ...),
-        deploy=(list[_union("target")], []),  # type: ignore[valid-type]
+        deploy=(targets, []),
         executor=(_union("executor"), Field(default_factory=lambda: {"type": "local"}, validate_default=True)),
     )

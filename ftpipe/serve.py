@@ -15,7 +15,7 @@ import os
 import secrets as _secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -226,7 +226,7 @@ def _eos_ids(lm: LoadedModel) -> set[int]:
     return ids
 
 
-def generate(lm: LoadedModel, req: Request, outcome: Outcome) -> Iterator[str]:
+def generate(lm: LoadedModel, req: Request, outcome: Outcome) -> Generator[str, None, None]:
     """Yield the completion's text in pieces; fills ``outcome`` as it goes. Stop strings are
     never yielded: text that could begin one is held back until it cannot."""
     import torch

@@ -1,7 +1,10 @@
-"""The `ftpipe` command. Each command group lives in its own module; heavy libraries are
-imported inside the commands that need them so that --help, validate and plan stay fast."""
+"""The `ftpipe` command. Each command group lives in its own module and is listed in
+:data:`COMMANDS` (registered explicitly, imported when first used); heavy libraries are
+imported inside the commands that need them so that --help, validate and plan stay fast.
+:func:`report_error` is the one place an exception becomes a message and an exit code."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -13,19 +16,66 @@ import click
 from ftpipe import __version__
 from ftpipe.errors import EXIT_INVALID, EXIT_STEP_FAILED, FtpipeError
 
+# command name -> "module:attribute" of its click command or group
+COMMANDS: dict[str, str] = {
+    "validate": "ftpipe.cli.commands:validate",
+    "plan": "ftpipe.cli.commands:plan",
+    "schema": "ftpipe.cli.commands:schema",
+    "run": "ftpipe.cli.commands:run",
+    "runs": "ftpipe.cli.commands:runs",
+    "serve": "ftpipe.cli.serve:serve",
+    "cancel": "ftpipe.cli.cancel:cancel",
+    "backends": "ftpipe.cli.backends:backends",
+    "convert": "ftpipe.cli.convert:convert",
+    "schedule": "ftpipe.cli.schedule:schedule",
+}
+
+
+def report_error(exc: BaseException) -> int:
+    """Print an error the way ftpipe prints errors; return the exit code. A user error is
+    its message (FTPIPE_DEBUG=1 adds the traceback); anything else is called a bug."""
+    if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
+        click.echo("interrupted", err=True)
+        return 130
+    if os.environ.get("FTPIPE_DEBUG"):
+        traceback.print_exception(exc)
+    if isinstance(exc, FtpipeError):
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    click.echo(f"internal error: {type(exc).__name__}: {exc}\n  (a bug in ftpipe; FTPIPE_DEBUG=1 shows the "
+               "traceback — please report it)", err=True)
+    return EXIT_STEP_FAILED
+
 
 class FtpipeGroup(click.Group):
-    """Turns ftpipe's own errors into their message and exit code, wherever the CLI is
-    invoked from (the console script, ``python -m ftpipe``, tests)."""
+    """The commands of :data:`COMMANDS`, imported on first use; ftpipe's own errors become
+    their message and exit code wherever the CLI is invoked from (the console script,
+    ``python -m ftpipe``, tests)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        try:
+            command = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:  # an optional command module that is absent
+            if exc.name != module:
+                raise
+            return None
+        self.add_command(command, name)
+        return command if isinstance(command, click.Command) else None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except FtpipeError as exc:
-            if os.environ.get("FTPIPE_DEBUG"):
-                traceback.print_exc()
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            ctx.exit(report_error(exc))
 
 
 @click.group(cls=FtpipeGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -45,30 +95,15 @@ def emit_json(obj: Any) -> None:
 
 def run_cli() -> None:
     """Entry point: user errors print without a traceback (FTPIPE_DEBUG=1 shows it)."""
-    from ftpipe.cli import commands, more  # noqa: F401 - registers the commands
-
     try:
         code = main.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_INVALID if exc.exit_code == 2 else exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except FtpipeError as exc:
-        if os.environ.get("FTPIPE_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - last resort: a bug, said plainly
-        if os.environ.get("FTPIPE_DEBUG"):
-            traceback.print_exc()
-        click.echo(f"internal error: {type(exc).__name__}: {exc}\n  (a bug in ftpipe; FTPIPE_DEBUG=1 shows the "
-                   "traceback — please report it)", err=True)
-        sys.exit(EXIT_STEP_FAILED)
+    except Exception as exc:  # noqa: BLE001 - the one error handler says what it is
+        sys.exit(report_error(exc))
+    except KeyboardInterrupt as exc:
+        sys.exit(report_error(exc))
     sys.exit(code or 0)

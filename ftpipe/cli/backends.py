@@ -1,59 +1,53 @@
 """ftpipe backends list / install: which trainer backends can run here, and the managed
-environment for the ones that cannot share ftpipe's interpreter (AutoTrain)."""
+environment for the ones that cannot share ftpipe's interpreter (AutoTrain).
+
+Everything shown comes from each plugin's declaration (``TrainerCaps``): the extras it
+needs, whether it has a managed environment (its plugin then provides
+``environment_status()`` and ``install_environment(force=, log=)``), its description."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 from ftpipe.errors import UsageError
 
-# Backends that run in ftpipe's own interpreter: the modules they import, and the extra.
-IN_PROCESS = {
-    "trl": (("torch", "transformers", "trl", "peft", "datasets", "accelerate"), "train",
-            "local training with transformers + TRL + PEFT"),
-    "openai": (("openai",), "openai", "the OpenAI fine-tuning API (OPENAI_API_KEY at run time)"),
-    "azure-openai": (("openai",), "azure", "Azure OpenAI fine-tuning (an API key or Entra ID at run time)"),
-}
-MANAGED = ("autotrain",)
 
-
-def _present(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+def _describe(plugin: object) -> str:
+    doc = (getattr(getattr(plugin, "config_model", None), "__doc__", None) or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else "plugin"
 
 
 def backend_status() -> list[dict]:
     """One entry per registered trainer backend (built-ins and plugins)."""
     from ftpipe import registry
-    from ftpipe.trainers import autotrain_env
+    from ftpipe.extras import install_hint, missing_modules
 
     out = []
     for name, plugin in sorted(registry.plugins()["trainer"].items()):
-        if name in IN_PROCESS:
-            modules, extra, what = IN_PROCESS[name]
-            missing = [mod for mod in modules if not _present(mod)]
-            out.append({"backend": name, "installed": not missing, "what": what, "missing": missing,
-                        "needs": f'pip install "ftpipe[{extra}]"', "environment": "ftpipe's own"})
-        elif name == "autotrain":
-            st = autotrain_env.status()
-            out.append({"backend": name, "installed": st["installed"],
-                        "what": f"AutoTrain Advanced {st['version']} (local or Hugging Face Spaces)",
-                        "missing": [] if st["installed"] else [f"autotrain-advanced=={st['version']}"],
-                        "needs": st["needs"], "environment": st["path"],
-                        **({"size_bytes": st.get("size_bytes")} if st["installed"] else {})})
+        caps = plugin.caps
+        row: dict = {"backend": name, "hosted": caps.hosted, "can_cancel": caps.can_cancel,
+                     "extras": list(caps.extras), "managed": caps.managed_env, "builtin": plugin.builtin}
+        if caps.managed_env:
+            st = plugin.load().environment_status()
+            row.update(installed=bool(st["installed"]), what=st.get("what") or _describe(plugin),
+                       missing=list(st.get("missing") or []), needs=st["needs"], environment=st["path"])
+            if st["installed"] and st.get("size_bytes") is not None:
+                row["size_bytes"] = st["size_bytes"]
         else:
-            target = plugin.target if isinstance(plugin.target, str) else type(plugin.target).__module__
-            out.append({"backend": name, "installed": True, "what": "plugin", "missing": [],
-                        "needs": f"the package that provides {target}", "environment": "ftpipe's own"})
+            missing = missing_modules(caps.extras)
+            needs = install_hint(caps.extras)
+            if not plugin.builtin:
+                source = plugin.target if isinstance(plugin.target, str) else type(plugin.target).__module__
+                needs = f"the package that provides {source}" + (f", and {needs}" if caps.extras else "")
+            row.update(installed=not missing, what=_describe(plugin), missing=missing, needs=needs,
+                       environment="ftpipe's own")
+        out.append(row)
     return out
 
 
-@main.group()
+@click.group()
 def backends() -> None:
     """Trainer backends: what is installed, and the managed AutoTrain environment."""
 
@@ -72,7 +66,7 @@ def list_backends(as_json: bool) -> None:
         line = f"{r['backend']:<{width}}  {mark}  {r['what']}"
         if not r["installed"]:
             line += f"\n{'':<{width}}  {'':9}  needs: {r['needs']}"
-        elif r["backend"] in MANAGED:
+        elif r["managed"]:
             line += f"\n{'':<{width}}  {'':9}  environment: {r['environment']}"
         click.echo(line)
 
@@ -84,21 +78,24 @@ def list_backends(as_json: bool) -> None:
 def install_backend(backend: str, force: bool, as_json: bool) -> None:
     """Create the managed environment a backend needs (autotrain: its own virtualenv with
     autotrain-advanced pinned, in ftpipe's cache; reused by every run)."""
-    if backend in IN_PROCESS:
-        _, extra, _ = IN_PROCESS[backend]
+    from ftpipe import registry
+    from ftpipe.extras import install_hint
+
+    trainers = registry.plugins()["trainer"]
+    managed = sorted(n for n, p in trainers.items() if p.caps.managed_env)
+    if backend in trainers and not trainers[backend].caps.managed_env:
         raise UsageError(f"the {backend} backend runs in ftpipe's own environment; nothing to manage",
-                         hint=f'pip install "ftpipe[{extra}]"')
-    if backend not in MANAGED:
+                         hint=install_hint(trainers[backend].caps.extras))
+    if backend not in managed:
         from ftpipe.spec.validate import did_you_mean
 
-        raise UsageError(f"no managed environment for backend {backend!r}.{did_you_mean(backend, MANAGED)} "
-                         f"(managed: {', '.join(MANAGED)})")
-    from ftpipe.trainers import autotrain_env
+        raise UsageError(f"no managed environment for backend {backend!r}.{did_you_mean(backend, managed)} "
+                         f"(managed: {', '.join(managed) or 'none'})")
 
     def progress(line: str) -> None:
         click.echo(line, err=as_json)
         sys.stdout.flush()
 
-    result = autotrain_env.install(force=force, log=progress)
+    result = trainers[backend].load().install_environment(force=force, log=progress)
     if as_json:
         emit_json(result)

@@ -4,18 +4,22 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 from ftpipe.errors import EXIT_INVALID
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ftpipe.store import RunStore
 
 
 def _pipelines(files: tuple[str, ...]) -> list[Path]:
     return [Path(f) for f in files]
 
 
-@main.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Problems as JSON.")
 def validate(files: tuple[str, ...], as_json: bool) -> None:
@@ -42,7 +46,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
         sys.exit(EXIT_INVALID)
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: the one `ftpipe run FILE` uses).")
@@ -104,7 +108,7 @@ def _preflight_checks(path: Path, rs: "RunStore") -> list:  # noqa: F821
                              steps=preflight.steps_to_run(prepared.plan, rs, set()))
 
 
-@main.command()
+@click.command()
 @click.option("-o", "--output", type=click.Path(), help="Write to a file instead of stdout.")
 def schema(output: str | None) -> None:
     """Print the JSON Schema of the pipeline format (schemas/pipeline.schema.json)."""
@@ -117,7 +121,7 @@ def schema(output: str | None) -> None:
         click.echo(text, nl=False)
 
 
-@main.command()
+@click.command()
 @click.argument("file")
 @click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces).")
 @click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up from "
@@ -162,12 +166,12 @@ def _remote_preflight(request: "RunRequest", executor: str) -> None:  # noqa: F8
                       log=Reporter(quiet=request.quiet).message, executor=executor)
 
 
-@main.group()
+@click.group()
 def runs() -> None:
     """The run store: list, show, compare, gc."""
 
 
-def _store_for(file: str | None, store: str | None) -> "RunStore":  # noqa: F821
+def _store_for(file: str | None, store: str | None) -> RunStore:
     from ftpipe.store import RunStore, default_store
     from ftpipe.store_location import locate_store
 

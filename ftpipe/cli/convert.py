@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 from ftpipe.errors import UsageError
 
 
-@main.group()
+@click.group()
 def convert() -> None:
     """Turn another tool's training config into an ftpipe pipeline."""
 

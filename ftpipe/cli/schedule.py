@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from ftpipe.cli import emit_json, main
+from ftpipe.cli import emit_json
 
 
-@main.group()
+@click.group()
 def schedule() -> None:
     """Run a pipeline on its schedule: a GitHub Actions workflow or a crontab line."""
 

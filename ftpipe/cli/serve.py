@@ -5,10 +5,8 @@ from pathlib import Path
 
 import click
 
-from ftpipe.cli import main
 
-
-@main.command()
+@click.command()
 @click.argument("model", metavar="RUN|PATH", default="latest")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Port (0: any free port).")
@@ -37,6 +35,8 @@ def serve(model: str, host: str, port: int, store: str | None, pipeline_file: st
     lm = load_model(folder, model_name or name, base_dir=base_dir)
     server = make_server(lm, host, port)
     bound_host, bound_port = server.server_address[:2]
+    if isinstance(bound_host, bytes):
+        bound_host = bound_host.decode()
     click.echo(f"serving model '{lm.name}' at http://{bound_host}:{bound_port}/v1 (Ctrl+C stops)", err=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -7,9 +7,9 @@ silently (``skip_invalid`` drops them, still counted in the stats)."""
 from __future__ import annotations
 
 import hashlib
-from array import array
 import json
 import math
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,12 +62,13 @@ def normalise(row: dict, fmt: str, columns: dict[str, str], system_prompt: str |
         return {"messages": system + [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]}
     if fmt == "preference":
         raw_prompt = _get(row, "prompt", columns)
+        turns: list[dict[str, Any]]
         if isinstance(raw_prompt, str):
-            prompt = system + [{"role": "user", "content": _text(raw_prompt, "prompt")}]
+            turns = system + [{"role": "user", "content": _text(raw_prompt, "prompt")}]
         else:
-            prompt = _messages(raw_prompt, "prompt", need_assistant=False)
-            if system and prompt[0]["role"] != "system":
-                prompt = system + prompt
+            turns = _messages(raw_prompt, "prompt", need_assistant=False)
+            if system and turns[0]["role"] != "system":
+                turns = system + turns
         pair = {}
         for side in ("chosen", "rejected"):
             value = _get(row, side, columns)
@@ -78,7 +79,7 @@ def normalise(row: dict, fmt: str, columns: dict[str, str], system_prompt: str |
                 pair[side] = [m for m in msgs if m["role"] == "assistant"][-1:]
         if pair["chosen"][0]["content"] == pair["rejected"][0]["content"]:
             raise Invalid("chosen equals rejected", "chosen and rejected are the same: the pair teaches nothing")
-        return {"prompt": prompt, **pair}
+        return {"prompt": turns, **pair}
     return {"text": _text(_get(row, "text", columns), columns.get("text", "text"))}
 
 
@@ -113,10 +114,10 @@ class TokenCounter:
 
     def __init__(self, ctx: StepContext) -> None:
         self.exact = False
-        self.tok = None
+        self.tok: Any = None  # a transformers tokenizer once loaded
         self.per_message = 4
-        backend = getattr(ctx.pipeline.trainer, "backend", "")
-        if backend in ("trl", "autotrain"):
+        caps = getattr(type(ctx.pipeline.trainer), "caps", None)  # the trainer plugin's declaration
+        if caps is not None and caps.prepare_tokenizer:
             self._load(ctx)
 
     def _load(self, ctx: StepContext) -> None:
@@ -149,7 +150,7 @@ class TokenCounter:
             lens = [math.ceil(len(t) / 4) for t in texts]
         else:
             lens = [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
-        return [n + self.per_message * record_messages(r) for n, r in zip(lens, records)]
+        return [n + self.per_message * record_messages(r) for n, r in zip(lens, records, strict=True)]
 
 
 # --------------------------------------------------------------------------- sources
@@ -214,7 +215,7 @@ def run_prepare(ctx: StepContext) -> StepResult:
 
         def flush() -> None:
             lengths = counter.count([b[3] for b in batch])
-            for (split, where, n, rec, i), ntok in zip(batch, lengths):
+            for (split, where, n, rec, i), ntok in zip(batch, lengths, strict=True):
                 if max_len and ntok > max_len:
                     stats.too_long += 1
                     stats.problem(where, n, "too long",
@@ -256,10 +257,10 @@ def run_prepare(ctx: StepContext) -> StepResult:
     for line in stats.problems:
         ctx.log(line)
     if bad and not ds.skip_invalid:
-        counts = ", ".join(f"{rule}: {n}" for rule, n in stats.invalid.most_common() if n)
+        by_rule = ", ".join(f"{rule}: {n}" for rule, n in stats.invalid.most_common() if n)
         shown = "\n".join(f"  {p}" for p in stats.problems)
         more = f"\n  ... and {bad - len(stats.problems)} more (all in the step log)" if bad > len(stats.problems) else ""
-        raise StepError(f"{bad} invalid rows of {stats.source_rows} ({counts}):\n{shown}{more}",
+        raise StepError(f"{bad} invalid rows of {stats.source_rows} ({by_rule}):\n{shown}{more}",
                         hint="fix the data, or set dataset.skip_invalid: true to drop them (they stay counted in stats.json)")
     kept = len(labels)
     if kept < ds.min_examples:

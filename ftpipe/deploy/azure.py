@@ -14,6 +14,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 from urllib.parse import quote
@@ -21,15 +22,18 @@ from urllib.parse import quote
 from ftpipe.contracts import ModelRef, StepContext, StepResult
 from ftpipe.errors import MissingDependency, RemoteError, StepError
 from ftpipe.remote.openai_errors import is_retriable, translate
+from ftpipe.remote.retry import RetryPolicy, call_with_retries
 from ftpipe.spec.models import AzureDeployTarget
 from ftpipe.store import write_json
 
 SERVICE = "Azure Resource Manager"
+PROVIDER = "azure-openai"  # the ModelRef.provider this target deploys (its caps.providers)
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 SMOKE_PROMPT = "Hello! Please answer with one short sentence."
 ARM_RETRIES = 5
 SMOKE_ATTEMPTS = 6
 HTTP_TIMEOUT_S = 60
+ARM_POLICY = RetryPolicy(base_delay=0.2, max_delay=60.0)
 
 
 class ProvisioningState(str, Enum):
@@ -71,33 +75,32 @@ def arm_error(what: str, status: int, body: Any, headers: Any) -> RemoteError:
     return RemoteError(SERVICE, f"{what}: {message}", status=status, code=error.get("code"), request_id=rid, hint=hint)
 
 
-def arm_request(method: str, url: str, token: str, *, what: str, body: Any = None) -> tuple[int, Any]:
+def arm_request(method: str, url: str, token: str, *, what: str, body: Any = None,
+                log: Callable[[str], None] | None = None) -> tuple[int, Any]:
     """One ARM call with retries on throttling, server errors and dropped connections.
     Returns (status, JSON body); 404 is returned, other errors raise RemoteError."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     if data is not None:
         headers["Content-Type"] = "application/json"
-    for attempt in range(1, ARM_RETRIES + 1):
+    def once() -> tuple[int, Any]:
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
                 return resp.status, _json(resp.read())
         except urllib.error.HTTPError as exc:
-            payload = _json(exc.read())
             if exc.code == 404:
-                return 404, payload
-            retriable = exc.code in (408, 429) or exc.code >= 500
-            if not retriable or attempt == ARM_RETRIES:
-                raise arm_error(what, exc.code, payload, exc.headers) from None
-            time.sleep(_retry_after(exc.headers, attempt))
-        except (urllib.error.URLError, OSError) as exc:
-            if attempt == ARM_RETRIES:
-                reason = getattr(exc, "reason", exc)
-                raise RemoteError(SERVICE, f"{what}: cannot reach {url.split('/subscriptions/')[0]} ({reason})",
-                                  hint="check the network and target.management_endpoint") from None
-            time.sleep(_retry_after(None, attempt))
-    raise AssertionError("unreachable")
+                return 404, _json(exc.read())
+            raise
+
+    try:
+        return call_with_retries(once, what=what, log=log, attempts=ARM_RETRIES, policy=ARM_POLICY)
+    except urllib.error.HTTPError as exc:
+        raise arm_error(what, exc.code, _json(exc.read()), exc.headers) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RemoteError(SERVICE, f"{what}: cannot reach {url.split('/subscriptions/')[0]} ({reason})",
+                          hint="check the network and target.management_endpoint") from None
 
 
 def _json(raw: bytes) -> Any:
@@ -105,14 +108,6 @@ def _json(raw: bytes) -> Any:
         return json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         return raw.decode("utf-8", "replace")
-
-
-def _retry_after(headers: Any, attempt: int) -> float:
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return min(float(value), 60.0) if value is not None else min(0.2 * 2 ** (attempt - 1), 10.0)
-    except ValueError:
-        return min(0.2 * 2 ** (attempt - 1), 10.0)
 
 
 def management_token(target: AzureDeployTarget) -> str:
@@ -133,7 +128,9 @@ def management_token(target: AzureDeployTarget) -> str:
 
 
 def deployment_url(target: AzureDeployTarget) -> str:
-    seg = lambda s: quote(s, safe="")
+    def seg(s: str) -> str:
+        return quote(s, safe="")
+
     return (f"{target.management_endpoint.rstrip('/')}/subscriptions/{seg(target.subscription_id)}/resourceGroups/"
             f"{seg(target.resource_group)}/providers/Microsoft.CognitiveServices/accounts/{seg(target.account)}/"
             f"deployments/{seg(target.deployment)}?api-version={seg(target.management_api_version)}")
@@ -183,7 +180,7 @@ class AzureDeploy:
     def deploy(self, ctx: StepContext) -> StepResult:
         target: AzureDeployTarget = ctx.options["target"]
         ref = ModelRef.read(ctx.inputs["train"])
-        if ref.kind != "hosted" or ref.provider != "azure-openai" or not ref.model_id:
+        if ref.kind != "hosted" or ref.provider != PROVIDER or not ref.model_id:
             raise StepError(f"the azure-openai target deploys an Azure OpenAI fine-tune; the train step made a "
                             f"{ref.provider or ref.kind} model", hint="use trainer.backend: azure-openai")
         trainer = ctx.pipeline.trainer
@@ -192,13 +189,14 @@ class AzureDeploy:
         wanted = deployment_body(target, ref.model_id)
         t0 = time.monotonic()
 
-        status, existing = arm_request("GET", url, token, what=f"reading deployment {target.deployment}")
+        status, existing = arm_request("GET", url, token, what=f"reading deployment {target.deployment}", log=ctx.log)
         changed = not (status == 200 and _same(existing, wanted) and _state(existing) != ProvisioningState.FAILED)
         if changed:
             action = "updating" if status == 200 else "creating"
             ctx.log(f"{action} deployment {target.deployment} of {ref.model_id} (sku {target.sku}, "
                     f"capacity {target.capacity}) in account {target.account}")
-            _, dep = arm_request("PUT", url, token, what=f"{action} deployment {target.deployment}", body=wanted)
+            _, dep = arm_request("PUT", url, token, what=f"{action} deployment {target.deployment}", body=wanted,
+                                 log=ctx.log)
         else:
             ctx.log(f"deployment {target.deployment} already serves {ref.model_id}: unchanged")
             dep = existing
@@ -249,7 +247,7 @@ class AzureDeploy:
                 time.sleep(interval)
                 interval = min(interval * 1.5, max_interval)
             first = False
-            status, dep = arm_request("GET", url, token, what=f"reading deployment {target.deployment}")
+            status, dep = arm_request("GET", url, token, what=f"reading deployment {target.deployment}", log=ctx.log)
             if status == 404:
                 raise RemoteError(SERVICE, f"deployment {target.deployment} disappeared while provisioning",
                                   status=404, hint="someone deleted it, or the account is wrong: run again")
@@ -265,21 +263,22 @@ class AzureDeploy:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": SMOKE_PROMPT}]
         wait = getattr(getattr(trainer, "poll", None), "interval", 5.0)
-        for attempt in range(1, SMOKE_ATTEMPTS + 1):
-            try:
-                resp = client.chat.completions.create(model=target.deployment, messages=messages, max_tokens=32,
-                                                      temperature=0)
-                break
-            except openai.OpenAIError as exc:
-                # A new deployment may answer 404 for a few minutes while it propagates.
-                if attempt < SMOKE_ATTEMPTS and (isinstance(exc, openai.NotFoundError) or is_retriable(exc)):
-                    ctx.log(f"smoke test: deployment not answering yet ({getattr(exc, 'status_code', '')}); "
-                            "trying again")
-                    time.sleep(wait)
-                    wait = min(wait * 2, 60.0)
-                    continue
-                raise translate(exc, f"smoke test of deployment {target.deployment}", provider="azure-openai",
-                                where=trainer.endpoint) from None
+
+        def answering(exc: BaseException) -> bool:
+            # a new deployment may answer 404 for a few minutes while it propagates
+            return isinstance(exc, openai.NotFoundError) or is_retriable(exc)
+
+        try:
+            resp = call_with_retries(
+                lambda: client.chat.completions.create(model=target.deployment, messages=messages, max_tokens=32,
+                                                       temperature=0),
+                what=f"smoke test of deployment {target.deployment}", log=ctx.log, attempts=SMOKE_ATTEMPTS,
+                is_transient=answering, policy=RetryPolicy(base_delay=wait, max_delay=60.0), secrets=ctx.secrets)
+        except openai.OpenAIError as exc:
+            from ftpipe.trainers.azure_backend import HINTS
+
+            raise translate(exc, f"smoke test of deployment {target.deployment}", provider=PROVIDER,
+                            where=trainer.endpoint, hints=HINTS) from None
         reply = (resp.choices[0].message.content or "").strip() if resp.choices else ""
         ctx.log(f"smoke test: {reply[:200]!r}")
         return {"ok": bool(reply), "prompt": SMOKE_PROMPT, "reply": reply}

@@ -92,7 +92,8 @@ def _wait(api: Any, target: EndpointTarget, ctx: StepContext) -> Any:
     deadline = time.monotonic() + target.timeout_s
     delay, last = POLL_FIRST_S, None
     while True:
-        endpoint = api.get_inference_endpoint(target.endpoint, namespace=target.namespace)
+        endpoint = with_retries(lambda: api.get_inference_endpoint(target.endpoint, namespace=target.namespace),
+                                what=f"reading endpoint {target.endpoint}", log=ctx.log, secrets=ctx.secrets)
         state = _state(endpoint)
         if state != last:
             ctx.log(f"endpoint {target.endpoint}: {getattr(state, 'value', state)}")

@@ -9,7 +9,6 @@ earlier deploy that the new model does not have are deleted in the same commit.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +17,7 @@ from ftpipe.contracts import StepContext, StepResult
 from ftpipe.deploy.local import export_model, list_files
 from ftpipe.errors import MissingDependency
 from ftpipe.remote.hf import hub_errors, is_retryable
-from ftpipe.spec.interpolate import redact
+from ftpipe.remote.retry import RetryPolicy, call_with_retries
 from ftpipe.spec.models import HubTarget
 from ftpipe.store import write_json
 
@@ -39,18 +38,11 @@ def hf_api(token: str | None) -> Any:
 
 def with_retries(fn: Callable[[], T], *, what: str, log: Callable[[str], None], secrets: tuple[str, ...] = (),
                  attempts: int = UPLOAD_ATTEMPTS) -> T:
-    """Call ``fn`` again after a retryable Hub failure (429, 5xx, dropped connection).
-    Only for idempotent operations such as uploads of the same content."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts or not is_retryable(exc):
-                raise
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            log(redact(f"{what}: attempt {attempt} failed ({type(exc).__name__}: {first}); retrying", secrets))
-            time.sleep(RETRY_DELAY_S * attempt)
-    raise AssertionError("unreachable")
+    """Call ``fn`` again after a retryable Hub failure (429, 5xx, dropped connection),
+    through the shared retry helper (Retry-After honoured). Only for idempotent
+    operations such as uploads of the same content."""
+    return call_with_retries(fn, what=what, log=log, attempts=attempts, is_transient=is_retryable,
+                             policy=RetryPolicy(base_delay=RETRY_DELAY_S), secrets=secrets)
 
 
 def upload_folder(api: Any, folder: Path, *, repo_id: str, repo_type: str, revision: str, message: str,

@@ -120,24 +120,23 @@ class SpaceDeploy:
     def deploy(self, ctx: StepContext) -> StepResult:
         target: SpaceTarget = ctx.options["target"]
         api = hf_api(target.token)
-        retry = {"log": ctx.log, "secrets": ctx.secrets}
         with hub_errors(f"model {target.model_repo}"):
             model_private = bool(api.model_info(target.model_repo).private)
         with hub_errors(f"space {target.repo}"):
             url = str(with_retries(lambda: api.create_repo(
                 target.repo, repo_type="space", space_sdk="gradio", private=target.private, exist_ok=True,
-                space_hardware=target.hardware), what=f"create space {target.repo}", **retry))
+                space_hardware=target.hardware), what=f"create space {target.repo}", log=ctx.log, secrets=ctx.secrets))
             if model_private:
                 # Before the upload, so that the first build can read the model.
                 with_retries(lambda: api.add_space_secret(
                     target.repo, TOKEN_SECRET, target.token,
                     description="Read access to the private model repo (set by ftpipe)"),
-                    what="set the Space secret", **retry)
+                    what="set the Space secret", log=ctx.log, secrets=ctx.secrets)
             runtime = api.get_space_runtime(target.repo)
             if (runtime.requested_hardware or runtime.hardware) != target.hardware:
                 ctx.log(f"space {target.repo}: requesting hardware {target.hardware}")
                 with_retries(lambda: api.request_space_hardware(target.repo, target.hardware),
-                             what="request hardware", **retry)
+                             what="request hardware", log=ctx.log, secrets=ctx.secrets)
             with tempfile.TemporaryDirectory(prefix="hf-space-", dir=ctx.state_dir) as tmp:
                 folder = Path(tmp)
                 for path, text in space_files(ctx, target).items():

@@ -3,9 +3,8 @@ before the deploy step needs one: a temporary deployment in the account of the
 pipeline's azure-openai deploy target, removed when the evaluation ends."""
 from __future__ import annotations
 
-import dataclasses
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 
 from ftpipe.contracts import StepContext
 from ftpipe.errors import StepError
@@ -14,16 +13,16 @@ EVAL_SUFFIX = "-eval"
 
 
 @contextmanager
-def evaluation_deployments(ctx: StepContext, variants: list[Any]) -> Iterator[list[Any]]:
-    """``variants`` with every Azure fine-tune routed through a temporary deployment."""
-    first = variants[0] if variants else None
-    src = getattr(first, "source", None)
-    if src is None or src.provider != "azure-openai" or not src.model_id or ".ft-" not in src.model_id:
-        yield variants
+def evaluation_deployment(ctx: StepContext, model_id: str) -> Iterator[str]:
+    """The deployment name to call the Azure fine-tune ``model_id`` by during evaluation:
+    a temporary deployment, removed afterwards (a base model is called by its own name)."""
+    if ".ft-" not in model_id:
+        yield model_id
         return
     from ftpipe.deploy.azure import AzureDeploy, arm_request, deployment_body, deployment_url, management_token
+    from ftpipe.spec.models import AzureDeployTarget
 
-    targets = [t for t in ctx.pipeline.deploy if t.type == "azure-openai"]
+    targets = [t for t in ctx.pipeline.deploy if isinstance(t, AzureDeployTarget)]
     if not targets:
         raise StepError("Azure OpenAI serves a fine-tune only through a deployment, and this pipeline names no "
                         "Azure account to create one in",
@@ -34,16 +33,15 @@ def evaluation_deployments(ctx: StepContext, variants: list[Any]) -> Iterator[li
     temp = target.model_copy(update={"deployment": name})
     token = management_token(temp)
     url = deployment_url(temp)
-    ctx.log(f"creating temporary deployment {name} of {src.model_id} for evaluation")
+    ctx.log(f"creating temporary deployment {name} of {model_id} for evaluation")
     _, dep = arm_request("PUT", url, token, what=f"creating evaluation deployment {name}",
-                         body=deployment_body(temp, src.model_id))
+                         body=deployment_body(temp, model_id))
     try:
         dep = AzureDeploy()._wait(ctx, temp, url, token, dep, poll=getattr(ctx.pipeline.trainer, "poll", None))
         if (dep or {}).get("properties", {}).get("provisioningState") != "Succeeded":
-            raise StepError(f"the evaluation deployment {name} of {src.model_id} did not succeed",
+            raise StepError(f"the evaluation deployment {name} of {model_id} did not succeed",
                             hint="check the account's quota for this model (Azure portal → Deployments)")
-        routed = dataclasses.replace(src, model_id=name)  # the report still shows the fine-tune's id
-        yield [dataclasses.replace(first, source=routed), *variants[1:]]
+        yield name
     finally:
         try:
             arm_request("DELETE", url, token, what=f"removing evaluation deployment {name}")

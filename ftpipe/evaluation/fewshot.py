@@ -118,7 +118,7 @@ class BM25:
 
     def scores(self, query: Sequence[str]) -> list[float]:
         out = []
-        for freqs, dl in zip(self.doc_freqs, self.doc_lens):
+        for freqs, dl in zip(self.doc_freqs, self.doc_lens, strict=True):
             norm = self.k1 * (1 - self.b + self.b * dl / self.avgdl) if self.avgdl else self.k1
             s = 0.0
             for term in query:

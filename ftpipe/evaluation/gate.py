@@ -99,7 +99,8 @@ def run_gate(ctx: StepContext) -> StepResult:
     evaluate = ctx.pipeline.evaluate
     gate = evaluate.gate if evaluate is not None else None
     if gate is None:
-        doc = {"passed": True, "metric": None, "min_delta": None, "comparisons": [], "reason": "no gate configured"}
+        doc: dict[str, Any] = {"passed": True, "metric": None, "min_delta": None, "comparisons": [],
+                               "reason": "no gate configured"}
     else:
         report_path = Path(ctx.inputs["evaluate"]) / "report.json"
         try:

@@ -177,7 +177,7 @@ def reference_nll(
     """(summed negative log-likelihood, token count) of each reference given its prompt."""
     torch = _require("torch", "train", "computing loss/perplexity")
 
-    pairs = [_completion_ids(tokenizer, p, r) for p, r in zip(prompts, references)]
+    pairs = [_completion_ids(tokenizer, p, r) for p, r in zip(prompts, references, strict=True)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(pairs)), key=lambda i: (-sum(map(len, pairs[i])), i))
     results: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
@@ -230,63 +230,23 @@ def aggregate_nll(pairs: Sequence[tuple[float, int]]) -> tuple[float | None, flo
 
 
 def make_openai_client(provider: str, trainer: Any | None = None) -> Any:
-    """An official ``openai`` client for ``provider`` with the trainer block's credentials.
+    """An OpenAI-compatible client that reaches models of ``provider``: the trainer plugin's
+    ``chat_client`` when the pipeline trains there, else the client's environment variables
+    (OPENAI_API_KEY, OPENAI_BASE_URL). See :mod:`ftpipe.evaluation.hosted_access`."""
+    from ftpipe.evaluation.hosted_access import chat_client
 
-    With no trainer block of that provider, the client reads its usual environment
-    variables (OPENAI_API_KEY, OPENAI_BASE_URL).
-    """
-    openai = _require("openai", "azure" if provider == "azure-openai" else "openai", "evaluating a hosted model")
-
-    backend = getattr(trainer, "backend", None)
-    if provider == "azure-openai":
-        if backend != "azure-openai":
-            raise GenerationError("an azure-openai model needs the azure-openai trainer block's endpoint and key")
-        kwargs: dict[str, Any] = {
-            "azure_endpoint": trainer.endpoint,
-            "api_version": trainer.api_version,
-            "max_retries": 5,
-        }
-        if getattr(trainer, "auth", "api-key") == "entra":
-            identity = _require("azure.identity", "azure", "Entra ID sign-in (trainer.auth: entra)")
-            kwargs["azure_ad_token_provider"] = identity.get_bearer_token_provider(
-                identity.DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
-            )
-        else:
-            kwargs["api_key"] = trainer.api_key
-        return openai.AzureOpenAI(**kwargs)
-    if provider != "openai":
-        raise GenerationError(f"unknown hosted provider {provider!r} (known: openai, azure-openai)")
-    if backend == "openai":
-        return openai.OpenAI(
-            api_key=trainer.api_key,
-            base_url=trainer.base_url,
-            organization=getattr(trainer, "organization", None),
-            max_retries=5,
-        )
-    try:
-        return openai.OpenAI(max_retries=5)
-    except openai.OpenAIError as exc:  # no OPENAI_API_KEY
-        raise GenerationError(
-            f"an openai:<model> baseline needs OpenAI credentials: {exc}",
-            hint="export OPENAI_API_KEY (and OPENAI_BASE_URL for a compatible server)",
-        ) from None
+    _require("openai", "openai", "evaluating a hosted model")
+    return chat_client(provider, trainer)
 
 
 def _translate(exc: Exception, model: str, service: str) -> RemoteError:
-    """The one place where the openai client's errors become ftpipe's."""
-    import openai
+    """The openai client's error as ftpipe's, through the one translation point
+    (remote/openai_errors), with the provider's own hints for chat completions."""
+    from ftpipe.evaluation.hosted_access import chat_hints
+    from ftpipe.remote.openai_errors import GENERIC_HINTS, translate
 
-    what = f"chat completion with model {model!r} failed"
-    if isinstance(exc, openai.APIStatusError):
-        hint = None
-        if service == "azure-openai" and exc.status_code == 404:
-            hint = (f"Azure serves a model only through a deployment: deploy {model!r} under a deployment "
-                    "of that name, or name the deployment in a {name, model} baseline")
-        return RemoteError(service, f"{what}: {exc.message}", status=exc.status_code,
-                           code=getattr(exc, "code", None), request_id=getattr(exc, "request_id", None), hint=hint)
-    if isinstance(exc, openai.APIConnectionError):
-        return RemoteError(service, f"{what}: cannot reach the API ({exc})")
-    return RemoteError(service, f"{what}: {exc}")
+    hints = {**GENERIC_HINTS, **chat_hints(service, model)}
+    return translate(exc, f"chat completion with model {model!r} failed", provider=service, hints=hints)
 
 
 def generate_hosted(
@@ -299,7 +259,7 @@ def generate_hosted(
     concurrency: int = 4,
     on_batch: BatchCallback | None = None,
     report_every: int = 16,
-    service: str = "openai",
+    service: str = "",
 ) -> list[Generation]:
     """Answers from a chat completions endpoint, in prompt order, with usage tokens."""
     import openai

@@ -16,7 +16,9 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+from ftpipe.contracts import MetricCaps
 from ftpipe.errors import UsageError
 
 MetricFn = Callable[[str, str], float]
@@ -24,7 +26,7 @@ MetricFn = Callable[[str, str], float]
 TEXT_METRICS = ("exact_match", "token_f1", "rouge_l", "json_valid")
 MODEL_METRICS = ("loss", "perplexity")
 BUILTIN_METRICS = TEXT_METRICS + MODEL_METRICS
-# Metrics where a smaller value is better; every other metric is "higher is better".
+# Metrics where a smaller value is better (declared as MetricCaps in the registry).
 LOWER_IS_BETTER = frozenset(MODEL_METRICS)
 ENTRY_POINT_GROUP = "ftpipe.metrics"
 
@@ -134,28 +136,34 @@ _BUILTIN_FNS: dict[str, MetricFn] = {
 }
 
 
+def metric_caps(name: str) -> MetricCaps:
+    """A metric's declaration, from the one metric registry (``ftpipe.registry``): built-ins,
+    entry-point plugins, and ``module:function`` metrics (a ``caps`` attribute, if any)."""
+    from ftpipe import registry
+
+    if ":" in name and name not in registry.plugins()["metric"]:
+        caps = getattr(_import_function(name), "caps", None)
+        return caps if isinstance(caps, MetricCaps) else MetricCaps()
+    return registry.metric_caps(name)
+
+
 def is_model_metric(name: str) -> bool:
     """True for metrics computed from the model's likelihood (need a local model)."""
-    return name in MODEL_METRICS
+    return metric_caps(name).needs_weights
 
 
 def higher_is_better(name: str) -> bool:
-    return name not in LOWER_IS_BETTER
+    try:
+        return metric_caps(name).higher_is_better
+    except MetricError:  # a report naming a metric that no longer resolves
+        return True
 
 
-def _entry_point(name: str) -> MetricFn | None:
-    from importlib.metadata import entry_points
+def _registered(name: str) -> MetricFn | None:
+    from ftpipe import registry
 
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            try:
-                return ep.load()
-            except Exception as exc:  # a broken plugin must name itself
-                raise MetricError(
-                    f"metric {name!r}: the entry point {ep.value!r} (group {ENTRY_POINT_GROUP}) "
-                    f"failed to load: {exc}"
-                ) from exc
-    return None
+    plugin = registry.plugins()["metric"].get(name)
+    return plugin.load() if plugin is not None else None
 
 
 def _import_function(name: str) -> MetricFn:
@@ -166,30 +174,34 @@ def _import_function(name: str) -> MetricFn:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise MetricError(f"metric {name!r}: cannot import module {module_name!r} ({exc})") from exc
-    fn = module
+    fn: Any = module
     for part in attr.split("."):
         fn = getattr(fn, part, None)
         if fn is None:
             raise MetricError(f"metric {name!r}: module {module_name!r} has no attribute {attr!r}")
-    return fn  # type: ignore[return-value]
+    return fn
 
 
 def resolve_metric(name: str) -> MetricFn:
-    """The (prediction, reference) -> float function for a text metric name.
+    """The (prediction, reference) -> float function for a text metric name (also what
+    online-RL methods use as a reward function).
 
-    Built-ins first, then entry points in group ``ftpipe.metrics``, then
-    ``package.module:function``. ``loss``/``perplexity`` are not text metrics and raise.
+    The metric registry (built-ins, then entry points in group ``ftpipe.metrics``), then
+    ``package.module:function``. Metrics that need the model's weights (loss/perplexity)
+    are not text metrics and raise.
     """
     if name in _BUILTIN_FNS:
         return _BUILTIN_FNS[name]
-    if name in MODEL_METRICS:
+    if ":" not in name and is_model_metric(name):
         raise MetricError(f"metric {name!r} is computed from the model's likelihood, not from text")
-    fn = _entry_point(name)
+    fn = _registered(name)
     if fn is None:
         if ":" not in name:
-            known = ", ".join(BUILTIN_METRICS)
+            from ftpipe import registry
+
+            known = ", ".join(sorted(registry.plugins()["metric"]))
             raise MetricError(
-                f"unknown metric {name!r} (built-in: {known}; or 'package.module:function', "
+                f"unknown metric {name!r} (available: {known}; or 'package.module:function', "
                 f"or a plugin registered in entry point group {ENTRY_POINT_GROUP!r})"
             )
         fn = _import_function(name)

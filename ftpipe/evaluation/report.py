@@ -244,12 +244,12 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
     groups = [g for g in groups if g] or [[]]
     fig, axes = plt.subplots(1, len(groups), figsize=(4 + 2.2 * len(report["metrics"]), 4.2), squeeze=False)
     width = 0.8 / max(1, len(variants))
-    for ax, group in zip(axes[0], groups):
+    for ax, group in zip(axes[0], groups, strict=True):
         for i, name in enumerate(variants):
             values = [report["variants"][name]["metrics"].get(m) for m in group]
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(group))]
             bars = ax.bar(xs, [0.0 if v is None else v for v in values], width, label=name)
-            for bar, v in zip(bars, values):
+            for bar, v in zip(bars, values, strict=True):
                 ax.annotate("n/a" if v is None else f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(group)))

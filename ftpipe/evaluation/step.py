@@ -28,6 +28,7 @@ from ftpipe.evaluation.fewshot import (
     load_examples,
 )
 from ftpipe.evaluation.generate import Generation
+from ftpipe.evaluation.hosted_access import ENV_PROVIDER
 from ftpipe.evaluation.report import VariantResult, build_report, write_report
 
 FINETUNED = "finetuned"
@@ -128,8 +129,8 @@ def _baseline_source(ctx: StepContext, model: str) -> ModelSource:
         run_id = model[4:]
         folder = _run_train_artifact(ctx, run_id)
         return _source_for_ref(ctx, ModelRef.read(folder), folder, key=f"run:{run_id}")
-    if model.startswith("openai:"):
-        return _hosted("openai", model[len("openai:") :])
+    if model.startswith(f"{ENV_PROVIDER}:"):
+        return _hosted(ENV_PROVIDER, model[len(ENV_PROVIDER) + 1 :])
     token = getattr(ctx.pipeline.model, "token", None)
     return _local_base(ctx, model, revision=None, token=token)
 
@@ -144,7 +145,7 @@ def plan_variants(ctx: StepContext) -> list[Variant]:
     if finetuned.kind == "hosted":
         # a service may serve the base model under another name (an Azure deployment)
         served = getattr(ctx.pipeline.trainer, "base_deployment", None) or base_name
-        base_source = _hosted(finetuned.provider or "openai", served)
+        base_source = _hosted(finetuned.provider or "", served)
     else:
         base_source = _local_base(ctx, ref.base or base_name, **_model_opts(ctx))
     variants = [Variant(FINETUNED, finetuned)]
@@ -246,8 +247,10 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
                 batch_size=gen_cfg.batch_size, seed=seed, on_batch=on_batch,
             )
         else:
-            provider = variant.source.provider or "openai"
-            client = G.make_openai_client(provider, getattr(ctx.pipeline, "trainer", None))
+            from ftpipe.evaluation.hosted_access import chat_client
+
+            provider = variant.source.provider or ENV_PROVIDER
+            client = chat_client(provider, getattr(ctx.pipeline, "trainer", None))
             try:
                 scored.generations = G.generate_hosted(
                     client, variant.source.model_id or "", prompts, max_new_tokens=gen_cfg.max_new_tokens,
@@ -258,7 +261,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
                 client.close()
         for name, fn in job.text_metrics.items():
             scored.per_example[name] = [
-                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test)
+                M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test, strict=True)
             ]
     elif loaded is not None:
         scored.prompt_tokens = G.count_prompt_tokens(loaded[1], prompts)
@@ -352,10 +355,10 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         model_metrics=[n for n in names if M.is_model_metric(n)],
     )
     ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
-    from ftpipe.evaluation.azure_eval import evaluation_deployments
+    from ftpipe.evaluation.hosted_access import routed
 
-    with evaluation_deployments(ctx, variants) as routed:
-        results, predictions = _score_all(ctx, routed, job)
+    with routed(ctx, variants) as served:
+        results, predictions = _score_all(ctx, served, job)
     report = build_report(
         results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,

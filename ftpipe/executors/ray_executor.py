@@ -26,7 +26,6 @@ from typing import Any
 import click
 
 from ftpipe import errors
-from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.contracts import RunRequest
 from ftpipe.errors import LockHeld, RemoteError
 from ftpipe.executors.ray_job import (
@@ -38,6 +37,7 @@ from ftpipe.executors.ray_job import (
     storage_path,
 )
 from ftpipe.progress import Reporter
+from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import ENV_REF, _looks_secret_var, interpolate, is_secret_key
 from ftpipe.spec.models import RayExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
@@ -456,6 +456,6 @@ def exit_code_for(state: str, result: dict | None, driver_exit_code: int | None)
     if state == "SUCCEEDED":
         return errors.EXIT_OK
     if driver_exit_code in (1, 2, 3, 4, 130):
-        return int(driver_exit_code)  # type: ignore[arg-type]
+        return int(driver_exit_code)
     return errors.EXIT_STEP_FAILED
 

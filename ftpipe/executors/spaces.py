@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets as _secrets
 import shutil
 import sys
@@ -31,11 +32,11 @@ from typing import Any
 import click
 
 from ftpipe import __version__, errors
-from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.contracts import RunRequest
 from ftpipe.errors import RemoteError, UsageError
 from ftpipe.executors import space_entry as entry
 from ftpipe.progress import Reporter
+from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import env_refs, interpolate, redact
 from ftpipe.spec.models import SpacesExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
@@ -199,7 +200,7 @@ class _SpaceRun:
         with hub_errors("creating the private repos"):
             api.create_repo(inputs_repo, repo_type="dataset", private=True, exist_ok=True)
             api.create_repo(results_repo, repo_type="dataset", private=True, exist_ok=True)
-            api.create_repo(space_id, repo_type="space", space_sdk="docker", space_hardware=self.cfg.hardware,
+            api.create_repo(space_id, repo_type="space", space_sdk="docker", space_hardware=_flavor(self.cfg.hardware),
                             private=True, exist_ok=True)
             for repo, kind in ((inputs_repo, "dataset"), (results_repo, "dataset"), (space_id, "space")):
                 if not api.repo_info(repo, repo_type=kind).private:
@@ -216,7 +217,7 @@ class _SpaceRun:
             for key, value in sorted(variables.items()):
                 api.add_space_variable(space_id, key, value, description="set by ftpipe run")
             if api.get_space_runtime(space_id).requested_hardware != self.cfg.hardware:
-                api.request_space_hardware(space_id, self.cfg.hardware)
+                api.request_space_hardware(space_id, _flavor(self.cfg.hardware))
             sub = Submission(request_id=request_id, space_id=space_id, inputs_repo=inputs_repo,
                              inputs_revision=revision, results_repo=results_repo, fingerprint=self.fingerprint,
                              hardware=self.cfg.hardware, submitted_at=now_iso())
@@ -289,7 +290,8 @@ class _SpaceRun:
 
     # ------------------------------------------------------------------ follow
     def _follow(self, sub: Submission) -> int:
-        from ftpipe.remote.hf import hub_errors
+        from ftpipe.remote.hf import hub_errors, is_retryable
+        from ftpipe.remote.retry import call_with_retries
 
         deadline = time.monotonic() + self.cfg.timeout_s
         interval, last = POLL_MIN_S, None
@@ -299,7 +301,9 @@ class _SpaceRun:
             if result is not None:
                 break
             with hub_errors(f"reading the runtime of Space {sub.space_id}"):
-                runtime = self.api.get_space_runtime(sub.space_id)
+                runtime = call_with_retries(lambda: self.api.get_space_runtime(sub.space_id),
+                                            what=f"reading the runtime of Space {sub.space_id}",
+                                            is_transient=is_retryable)
             stage = SpaceStage.of(runtime.stage)
             if stage != last:
                 note = _STAGE_NOTES.get(stage, "").format(file=self.path.name)
@@ -419,7 +423,8 @@ class _SpaceRun:
         return self._report(record, sub)
 
     def _space_info(self, sub: Submission, result: dict | None) -> dict:
-        info = {"space_id": sub.space_id, "hardware": sub.hardware, "inputs": f"{sub.inputs_repo}@{sub.inputs_revision}",
+        info: dict[str, Any] = {"space_id": sub.space_id, "hardware": sub.hardware,
+                                "inputs": f"{sub.inputs_repo}@{sub.inputs_revision}",
                 "results": sub.results_repo, "request_id": sub.request_id}
         if result:
             info["remote_store"] = (result.get("summary") or {}).get("store")
@@ -441,7 +446,8 @@ class _SpaceRun:
         (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(self.prepared.redacted, sort_keys=False))
         self._write_space_log(run_dir)
         status = "interrupted" if code == errors.EXIT_INTERRUPTED else "failed"
-        record = {"run_id": run_id, "pipeline": self.plan.pipeline, "pipeline_path": str(self.path.resolve()),
+        record: dict[str, Any] = {
+                  "run_id": run_id, "pipeline": self.plan.pipeline, "pipeline_path": str(self.path.resolve()),
                   "store": str(self.rs.root), "status": status, "exit_code": code, "started_at": sub.submitted_at,
                   "finished_at": now_iso(), "duration_s": None, "host": f"hf-space {sub.space_id}",
                   "executor": "hf-spaces", "error": redact(error, self.secret_values),
@@ -449,7 +455,7 @@ class _SpaceRun:
                             for s in self.plan.steps},
                   "space": self._space_info(sub, None)}
         # `ftpipe runs show` prints a step's reason: say there why nothing ran
-        record["steps"][self.plan.steps[0].id]["reason"] = record["error"].splitlines()[0]
+        record["steps"][self.plan.steps[0].id]["reason"] = str(record["error"]).splitlines()[0]
         self.rs.write_run(record)
         return record
 
@@ -543,19 +549,11 @@ def requirements_for(pipeline: Any) -> tuple[list[str], list[str]]:
     """The ftpipe extras and the plugin distributions (``name==version``) the pipeline's steps need."""
     from importlib.metadata import entry_points
 
-    extras = {"hub"}  # the entry downloads the inputs and pushes the results
+    from ftpipe.extras import HUB_EXTRA, step_extras
+
     backend = pipeline.trainer.backend
-    extras |= {"trl": {"train"}, "openai": {"openai"}, "azure-openai": {"azure"}}.get(backend, set())
-    ev = pipeline.evaluate
-    if ev is not None and any(not isinstance(b, str) and not b.model.startswith("openai:") for b in ev.baselines):
-        extras.add("train")
-    if ev is not None and backend == "autotrain":
-        extras.add("train")  # evaluating a local model
-    for target in pipeline.deploy:
-        extras |= {"azure-openai": {"azure"}, "local": {"train"} if getattr(target, "merge", False) else set()}.get(
-            target.type, set())
-    if "tensorboard" in getattr(pipeline.trainer, "report_to", []):
-        extras.add("tracking")
+    # the entry downloads the inputs and pushes the results; the steps need what their plugins declare
+    extras = {HUB_EXTRA} | step_extras(pipeline)
     dists = []
     wanted = [("ftpipe.trainers", backend)] + [("ftpipe.targets", t.type) for t in pipeline.deploy]
     for group, name in wanted:
@@ -626,9 +624,12 @@ def dockerfile(pipeline: Any, sub: Submission, plan_hash: str, extras: list[str]
         lines.append(f"RUN pip install --no-cache-dir --user torch=={torch} "
                      "--index-url https://download.pytorch.org/whl/cpu")
     lines.append("RUN pip install --no-cache-dir --user -c constraints.txt " + " ".join(f'"{r}"' for r in install))
-    if pipeline.trainer.backend == "autotrain":
-        lines += [f"ENV FTPIPE_AUTOTRAIN_ENV={SPACE_HOME}/autotrain-env",
-                  "RUN ftpipe backends install autotrain"]
+    from ftpipe.extras import managed_env
+
+    managed = managed_env(pipeline)
+    if managed:  # the backend's own environment, built into the image (FTPIPE_<NAME>_ENV says where)
+        var = "FTPIPE_" + re.sub(r"[^A-Z0-9]", "_", managed.upper()) + "_ENV"
+        lines += [f"ENV {var}={SPACE_HOME}/{managed}-env", f"RUN ftpipe backends install {managed}"]
     env = {entry.ENV_INPUTS: sub.inputs_repo, entry.ENV_REVISION: sub.inputs_revision,
            entry.ENV_RESULTS: sub.results_repo, entry.ENV_SPACE: sub.space_id, entry.ENV_PORT: str(APP_PORT),
            entry.ENV_WORKDIR: f"{SPACE_HOME}/work"}
@@ -654,3 +655,13 @@ def source_checkout_note() -> str | None:
     return (f"ftpipe runs from a source checkout ({Path(ftpipe.__file__).parent.parent}); the Space installs "
             f"the released ftpipe=={__version__}, which may differ from your working tree")
 
+
+def _flavor(name: str) -> Any:
+    """A hardware flavor for the Hub client: its ``SpaceHardware`` member when it knows the
+    name, else the name itself (the Hub accepts flavors newer than the client's enum)."""
+    from huggingface_hub import SpaceHardware
+
+    try:
+        return SpaceHardware(name)
+    except ValueError:
+        return name

@@ -162,7 +162,7 @@ def merge_adapter(
             raise ValueError("merge_adapter needs a local adapter model")
         model_dir, base = train_dir / ref.path, ref.base
     model, tokenizer = _base_with_adapter(
-        Path(model_dir), base, cache_dir=cache_dir, base_dir=base_dir,
+        Path(model_dir), str(base), cache_dir=cache_dir, base_dir=base_dir,
         revision=revision, token=token, dtype="auto",
     )
     dest = Path(dest)

@@ -1,7 +1,6 @@
 """Hugging Face Hub errors → ftpipe errors (the one place that knows the client's types)."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,11 +62,9 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 def is_transport_error(exc: BaseException) -> bool:
     """A connection that failed or dropped (the HTTP library's transport errors)."""
-    for module in ("httpx2", "httpx"):
-        mod = sys.modules.get(module)  # not imported: none of its errors can be here
-        if mod is not None and isinstance(exc, getattr(mod, "TransportError", ())):
-            return True
-    return isinstance(exc, (ConnectionError, TimeoutError))
+    from ftpipe.remote.retry import is_transport_error as transport
+
+    return transport(exc)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Mapping
 
 from ftpipe.errors import RemoteError
 
-SERVICES = {"openai": "OpenAI", "azure-openai": "Azure OpenAI"}
-
-_HINTS: dict[str, dict[int, str]] = {
-    "openai": {
-        401: "the API key was refused: set OPENAI_API_KEY (trainer.api_key) to a valid key for this "
-             "base_url and organization",
-        403: "the key may not do this: check the project's permissions and that fine-tuning is enabled "
-             "for it (and for this model)",
-        404: "not found: check model.base names a fine-tunable snapshot (e.g. gpt-4o-mini-2024-07-18) "
-             "and that trainer.base_url points at the API (…/v1)",
-        429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
-             "re-submitted); check the organization's usage limits and billing",
-    },
-    "azure-openai": {
-        401: "the key or token was refused: set AZURE_OPENAI_API_KEY to a key of this resource (Keys and "
-             "Endpoint in the portal), or use auth: entra with a signed-in identity",
-        403: "the identity may not do this: it needs the 'Cognitive Services OpenAI Contributor' role on "
-             "the resource (and the resource's network rules must admit this machine)",
-        404: "not found: check trainer.endpoint, trainer.api_version, and that this resource's region can "
-             "fine-tune the model (Azure model names have no dots: gpt-35-turbo-0613)",
-        429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
-             "re-submitted); check the resource's fine-tuning quota",
-    },
+# hints that hold for any OpenAI-compatible service; a backend passes its own (``hints=``)
+GENERIC_HINTS: dict[int, str] = {
+    401: "the API key or token was refused: check the trainer block's credentials",
+    403: "the credentials may not do this: check the account's permissions for fine-tuning",
+    404: "not found: check model.base and the service address",
+    429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
+         "re-submitted)",
 }
 _SERVER_HINT = ("the service had an error: run again later (`ftpipe run` re-attaches to a job that was "
                 "submitted, it does not submit a second one)")
@@ -43,12 +27,20 @@ RETRIABLE_STATUS = frozenset({408, 409, 429})
 
 
 def service_label(provider: str) -> str:
-    return SERVICES.get(provider, provider)
+    """The provider's name for people, as the trainer plugin that makes its models declares
+    it (``TrainerCaps.service``); the provider id itself when no plugin does."""
+    from ftpipe import registry
+
+    for plugin in registry.plugins()["trainer"].values():
+        if plugin.caps.provider == provider and plugin.caps.service:
+            return str(plugin.caps.service)
+    return provider or "OpenAI-compatible API"
 
 
-def translate(exc: BaseException, what: str, *, provider: str = "openai", job_id: str | None = None,
-              where: str | None = None) -> RemoteError:
-    """The RemoteError for one exception raised by the ``openai`` client."""
+def translate(exc: BaseException, what: str, *, provider: str = "", job_id: str | None = None,
+              where: str | None = None, hints: Mapping[int, str] | None = None) -> RemoteError:
+    """The RemoteError for one exception raised by the ``openai`` client. ``hints`` are the
+    backend's own per-status hints (else generic ones)."""
     import openai
 
     service = service_label(provider)
@@ -60,7 +52,7 @@ def translate(exc: BaseException, what: str, *, provider: str = "openai", job_id
         param = body.get("param") or body.get("target")
         if param:
             message += f" (parameter {param})"
-        hint = _HINTS.get(provider, _HINTS["openai"]).get(status) or (_SERVER_HINT if status >= 500 else None)
+        hint = (hints if hints is not None else GENERIC_HINTS).get(status) or (_SERVER_HINT if status >= 500 else None)
         return RemoteError(service, f"{what}: {message}", status=status, code=code, request_id=request_id(exc),
                            job_id=job_id, hint=hint)
     if isinstance(exc, openai.APITimeoutError):
@@ -79,15 +71,15 @@ def translate(exc: BaseException, what: str, *, provider: str = "openai", job_id
 
 
 @contextmanager
-def openai_errors(what: str, *, provider: str = "openai", job_id: str | None = None,
-                  where: str | None = None) -> Iterator[None]:
+def openai_errors(what: str, *, provider: str = "", job_id: str | None = None,
+                  where: str | None = None, hints: Mapping[int, str] | None = None) -> Iterator[None]:
     """Turn the ``openai`` client's exceptions raised inside the block into RemoteError."""
     import openai
 
     try:
         yield
     except openai.OpenAIError as exc:
-        raise translate(exc, what, provider=provider, job_id=job_id, where=where) from None
+        raise translate(exc, what, provider=provider, job_id=job_id, where=where, hints=hints) from None
 
 
 def is_retriable(exc: BaseException) -> bool:
@@ -110,19 +102,9 @@ def is_not_found(exc: BaseException) -> bool:
 
 def retry_after(exc: BaseException) -> float | None:
     """Seconds the service asked us to wait (``retry-after-ms`` / ``retry-after``), if any."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) / scale)
-        except ValueError:
-            continue
-    return None
+    from ftpipe.remote.retry import retry_after as asked
+
+    return asked(exc)
 
 
 def request_id(exc: BaseException) -> str | None:

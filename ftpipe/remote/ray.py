@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -90,9 +91,9 @@ def translate(exc: BaseException, what: str, address: str, job_id: str | None = 
     name = type(exc).__name__
     text = str(exc)
     if name == "AuthenticationError":
-        status = 403 if "invalid" in text.lower() or "forbidden" in text.lower() else 401
+        auth = 403 if "invalid" in text.lower() or "forbidden" in text.lower() else 401
         return RemoteError(SERVICE, f"{what}: authentication failed at {address}: {_first_line(text)}",
-                           status=status, code="auth", job_id=job_id, hint=_HINTS[status])
+                           status=auth, code="auth", job_id=job_id, hint=_HINTS[auth])
     if isinstance(exc, ConnectionError) or name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"):
         return RemoteError(SERVICE, f"{what}: cannot reach the Ray Jobs API at {address}", code="unreachable",
                            job_id=job_id, hint="is the cluster up and the dashboard port reachable from here? "
@@ -151,10 +152,24 @@ def _headers() -> dict[str, Any] | None:
     return headers
 
 
-class RayJobs:
-    """A Jobs API client for one address: submit, inspect, read logs, stop."""
+def is_transient(exc: BaseException) -> bool:
+    """Worth asking again: a dropped connection, or the dashboard's 429/5xx (Ray's client
+    reports HTTP failures as text: the status is read from it)."""
+    from ftpipe.remote.retry import TRANSIENT_STATUS
+    from ftpipe.remote.retry import is_transient as transient
 
-    def __init__(self, address: str) -> None:
+    if transient(exc) or type(exc).__name__ in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"):
+        return True
+    status = _status(str(exc))
+    return status is not None and (status in TRANSIENT_STATUS or status >= 500)
+
+
+class RayJobs:
+    """A Jobs API client for one address: submit, inspect, read logs, stop. Reads and
+    stops (idempotent) go through the shared retry helper; ``log`` hears each retry."""
+
+    def __init__(self, address: str, *, log: Callable[[str], None] | None = None) -> None:
+        self.log = log
         self.address = normalize_address(address)
         with ray_errors("connecting", self.address):
             from ray.job_submission import JobSubmissionClient
@@ -179,7 +194,7 @@ class RayJobs:
         """The job's state, or None if the cluster has no such job (e.g. it was restarted)."""
         try:
             with ray_errors("reading the job status", self.address, submission_id):
-                raw = self._client.get_job_info(submission_id)
+                raw = self._retried(lambda: self._client.get_job_info(submission_id), "reading the job status")
         except RemoteError as exc:
             if exc.code == "not-found":
                 return None
@@ -190,8 +205,13 @@ class RayJobs:
 
     def logs(self, submission_id: str) -> str:
         with ray_errors("reading the job logs", self.address, submission_id):
-            return self._client.get_job_logs(submission_id)
+            return str(self._retried(lambda: self._client.get_job_logs(submission_id), "reading the job logs"))
 
     def stop(self, submission_id: str) -> bool:
         with ray_errors("stopping the job", self.address, submission_id):
-            return bool(self._client.stop_job(submission_id))
+            return bool(self._retried(lambda: self._client.stop_job(submission_id), "stopping the job"))
+
+    def _retried(self, fn: Callable[[], Any], what: str) -> Any:
+        from ftpipe.remote.retry import call_with_retries
+
+        return call_with_retries(fn, what=f"Ray {what} at {self.address}", log=self.log, is_transient=is_transient)

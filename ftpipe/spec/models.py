@@ -354,6 +354,13 @@ class AutoTrainTrainer(Block):
 
     backend: Literal["autotrain"]
     caps: ClassVar[TrainerCaps] = TrainerCaps(extras=("train",), torch=True, managed_env=True, prepare_tokenizer=True)
+
+    @classmethod
+    def pipeline_rules(cls, p: Any, base_dir: Any) -> Any:
+        """Rules that relate this block to the rest of the pipeline (spec/rules_autotrain.py)."""
+        from ftpipe.spec.rules_autotrain import check
+
+        return check(p, base_dir)
     method: Literal["sft", "dpo", "orpo", "reward"] = "sft"
     peft: Peft = _nested(type="lora")
     hyperparameters: AutoTrainHyperparameters = _nested()
@@ -382,8 +389,8 @@ class OpenAITrainer(Block):
     """The OpenAI fine-tuning API."""
 
     backend: Literal["openai"]
-    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", extras=("openai",), can_cancel=True,
-                                              eval_access="chat-api",
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", service="OpenAI",
+                                              extras=("openai",), can_cancel=True, eval_access="chat-api",
                                               formats=("chat", "instruction", "preference", "sharegpt", "alpaca"))
     method: Literal["sft", "dpo"] = "sft"
     hyperparameters: OpenAIHyperparameters = _nested()
@@ -407,8 +414,8 @@ class AzureOpenAITrainer(Block):
     """Azure OpenAI fine-tuning (data plane, api-version 2024-10-21)."""
 
     backend: Literal["azure-openai"]
-    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", extras=("azure",), can_cancel=True,
-                                              eval_access="chat-api",
+    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", service="Azure OpenAI",
+                                              extras=("azure",), can_cancel=True, eval_access="chat-api",
                                               formats=("chat", "instruction", "preference", "sharegpt", "alpaca"))
     method: Literal["sft", "dpo"] = Field(
         "sft", description="dpo: for the models Azure offers it on (gpt-4o, gpt-4o-mini), on a preview api_version.")
@@ -613,7 +620,7 @@ class Schedule(Block):
         parts = v.split()
         if len(parts) != 5:
             raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(parts)}")
-        for part, (lo, hi), what in zip(parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday")):
+        for part, (lo, hi), what in zip(parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday"), strict=True):
             if not _CRON_FIELD.match(part):
                 raise ValueError(f"cron {what} field {part!r} is not valid")
             for n in re.findall(r"\d+", part.split("/")[0]):

@@ -3,36 +3,44 @@ the validator turns paths into file positions."""
 from __future__ import annotations
 
 import glob
-import importlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from ftpipe import registry
+from ftpipe.contracts import TargetCaps, TrainerCaps
 from ftpipe.spec import models as m
 from ftpipe.spec.interpolate import ENV_REF
 from ftpipe.spec.validate import did_you_mean
 
-LOCAL_BACKENDS = ("trl", "autotrain")
-HOSTED_BACKENDS = ("openai", "azure-openai")
 PREFERENCE_METHODS = ("dpo", "orpo", "reward")
-MODEL_TARGETS = ("local", "hf-hub", "hf-endpoint", "hf-space")  # need the weights
+
+
+def _trainer_caps(p: Any) -> TrainerCaps:
+    """The trainer plugin's declaration (what it trains on, where its model lives): the
+    ``caps`` of its config model, which the registry checked when it loaded the plugin."""
+    caps: TrainerCaps = type(p.trainer).caps
+    return caps
+
+
+def _trainers(*, hosted: bool) -> list[str]:
+    return sorted(n for n, pl in registry.plugins()["trainer"].items() if pl.caps.hosted == hosted)
 
 
 def check(p: Any, *, base_dir: Path, raw: dict) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     for rule in (_dataset, _method_vs_format, _peft, _hosted, _evaluate, _deploy, _executor):
         out.extend(rule(p, base_dir))
-    for name in RULE_MODULES:  # backend-specific rules live beside their backend's knowledge
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        out.extend(module.check(p, base_dir))
+    from ftpipe.spec import rules_methods  # methods, formats and mixtures (GRPO, KTO, sources)
+
+    out.extend(rules_methods.check(p, base_dir))
+    # rules a plugin brings for its own block against the rest (a classmethod
+    # ``pipeline_rules(pipeline, base_dir)`` on its config model), once per model class
+    models = dict.fromkeys(type(block) for block in (p.trainer, *p.deploy, p.executor))
+    for model in models:
+        rules = getattr(model, "pipeline_rules", None)
+        if callable(rules):
+            out.extend(rules(p, base_dir))
     return out
-
-
-RULE_MODULES = ("ftpipe.spec.rules_autotrain", "ftpipe.spec.rules_methods")
 
 
 def _looks_like_path(s: str) -> bool:
@@ -72,8 +80,10 @@ def _method_vs_format(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
                f"(prompt/chosen/rejected); this dataset's format is {fmt}")
     if method == "sft" and fmt == "preference":
         yield (("trainer", "method"), "method sft needs chat, instruction or text data; preference data trains with dpo or orpo")
-    if getattr(t, "backend", None) in HOSTED_BACKENDS and fmt == "text":
-        yield (("dataset", "format"), f"the {t.backend} backend fine-tunes chat models: use format chat or instruction")
+    formats = _trainer_caps(p).formats
+    if formats is not None and fmt not in formats and not (method == "sft" and fmt == "preference"):
+        yield (("dataset", "format"), f"the {t.backend} backend does not train on format {fmt}: "
+                                      f"use format {' or '.join(formats)}")
     base = p.model.base
     if not ENV_REF.search(base) and _looks_like_path(base) and not base.startswith("builtin:"):
         if not (base_dir / base).expanduser().exists():
@@ -83,14 +93,13 @@ def _method_vs_format(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
 def _peft(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     t = p.trainer
     peft = getattr(t, "peft", None)
-    if isinstance(peft, m.QLoraPeft) and t.backend == "trl" and peft.bits != 4:
+    if isinstance(peft, m.QLoraPeft) and isinstance(t, m.TrlTrainer) and peft.bits != 4:
         yield (("trainer", "peft", "bits"), "the trl backend quantizes QLoRA to 4 bits: set bits: 4 (8-bit is autotrain's int8)")
     if isinstance(t, m.TrlTrainer):
         hp = t.hyperparameters
         if hp.packing and t.method != "sft":
             yield (("trainer", "hyperparameters", "packing"), f"packing applies to sft only, not {t.method}")
-        caps = getattr(type(p.executor), "caps", None)
-        if t.resources.workers > 1 and not (caps is not None and caps.multi_worker):
+        if t.resources.workers > 1 and not type(p.executor).caps.multi_worker:
             yield (("trainer", "resources", "workers"), "workers > 1 trains on a Ray cluster: set executor.type: ray "
                                                          "(or use gpus_per_node/nodes for one machine)")
         yield from _distributed(t)
@@ -112,21 +121,19 @@ def _evaluate(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     ev = p.evaluate
     if ev is None:
         return
-    hosted = p.trainer.backend in HOSTED_BACKENDS
+    weights = _trainer_caps(p).eval_access == "weights"
+    metrics = registry.plugins()["metric"]
     for i, metric in enumerate(ev.metrics):
         if ":" in metric:
             continue
-        if metric not in m.BUILTIN_METRICS:
-            from ftpipe import registry
-
-            if metric in registry.plugins()["metric"]:
-                continue
+        if metric not in metrics:
             yield (("evaluate", "metrics", i),
-                   f"unknown metric '{metric}'.{did_you_mean(metric, m.BUILTIN_METRICS)} "
-                   f"(built-in: {', '.join(m.BUILTIN_METRICS)}; or 'package.module:function')")
-        elif metric in ("loss", "perplexity") and hosted:
+                   f"unknown metric '{metric}'.{did_you_mean(metric, sorted(metrics))} "
+                   f"(available: {', '.join(sorted(metrics))}; or 'package.module:function')")
+        elif metrics[metric].caps.needs_weights and not weights:
+            text = ", ".join(n for n, pl in sorted(metrics.items()) if not pl.caps.needs_weights)
             yield (("evaluate", "metrics", i), f"{metric} needs the model's weights; a {p.trainer.backend} fine-tune "
-                                               "is scored on its generations (token_f1, exact_match, rouge_l, ...)")
+                                               f"is scored on its generations ({text})")
     names = ev.baseline_names()
     seen: set[str] = set()
     for i, name in enumerate(names):
@@ -165,25 +172,33 @@ def _known_metrics() -> list[str]:
 
 def _deploy(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     backend = p.trainer.backend
+    tcaps = _trainer_caps(p)
     seen: dict[str, int] = {}
     for i, target in enumerate(p.deploy):
         sid = target.name or target.type
         if sid in seen:
             yield (("deploy", i, "name"), f"two deploy targets are called '{sid}': give each a distinct name")
         seen[sid] = i
-        if target.type in MODEL_TARGETS and backend in HOSTED_BACKENDS and target.type != "hf-space":
+        caps: TargetCaps = type(target).caps
+        if caps.deploys_from == "weights" and tcaps.hosted:
+            hosted_targets = sorted(n for n, pl in registry.plugins()["target"].items()
+                                    if tcaps.provider in pl.caps.providers)
+            alt = f", or deploy {' or '.join(hosted_targets)}" if hosted_targets else ""
             yield (("deploy", i, "type"), f"a fine-tune made by {backend} stays on the service; deploy target {target.type} "
-                                          "needs local weights (use trl or autotrain, or deploy azure-openai)")
-        if target.type == "azure-openai" and backend != "azure-openai":
-            yield (("deploy", i, "type"), "the azure-openai target deploys an Azure OpenAI fine-tune: "
-                                          "it needs trainer.backend: azure-openai")
+                                          f"needs local weights (use {' or '.join(_trainers(hosted=False))}{alt})")
+        if caps.deploys_from == "hosted" and (not tcaps.hosted or tcaps.provider not in caps.providers):
+            makers = sorted(n for n, pl in registry.plugins()["trainer"].items()
+                            if pl.caps.hosted and pl.caps.provider in caps.providers)
+            yield (("deploy", i, "type"), f"the {target.type} target deploys a fine-tune hosted at "
+                                          f"{' or '.join(caps.providers) or 'a provider'}: it needs trainer.backend: "
+                                          f"{' or '.join(makers) or '(no installed backend makes one)'}")
     if p.evaluate is not None and p.evaluate.gate is None and p.deploy:
         pass  # deploying without a gate is allowed; plan shows it
 
 
 def _executor(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
-    ex = p.executor
-    if ex.type == "ray" and ex.resources.gpus and p.trainer.backend in HOSTED_BACKENDS:
+    gpus = getattr(getattr(p.executor, "resources", None), "gpus", None)
+    if gpus and _trainer_caps(p).hosted:
         yield (("executor", "resources", "gpus"), f"a {p.trainer.backend} job trains on the service: ask for no GPUs")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
+from ftpipe.spec import models as m
 from ftpipe.spec.validate import did_you_mean
 
 NAMED_TEMPLATES = ("chatml", "zephyr")
@@ -31,7 +32,7 @@ METHOD_ONLY = {
 
 def check(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
     t = p.trainer
-    if getattr(t, "backend", None) != "autotrain":
+    if not isinstance(t, m.AutoTrainTrainer):
         return
     yield from _template(p)
     yield from _model(p)

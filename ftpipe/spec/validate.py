@@ -239,7 +239,7 @@ def translate_errors(exc: ValidationError, doc: Document, model: type[BaseModel]
             parent = _models_at(model, loc[:-1])
             allowed = sorted({f for mdl in parent for f in mdl.model_fields})
             msg = f"unknown key '{key}'.{did_you_mean(key, allowed)}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
-            msg = _HINTS.get((path_str(tuple(s for s in path if not isinstance(s, int))), _tag_in(loc)), msg)
+            msg = _hint(path_str(tuple(s for s in path if not isinstance(s, int))), loc) or msg
             key_pos = True
         elif etype == "missing":
             path = path + (loc[-1],) if loc and loc[-1] not in path else path
@@ -297,13 +297,20 @@ def translate_errors(exc: ValidationError, doc: Document, model: type[BaseModel]
         yield item
 
 
-def _tag_in(loc: tuple) -> Any:
-    return next((s for s in loc if s in ("openai", "azure-openai")), None)
+def _hosted_tag_in(loc: tuple) -> Any:
+    """The hosted trainer plugin whose config ``loc`` points into, if any."""
+    from ftpipe import registry
+
+    trainers = registry.plugins()["trainer"]
+    return next((trainers[s] for s in loc if isinstance(s, str) and s in trainers and trainers[s].caps.hosted), None)
 
 
-_HINTS = {
-    ("trainer.peft", "openai"): "unknown key 'peft': the openai backend trains on OpenAI's service, which takes no "
-                                "LoRA/QLoRA settings; remove peft (it applies to the trl and autotrain backends)",
-    ("trainer.peft", "azure-openai"): "unknown key 'peft': Azure OpenAI trains on the service, which takes no "
-                                      "LoRA/QLoRA settings; remove peft (it applies to the trl and autotrain backends)",
-}
+def _hint(path: str, loc: tuple) -> str | None:
+    """A better message for an unknown key that means a misunderstanding, not a typo."""
+    if path == "trainer.peft":
+        plugin = _hosted_tag_in(loc)
+        if plugin is not None:
+            return (f"unknown key 'peft': the {plugin.name} backend trains on {plugin.caps.service or 'the provider'}"
+                    "'s service, which takes no "
+                    "LoRA/QLoRA settings; remove peft (it applies to backends that train local weights)")
+    return None

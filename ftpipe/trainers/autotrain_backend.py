@@ -42,6 +42,16 @@ class AutoTrainBackend:
     name = "autotrain"
     config_model = m.AutoTrainTrainer
 
+    def environment_status(self) -> dict:
+        """The managed environment (``caps.managed_env``), for ``ftpipe backends list``."""
+        st = autotrain_env.status()
+        return {**st, "what": f"AutoTrain Advanced {st['version']} (local or Hugging Face Spaces)",
+                "missing": [] if st["installed"] else [f"autotrain-advanced=={st['version']}"]}
+
+    def install_environment(self, *, force: bool, log: Callable[[str], None]) -> dict:
+        """Create (or reuse) the managed environment: ``ftpipe backends install autotrain``."""
+        return autotrain_env.install(force=force, log=log)
+
     def preflight(self, ctx: Any, trainer: Any) -> list[Any]:
         """The managed environment exists (`ftpipe backends install autotrain`)."""
         from ftpipe.preflight import attempt
@@ -322,7 +332,7 @@ class _OutputWatcher:
         return out
 
     def metrics(self, *, rows: int, wall: float) -> dict[str, Any]:
-        final = next((d for d in reversed(self.logs) if "train_loss" in d), {})
+        final: dict[str, Any] = next((d for d in reversed(self.logs) if "train_loss" in d), {})
         out: dict[str, Any] = {"train_rows": rows, "autotrain_wall_s": round(wall, 2)}
         if self.total_steps:
             out["steps"] = self.total_steps

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from ftpipe.contracts import StepContext, StepResult
@@ -23,6 +24,7 @@ from ftpipe.spec.models import AzureOpenAITrainer
 from ftpipe.trainers.hosted import (
     HostedService,
     JobRecord,
+    cancel_job,
     list_jobs,
     reusable,
     train_hosted,
@@ -46,6 +48,19 @@ class JobStatus(str, Enum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.FAILED})
 
 
+# this backend's hints for the service's error answers (remote/openai_errors.translate)
+HINTS: dict[int, str] = {
+    401: "the key or token was refused: set AZURE_OPENAI_API_KEY to a key of this resource (Keys and "
+         "Endpoint in the portal), or use auth: entra with a signed-in identity",
+    403: "the identity may not do this: it needs the 'Cognitive Services OpenAI Contributor' role on "
+         "the resource (and the resource's network rules must admit this machine)",
+    404: "not found: check trainer.endpoint, trainer.api_version, and that this resource's region can "
+         "fine-tune the model (Azure model names have no dots: gpt-35-turbo-0613)",
+    429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
+         "re-submitted); check the resource's fine-tuning quota",
+}
+
+
 def entra_token_provider(scope: str, what: str) -> Callable[[], str]:
     """A bearer-token callable from azure-identity's DefaultAzureCredential."""
     try:
@@ -57,17 +72,12 @@ def entra_token_provider(scope: str, what: str) -> Callable[[], str]:
 
 def make_client(trainer: AzureOpenAITrainer, *, endpoint: str | None = None) -> Any:
     """The official AzureOpenAI client for the trainer block (api key or Entra ID)."""
-    try:
-        import openai
-    except ImportError:
-        raise MissingDependency("openai", "azure", "the azure-openai trainer backend") from None
-    kwargs: dict[str, Any] = {"azure_endpoint": endpoint or trainer.endpoint, "api_version": trainer.api_version,
-                              "max_retries": 3}
-    if trainer.auth == "entra":
-        kwargs["azure_ad_token_provider"] = entra_token_provider(COGNITIVE_SCOPE, "auth: entra (Azure OpenAI)")
-    else:
-        kwargs["api_key"] = trainer.api_key
-    return openai.AzureOpenAI(**kwargs)
+    from ftpipe.remote.openai_client import azure_openai_client
+
+    tokens = entra_token_provider(COGNITIVE_SCOPE, "auth: entra (Azure OpenAI)") if trainer.auth == "entra" else None
+    return azure_openai_client(endpoint=endpoint or trainer.endpoint, api_version=trainer.api_version,
+                               api_key=trainer.api_key, token_provider=tokens,
+                               what="the azure-openai trainer backend")
 
 
 def check_job(job: Any) -> None:
@@ -126,6 +136,28 @@ class AzureOpenAIBackend:
     name = "azure-openai"
     config_model = AzureOpenAITrainer
 
+    def cancel(self, state_dir: Path, trainer: AzureOpenAITrainer) -> dict:
+        """Cancel the job this step's state folder records (``ftpipe cancel``)."""
+        return cancel_job(state_dir, lambda address: make_client(trainer, endpoint=address), provider=PROVIDER,
+                          terminal=TERMINAL, hints=HINTS)
+
+    def chat_client(self, trainer: AzureOpenAITrainer) -> Any:
+        """How evaluation reaches a fine-tune of this backend: its chat completions API (through
+        a deployment: see :meth:`serve_for_evaluation`)."""
+        return make_client(trainer)
+
+    def chat_hints(self, model: str) -> dict[int, str]:
+        """Hints for chat completion errors with a model of this backend."""
+        return {404: f"Azure serves a model only through a deployment: deploy {model!r} under a deployment "
+                     "of that name, or name the deployment in a {name, model} baseline"}
+
+    def serve_for_evaluation(self, ctx: StepContext, model_id: str) -> Any:
+        """A context manager yielding the name to call ``model_id`` by: Azure serves a
+        fine-tune only through a deployment, so a temporary one is made for evaluation."""
+        from ftpipe.evaluation.azure_eval import evaluation_deployment
+
+        return evaluation_deployment(ctx, model_id)
+
     def preflight(self, ctx: Any, trainer: AzureOpenAITrainer) -> list[Any]:
         """Read-only checks before anything is uploaded (ftpipe.preflight)."""
         from ftpipe.trainers.hosted_preflight import azure_checks
@@ -140,7 +172,7 @@ class AzureOpenAIBackend:
             provider=PROVIDER, client=client, address=trainer.endpoint, statuses=JobStatus, terminal=TERMINAL,
             create=lambda once, file_ids: once.fine_tuning.jobs.create(**create_request(ctx, trainer, file_ids)),
             find=job_finder(client, model=base, suffix=trainer.suffix), check=check_job,
-            identity={"model": base, "suffix": trainer.suffix or ""},
+            identity={"model": base, "suffix": trainer.suffix or ""}, hints=HINTS,
         )
         return train_hosted(ctx, service, method=trainer.method, context_length=trainer.context_length,
                             poll=trainer.poll)

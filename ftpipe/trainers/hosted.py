@@ -3,8 +3,10 @@ folder, uploading (or reusing) the training files, submitting a job exactly once
 re-attaching to it after a crash, polling it with backoff while streaming its events, and
 turning its end into a model reference or a typed error.
 
-A backend describes its service in a :class:`HostedService` (how to create a job, how to
-find one it may have created already, its job states) and calls :func:`train_hosted`.
+A backend describes its service in a :class:`~ftpipe.trainers.hosted_job.HostedService`
+(how to create a job, how to find one it may have created already, its job states) and
+calls :func:`train_hosted`. The job record, the service description, listing and
+cancelling jobs live in :mod:`ftpipe.trainers.hosted_job`; this module is the flow.
 
 Exactly one job per step key: the record (``state_dir/job.json``) is written right after a
 job is created; a run that finds a record re-attaches. Because the client's retries of a
@@ -20,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,116 +31,31 @@ from ftpipe.errors import RemoteError, StepError
 from ftpipe.remote.openai_errors import (
     is_not_found,
     is_retriable,
-    openai_errors,
     retry_after,
-    service_label,
     translate,
 )
-from ftpipe.store import write_json
+from ftpipe.remote.retry import RetryPolicy, call_with_retries
+from ftpipe.trainers.hosted_job import (  # re-exported: the backends build on these
+    CANCELLED,
+    FAILED,
+    RECORD,
+    SUCCEEDED,
+    UNSUCCESSFUL,
+    HostedService,
+    JobRecord,
+    cancel_job,
+    list_jobs,
+    read_record,
+    reusable,
+)
 from ftpipe.trainers.openai_data import ServiceData, build_service_data
 
-RECORD = "job.json"
+__all__ = ["CANCELLED", "FAILED", "RECORD", "SUCCEEDED", "UNSUCCESSFUL", "HostedService", "JobRecord", "cancel_job",
+           "list_jobs", "read_record", "reusable", "train_hosted"]
+
 MAX_CREATE_ATTEMPTS = 6
 MAX_POLL_FAILURES = 8
-MAX_LISTED_JOBS = 200
 BACKOFF = 1.5
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-UNSUCCESSFUL = frozenset({FAILED, CANCELLED})
-
-
-# --------------------------------------------------------------------------- the record
-
-@dataclass
-class JobRecord:
-    """What survives a crash: uploaded files, the job id, jobs that ended unsuccessfully."""
-
-    path: Path
-    provider: str
-    address: str | None = None  # base_url / endpoint the job lives at (not a secret)
-    files: dict[str, dict] = field(default_factory=dict)  # split -> {id, sha256, bytes}
-    job_id: str | None = None
-    retired: list[dict] = field(default_factory=list)  # [{id, status}] failed or cancelled jobs
-    runs: list[str] = field(default_factory=list)
-    identity: dict[str, str] = field(default_factory=dict)
-    fine_tuned_model: str | None = None
-
-    @classmethod
-    def load(cls, state_dir: Path, provider: str) -> JobRecord:
-        path = state_dir / RECORD
-        try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return cls(path, provider)
-        fields = {k: data[k] for k in ("address", "files", "job_id", "retired", "runs", "identity",
-                                        "fine_tuned_model") if k in data}
-        return cls(path, data.get("provider", provider), **fields)
-
-    def save(self) -> None:
-        write_json(self.path, {"provider": self.provider, "address": self.address, "files": self.files,
-                               "job_id": self.job_id, "retired": self.retired, "runs": self.runs,
-                               "identity": self.identity, "fine_tuned_model": self.fine_tuned_model})
-
-    def retire(self, job_id: str, status: str) -> None:
-        if job_id not in self.retired_ids():
-            self.retired.append({"id": job_id, "status": status})
-        if self.job_id == job_id:
-            self.job_id = None
-        self.save()
-
-    def retired_ids(self) -> set[str]:
-        return {r["id"] for r in self.retired}
-
-
-def read_record(state_dir: Path) -> dict | None:
-    """The job record of a step's state folder, as data (for ``ftpipe cancel``)."""
-    try:
-        return json.loads((state_dir / RECORD).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-# --------------------------------------------------------------------------- the service
-
-@dataclass(frozen=True)
-class HostedService:
-    """One provider's way of doing things, for :func:`train_hosted`."""
-
-    provider: str  # "openai" | "azure-openai": ModelRef.provider and error prefix
-    client: Any  # the official client (retries on)
-    address: str  # where the service is, for messages
-    statuses: type[Enum]  # the job states, a str Enum
-    terminal: frozenset  # the states a job ends in
-    # (client without retries, uploaded file ids by split) -> the created job
-    create: Callable[[Any, dict[str, str]], Any]
-    # (record) -> a job this step created before (not failed/cancelled), or None
-    find: Callable[[JobRecord], Any | None]
-    identity: dict[str, str] = field(default_factory=dict)  # what the job is tagged with, if anything
-    # raises RemoteError when a job object lacks what ftpipe relies on (for a non-strict client)
-    check: Callable[[Any], None] | None = None
-
-    @property
-    def label(self) -> str:
-        return service_label(self.provider)
-
-    def status(self, job: Any) -> Any:
-        raw = getattr(job, "status", None)
-        try:
-            return self.statuses(raw)
-        except ValueError:
-            return raw  # a state this version does not know: keep polling, say so in the log
-
-    def checked(self, job: Any) -> Any:
-        if self.check is not None and job is not None:
-            self.check(job)
-        return job
-
-    def errors(self, what: str, job_id: str | None = None):
-        return openai_errors(what, provider=self.provider, job_id=job_id, where=self.address)
-
-
-def reusable(job: Any, record: JobRecord) -> bool:
-    """A job worth re-attaching to: it did not end failed or cancelled, and is not retired."""
-    return getattr(job, "status", None) not in UNSUCCESSFUL and job.id not in record.retired_ids()
 
 
 # --------------------------------------------------------------------------- the flow
@@ -205,7 +122,7 @@ def upload_files(ctx: StepContext, service: HostedService, record: JobRecord, da
         obj = None
         if known and known.get("sha256") == f.sha256:
             with service.errors(f"checking the uploaded {f.split} file {known['id']}"):
-                obj = _call(lambda fid=known["id"]: files.retrieve(fid), not_found=True)
+                obj = _call(partial(files.retrieve, known["id"]), not_found=True)
             if obj is not None and getattr(obj, "status", None) not in ("error", "deleted", "deleting"):
                 ctx.log(f"reusing the {f.split} file {obj.id} uploaded by an earlier run")
         if obj is None or getattr(obj, "status", None) in ("error", "deleted", "deleting"):
@@ -260,7 +177,7 @@ def submit(ctx: StepContext, service: HostedService, record: JobRecord, file_ids
             if not _is_openai_error(exc) or not is_retriable(exc):
                 if _is_openai_error(exc):
                     raise translate(exc, "creating the fine-tuning job", provider=service.provider,
-                                    where=service.address) from None
+                                    hints=service.hints, where=service.address) from None
                 raise
             found = _find_after_failed_create(service, record, exc, poll)
             if found is not None:
@@ -270,7 +187,7 @@ def submit(ctx: StepContext, service: HostedService, record: JobRecord, file_ids
                 break
             if attempt == MAX_CREATE_ATTEMPTS:
                 raise translate(exc, f"creating the fine-tuning job ({attempt} attempts)", provider=service.provider,
-                                where=service.address) from None
+                                hints=service.hints, where=service.address) from None
             wait = retry_after(exc)
             if wait is None:
                 wait = min(poll.interval * BACKOFF ** (attempt - 1), poll.max_interval)
@@ -296,7 +213,6 @@ def follow(ctx: StepContext, service: HostedService, job: Any, *, poll: Any) -> 
     interval = poll.interval
     deadline = time.monotonic() + poll.timeout_minutes * 60
     last_status = None
-    failures = 0
     first = True
     try:
         while True:
@@ -304,18 +220,16 @@ def follow(ctx: StepContext, service: HostedService, job: Any, *, poll: Any) -> 
                 time.sleep(interval)
             first = False
             try:
-                job = service.checked(service.client.fine_tuning.jobs.retrieve(job_id))
-                failures = 0
+                job = service.checked(call_with_retries(
+                    lambda: service.client.fine_tuning.jobs.retrieve(job_id),
+                    what=f"polling the job {job_id} (the job is unaffected)", log=ctx.log,
+                    attempts=MAX_POLL_FAILURES, is_transient=_transient,
+                    policy=RetryPolicy(base_delay=interval, max_delay=poll.max_interval, backoff=BACKOFF)))
             except Exception as exc:
-                if not (_is_openai_error(exc) and is_retriable(exc)) or failures >= MAX_POLL_FAILURES:
-                    if _is_openai_error(exc):
-                        raise translate(exc, f"polling fine-tuning job {job_id}", provider=service.provider,
-                                        job_id=job_id, where=service.address) from None
-                    raise
-                failures += 1
-                ctx.log(f"polling the job failed ({_describe(exc)}); the job is unaffected; trying again")
-                interval = min(max(interval, retry_after(exc) or 0) * BACKOFF, poll.max_interval)
-                continue
+                if _is_openai_error(exc):
+                    raise translate(exc, f"polling fine-tuning job {job_id}", provider=service.provider,
+                                    hints=service.hints, job_id=job_id, where=service.address) from None
+                raise
             status = service.status(job)
             changed = status != last_status
             if changed:
@@ -473,6 +387,11 @@ def _call(fn: Callable[[], Any], *, not_found: bool = False) -> Any:
         raise
 
 
+def _transient(exc: BaseException) -> bool:
+    """The openai client's own rule for what is worth trying again."""
+    return _is_openai_error(exc) and is_retriable(exc)
+
+
 def _find_after_failed_create(service: HostedService, record: JobRecord, create_error: BaseException,
                               poll: Any) -> Any | None:
     """Look for the job after a create that failed. If the lookup keeps failing too, stop:
@@ -484,25 +403,13 @@ def _find_after_failed_create(service: HostedService, record: JobRecord, create_
         except Exception as exc:  # noqa: BLE001 - only the client's retriable errors are retried
             if not (_is_openai_error(exc) and is_retriable(exc)) or attempt == MAX_CREATE_ATTEMPTS:
                 error = translate(create_error, "creating the fine-tuning job", provider=service.provider,
-                                  where=service.address)
+                                  hints=service.hints, where=service.address)
                 error.hint = ("the service may have stored the job, and looking for it failed too: run again "
                               "later (ftpipe looks for the job before it submits another)")
                 raise error from None
             time.sleep(retry_after(exc) or wait)
             wait = min(wait * BACKOFF, poll.max_interval)
     return None
-
-
-def list_jobs(client: Any, *, metadata: dict[str, str] | None = None, limit: int = MAX_LISTED_JOBS) -> list[Any]:
-    """Jobs, newest first, at most ``limit`` of them (pages followed by the client)."""
-    out = []
-    page = (client.fine_tuning.jobs.list(limit=min(limit, 100), metadata=metadata) if metadata
-            else client.fine_tuning.jobs.list(limit=min(limit, 100)))
-    for job in page:
-        out.append(job)
-        if len(out) >= limit:
-            break
-    return out
 
 
 def _is_openai_error(exc: BaseException) -> bool:

@@ -56,9 +56,10 @@ def openai_checks(ctx: PreflightContext, trainer: Any) -> Iterator[Check]:
 
 def _openai_model(client: Any, model: str) -> str | None:
     from ftpipe.remote.openai_errors import is_not_found, openai_errors
+    from ftpipe.trainers.openai_backend import HINTS
 
     try:
-        with openai_errors(f"looking up model {model}", provider="openai"):
+        with openai_errors(f"looking up model {model}", provider="openai", hints=HINTS):
             client.models.retrieve(model)
     except Exception as exc:
         if is_not_found(getattr(exc, "__cause__", None) or exc) or getattr(exc, "status", None) == 404:
@@ -113,9 +114,10 @@ def azure_checks(ctx: PreflightContext, trainer: Any) -> Iterator[Check]:
 def _azure_fine_tunable(client: Any, base: str) -> str | None:
     """``GET /openai/models/{id}``: the model exists on this resource and can be fine-tuned."""
     from ftpipe.remote.openai_errors import openai_errors
+    from ftpipe.trainers.azure_backend import HINTS
 
     try:
-        with openai_errors(f"looking up model {base}", provider="azure-openai"):
+        with openai_errors(f"looking up model {base}", provider="azure-openai", hints=HINTS):
             raw = client.models.retrieve(base)
     except Exception as exc:
         if getattr(exc, "status", None) == 404:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from ftpipe.contracts import StepContext, StepResult
-from ftpipe.errors import MissingDependency
 from ftpipe.spec.models import OpenAITrainer
 from ftpipe.trainers.hosted import (
     HostedService,
     JobRecord,
+    cancel_job,
     list_jobs,
     reusable,
     train_hosted,
@@ -41,14 +42,25 @@ class JobStatus(str, Enum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
+# this backend's hints for the service's error answers (remote/openai_errors.translate)
+HINTS: dict[int, str] = {
+    401: "the API key was refused: set OPENAI_API_KEY (trainer.api_key) to a valid key for this "
+         "base_url and organization",
+    403: "the key may not do this: check the project's permissions and that fine-tuning is enabled "
+         "for it (and for this model)",
+    404: "not found: check model.base names a fine-tunable snapshot (e.g. gpt-4o-mini-2024-07-18) "
+         "and that trainer.base_url points at the API (…/v1)",
+    429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
+         "re-submitted); check the organization's usage limits and billing",
+}
+
+
 def make_client(trainer: OpenAITrainer, *, base_url: str | None = None) -> Any:
     """The official client with the trainer block's credentials (``base_url`` overrides)."""
-    try:
-        import openai
-    except ImportError:
-        raise MissingDependency("openai", "openai", "the openai trainer backend") from None
-    return openai.OpenAI(api_key=trainer.api_key, base_url=base_url or resolve_base_url(trainer),
-                         organization=trainer.organization, max_retries=3)
+    from ftpipe.remote.openai_client import openai_client
+
+    return openai_client(api_key=trainer.api_key, base_url=base_url or resolve_base_url(trainer),
+                         organization=trainer.organization, extra="openai", what="the openai trainer backend")
 
 
 def resolve_base_url(trainer: OpenAITrainer) -> str:
@@ -99,6 +111,15 @@ class OpenAIBackend:
     name = "openai"
     config_model = OpenAITrainer
 
+    def cancel(self, state_dir: Path, trainer: OpenAITrainer) -> dict:
+        """Cancel the job this step's state folder records (``ftpipe cancel``)."""
+        return cancel_job(state_dir, lambda address: make_client(trainer, base_url=address), provider=PROVIDER,
+                          terminal=TERMINAL, hints=HINTS)
+
+    def chat_client(self, trainer: OpenAITrainer) -> Any:
+        """How evaluation reaches a fine-tune of this backend: its chat completions API."""
+        return make_client(trainer)
+
     def preflight(self, ctx: Any, trainer: OpenAITrainer) -> list[Any]:
         """Read-only checks before anything is uploaded (ftpipe.preflight)."""
         from ftpipe.trainers.hosted_preflight import openai_checks
@@ -114,7 +135,7 @@ class OpenAIBackend:
             provider=PROVIDER, client=client, address=resolve_base_url(trainer), statuses=JobStatus,
             terminal=TERMINAL,
             create=lambda once, file_ids: once.fine_tuning.jobs.create(**create_request(ctx, trainer, file_ids)),
-            find=job_finder(client, tags), identity=record_tags,
+            find=job_finder(client, tags), identity=record_tags, hints=HINTS,
         )
         return train_hosted(ctx, service, method=trainer.method, context_length=trainer.context_length,
                             poll=trainer.poll)

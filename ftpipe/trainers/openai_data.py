@@ -107,7 +107,7 @@ def to_service_line(record: Any, method: str) -> dict:
                                            "row is a chat conversation")
         if not all(k in record for k in ("prompt", "chosen", "rejected")):
             raise _Problem("wrong format", "a preference pair needs prompt, chosen and rejected")
-        line = {"input": {"messages": _messages(record["prompt"], "input")},
+        line: dict[str, Any] = {"input": {"messages": _messages(record["prompt"], "input")},
                 "preferred_output": _one_reply(record["chosen"], "preferred_output"),
                 "non_preferred_output": _one_reply(record["rejected"], "non_preferred_output")}
         if not any(m["role"] == "user" for m in line["input"]["messages"]):
@@ -230,12 +230,12 @@ def build_service_data(prepare_dir: Path, out_dir: Path, *, method: str, model: 
             hint=f"the line numbers are those of the prepared splits in {prepare_dir}; fix the source rows "
                  "(or set dataset.skip_invalid) and run again")
     warnings = []
-    for f in files.values():
-        if f.too_long:
-            lines_s = ", ".join(map(str, f.too_long[:10])) + (", ..." if len(f.too_long) > 10 else "")
-            warnings.append(f"{len(f.too_long)} of {f.examples} {f.split} examples are longer than {model}'s "
+    for sf in files.values():
+        if sf.too_long:
+            lines_s = ", ".join(map(str, sf.too_long[:10])) + (", ..." if len(sf.too_long) > 10 else "")
+            warnings.append(f"{len(sf.too_long)} of {sf.examples} {sf.split} examples are longer than {model}'s "
                             f"{context:,}-token context (estimated); the service truncates them "
-                            f"({f.path.name} lines {lines_s})")
+                            f"({sf.path.name} lines {lines_s})")
     if context is None:
         warnings.append(f"the context length of {model} is not known: examples were not checked for length "
                         "(set trainer.context_length to check them)")

@@ -131,7 +131,7 @@ def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
     for key, label in (("loss", "train loss"), ("eval_loss", "validation loss")):
         points = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
         if points:
-            ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)

@@ -140,9 +140,9 @@ def test_provider_errors_are_translated(openai_server: OpenAIServer) -> None:
     client = make_openai_client("openai", _openai_trainer(openai_server))
     with pytest.raises(RemoteError) as err:
         generate_hosted(client, "ft:gpt-4o-mini-2024-07-18:x::nope", [[{"role": "user", "content": "hi"}]],
-                        max_new_tokens=5)
+                        max_new_tokens=5, service="openai")
     msg = str(err.value)
-    assert err.value.status == 404 and err.value.service == "openai"
+    assert err.value.status == 404 and err.value.service == "OpenAI"
     assert "ft:gpt-4o-mini-2024-07-18:x::nope" in msg and "does not exist" in msg
     assert openai_server.api_key not in msg
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from ftpipe.contracts import MetricCaps
 from ftpipe.evaluation import metrics as M
 from ftpipe.evaluation.metrics import (
     MetricError,
@@ -149,28 +150,33 @@ def test_custom_metric_by_import_path(tmp_path, monkeypatch) -> None:
     sys.modules.pop("my_metrics_ev", None)
 
 
+def _plugged(prediction: str, reference: str) -> float:
+    return 0.25
+
+
+_plugged.caps = MetricCaps(higher_is_better=False)  # type: ignore[attr-defined]
+
+
 def test_entry_point_metric(monkeypatch) -> None:
-    import importlib.metadata as md
+    """Metric plugins come from the one registry, with their declared caps."""
+    from importlib.metadata import EntryPoint, EntryPoints
 
-    def plugin(p: str, r: str) -> float:
-        return 0.25
+    from ftpipe import registry
+    from ftpipe.errors import PluginError
 
-    class EP:
-        name, value = "plugged", "pkg:plugged"
+    def install(*eps: EntryPoint) -> None:
+        monkeypatch.setattr(registry, "entry_points", lambda: EntryPoints(eps))
+        registry.plugins.cache_clear()
 
-        def load(self):
-            return plugin
-
-    class Broken(EP):
-        name, value = "broken", "pkg:broken"
-
-        def load(self):
-            raise ImportError("boom")
-
-    monkeypatch.setattr(md, "entry_points", lambda group: [EP(), Broken()] if group == M.ENTRY_POINT_GROUP else [])
-    assert resolve_metric("plugged") is plugin
-    with pytest.raises(MetricError, match="'broken'.*failed to load: boom"):
-        resolve_metric("broken")
+    try:
+        install(EntryPoint("plugged", f"{__name__}:_plugged", M.ENTRY_POINT_GROUP))
+        assert resolve_metric("plugged") is _plugged
+        assert M.higher_is_better("plugged") is False and not M.is_model_metric("plugged")
+        install(EntryPoint("broken", "no_such_metrics_module:fn", M.ENTRY_POINT_GROUP))
+        with pytest.raises(PluginError, match=r"plugin 'broken' \(no_such_metrics_module:fn\) failed to load"):
+            resolve_metric("broken")
+    finally:
+        registry.plugins.cache_clear()
 
 
 def test_score_checks_the_value() -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from ftpipe.contracts import TrainerCaps
 
 MODULE = "ftpipe_sleepy"
 
@@ -20,6 +22,7 @@ class SleepyTrainer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Literal["sleepy"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps()  # local weights, needs no extras
     seconds: float = 0.0
     fail: bool = False
 
