@@ -12,6 +12,7 @@ from ftpipe.cli import emit_json
 from ftpipe.errors import EXIT_INVALID
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ftpipe.contracts import RunRequest
     from ftpipe.store import RunStore
 
 
@@ -98,7 +99,7 @@ def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
             sys.exit(EXIT_INVALID)
 
 
-def _preflight_checks(path: Path, rs: "RunStore") -> list:  # noqa: F821
+def _preflight_checks(path: Path, rs: RunStore) -> list:
     """The checks `ftpipe run` would make now (the environment's references resolved)."""
     from ftpipe import preflight
     from ftpipe.engine import prepare
@@ -153,7 +154,7 @@ def run(file: str, executor: str | None, store: str | None, force: bool, from_st
     sys.exit(impl.execute(request))
 
 
-def _remote_preflight(request: "RunRequest", executor: str) -> None:  # noqa: F821
+def _remote_preflight(request: RunRequest, executor: str) -> None:
     from ftpipe import preflight
     from ftpipe.engine import prepare
     from ftpipe.progress import Reporter

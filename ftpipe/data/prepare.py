@@ -208,7 +208,7 @@ def run_prepare(ctx: StepContext) -> StepResult:
     code = {None: 0, "train": 1, "validation": 2, "test": 3}
     sources = mixture.specs(ds)
     origin = bytearray()  # per kept row: the index of its source (mixtures)
-    per_source = [Counter() for _ in sources]
+    per_source: list[Counter[str]] = [Counter() for _ in sources]
 
     with tmp.open("w", encoding="utf-8") as out:
         batch: list[tuple[str | None, str, int, dict, int]] = []
@@ -290,7 +290,7 @@ def _source_counts(sources: list[mixture.SourceSpec], read: list[Counter], label
                    origin: bytearray) -> dict[str, dict[str, Any]]:
     """Per source of a mixture: rows read, rows kept, and rows in each split."""
     names = {1: "train", 2: "validation", 3: "test"}
-    kept = Counter(zip(origin, labels))
+    kept = Counter(zip(origin, labels, strict=True))
     total = sum(s.weight for s in sources)
     return {
         s.name: {"format": s.format, "weight": round(s.weight / total, 6), "rows_read": read[i]["rows_read"],

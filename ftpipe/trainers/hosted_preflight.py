@@ -5,6 +5,7 @@ that does not exist, a refused key)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from ftpipe.preflight import Check, PreflightContext, attempt, skipped
@@ -49,7 +50,7 @@ def openai_checks(ctx: PreflightContext, trainer: Any) -> Iterator[Check]:
         models += [("evaluate", m, "a baseline model") for m in named]
     for step, model, role in models:
         yield attempt(step, f"OpenAI model {model} exists for this key ({role})",
-                      lambda m=model: _openai_model(client, m),
+                      partial(_openai_model, client, model),
                       fix="set model.base to a model your organization can fine-tune (e.g. "
                           "gpt-4o-mini-2024-07-18); `GET /v1/models` lists what the key can use")
 

@@ -121,7 +121,7 @@ def to_service_line(record: Any, method: str) -> dict:
     messages = _messages(record["messages"], "messages")
     if not any(m["role"] == "assistant" for m in messages):
         raise _Problem("no assistant turn", "no assistant message: there is nothing to learn from this example")
-    line: dict[str, Any] = {"messages": messages}
+    line = {"messages": messages}
     if record.get("tools"):  # function schemas the conversation's tool calls use
         line["tools"] = record["tools"]
     return line

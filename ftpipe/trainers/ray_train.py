@@ -133,7 +133,8 @@ def _worker_loop(config: dict[str, Any]) -> None:
     job = TrlJob(**{**json.loads(job.to_json()), "checkpoint_dir": str(work / "checkpoints"),
                     "out_dir": str(work / "out"), "result_file": None})
     Path(job.out_dir).mkdir(parents=True)
-    resume, starts = None, []
+    resume: Path | None = None
+    starts: list[int] = []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -163,7 +164,7 @@ def _starts_callback(starts: list[int]) -> Any:
     from transformers.trainer_utils import get_last_checkpoint
 
     class Starts(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        def on_save(self, args, state, control, **kwargs):
             last = get_last_checkpoint(args.output_dir)
             if last is not None and state.is_world_process_zero:
                 Path(last, STARTS).write_text(json.dumps(starts))

@@ -34,7 +34,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _with_tools(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if any(r.get("tools") for r in rows):
-        for rec, row in zip(records, rows):
+        for rec, row in zip(records, rows, strict=True):
             rec["tools"] = json.dumps(row["tools"]) if row.get("tools") else None
     return records
 
