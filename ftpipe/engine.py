@@ -135,9 +135,12 @@ def execute(
     prepared: Prepared | None = None,
     executor_name: str = "local",
     run_id: str | None = None,
-    preflight: bool = True,
+    preflight: bool | None = None,
 ) -> RunOutcome:
-    """Run the pipeline at ``path`` here. Returns the exit code and the run record."""
+    """Run the pipeline at ``path`` here. Returns the exit code and the run record.
+
+    ``preflight`` (default: when the plugins' own steps run, i.e. ``step_runner`` is the
+    default) runs every plugin's read-only checks first (ftpipe.preflight)."""
     reporter = reporter or Reporter()
     prepared = prepared or prepare(path)
     plan = prepared.plan
@@ -160,7 +163,7 @@ def execute(
         note = nested_store_note(rs.root, path)
         if note:
             reporter.message(note)
-    if preflight:
+    if preflight if preflight is not None else step_runner is default_step_runner:
         _preflight(prepared, rs, rerun, reporter)
     with sigterm_as_interrupt(), rs.lock(plan.pipeline, wait=wait, on_wait=lambda h: reporter.message(
             f"waiting for the lock held by {h}")) as stale:
