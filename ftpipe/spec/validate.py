@@ -28,7 +28,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        # line 0: about the file as a whole (not found, a folder), which has no position
+        where = f"{self.file}:{self.line}:{self.col}" if self.line > 0 else self.file
         return f"{where}  {self.path}: {self.message}" if self.path else f"{where}  {self.message}"
 
 
@@ -86,10 +87,25 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
     if p.is_dir():
         problem(0, 0, "", "this is a folder; give the pipeline's YAML file")
         return out
+    from ftpipe.spec.yamlpos import MAX_BYTES
+
     try:
-        out.text = p.read_text(encoding="utf-8")
+        size = p.stat().st_size
+        if size > MAX_BYTES:  # refused before reading: a pipeline is a page of YAML
+            problem(1, 1, "", f"the file is {size:,} bytes; a pipeline file is at most {MAX_BYTES // 1024} KiB "
+                              "(keep data in data files, not in the pipeline)")
+            return out
+        raw = p.read_bytes()
+    except OSError as exc:
+        problem(1, 1, "", f"cannot read the file: {exc.strerror or exc}")
+        return out
+    try:
+        out.text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        problem(1, 1, "", f"not a UTF-8 text file ({exc.reason} at byte {exc.start})")
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        problem(line, col, "", f"not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}: "
+                               f"{exc.reason}); save it as UTF-8")
         return out
     try:
         doc = load_yaml(out.text)
