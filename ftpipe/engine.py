@@ -41,7 +41,7 @@ class Prepared:
     plan: Plan
     resolved: Any  # Pipeline with ${env:...} replaced (secrets included): never written
     secrets: tuple[str, ...]
-    redacted: dict  # the pipeline as data, non-secret references resolved, secrets as references
+    redacted: dict  # the pipeline as data: non-secret references resolved, secrets as references, secret values ***
 
 
 def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
@@ -71,7 +71,13 @@ def prepare(path: Path, *, env: Mapping[str, str] | None = None) -> Prepared:
                          hint="export them (or give a default: ${env:NAME:-value}) and run again")
     resolved = pipeline_model().model_validate(full.data, context={"resolved": True})
     assert loaded.interpolation is not None
-    return Prepared(loaded, plan, resolved, tuple(full.secrets), loaded.interpolation.data)
+    from ftpipe.spec.secrets import redact_data, secret_values
+
+    # every secret value known to the run: resolved Secret fields, the variables Secret fields
+    # (defaults too) reference, the well-known token variables; the stored pipeline is redacted
+    # with all of them, whichever field a value ended up in
+    secrets = tuple(dict.fromkeys([*full.secrets, *secret_values(resolved, os.environ if env is None else env)]))
+    return Prepared(loaded, plan, resolved, secrets, redact_data(loaded.interpolation.data, secrets))
 
 
 def library_versions() -> dict[str, str]:

@@ -52,7 +52,7 @@ def test_permissions_are_read_only_and_the_token_is_not_persisted(tmp_path: Path
 
 
 def test_secrets_reach_only_the_step_that_runs_the_pipeline(tmp_path: Path) -> None:
-    text, doc = _workflow(tmp_path)
+    _, doc = _workflow(tmp_path)
     job = doc["jobs"]["run"]
     assert not any("secrets." in str(v) for v in job.get("env", {}).values())
     holders = [s.get("name") or s.get("uses") for s in job["steps"] if "secrets." in yaml.safe_dump(s)]

@@ -38,7 +38,7 @@ from ftpipe.executors.ray_job import (
     storage_path,
 )
 from ftpipe.progress import Reporter
-from ftpipe.spec.interpolate import ENV_REF, _looks_secret_var, interpolate, is_secret_key
+from ftpipe.spec.interpolate import ENV_REF, interpolate
 from ftpipe.spec.models import RayExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
@@ -225,22 +225,26 @@ class _Run:
     def _env_for_job(self) -> tuple[dict[str, str], set[str]]:
         """Non-secret ${env:NAME} references set here travel with the job; secrets do not
         (a runtime_env is visible to everyone who can read the cluster's job list)."""
+        from ftpipe.registry import pipeline_model
+        from ftpipe.spec.secrets import is_secret_var, secret_paths
+
         plain: set[str] = set()
         secret: set[str] = set()
+        assert self.loaded.doc is not None
+        secret_at = secret_paths(pipeline_model(), self.loaded.doc.data)
 
-        def walk(value: Any, is_secret: bool, top: str | None) -> None:
+        def walk(value: Any, path: tuple) -> None:
             if isinstance(value, dict):
                 for k, v in value.items():
-                    walk(v, is_secret or is_secret_key(k), top if top is not None else str(k))
+                    walk(v, path + (k,))
             elif isinstance(value, list):
-                for v in value:
-                    walk(v, is_secret, top)
-            elif isinstance(value, str) and top != "executor":
+                for i, v in enumerate(value):
+                    walk(v, path + (i,))
+            elif isinstance(value, str) and path[:1] != ("executor",):
                 for m in ENV_REF.finditer(value):
-                    (secret if is_secret or _looks_secret_var(m.group(1)) else plain).add(m.group(1))
+                    (secret if path in secret_at or is_secret_var(m.group(1)) else plain).add(m.group(1))
 
-        assert self.loaded.doc is not None
-        walk(self.loaded.doc.data, False, None)
+        walk(self.loaded.doc.data, ())
         plain -= {"RAY_ADDRESS"}
         return {n: os.environ[n] for n in sorted(plain) if n in os.environ}, secret
 

@@ -131,14 +131,17 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
                 " (upgrade ftpipe for newer files)")
         return out
 
-    interp = interpolate(doc.data, env=env, resolve_secrets=False)
+    model = pipeline_model()
+    from ftpipe.spec.secrets import secret_paths
+
+    secret_at = secret_paths(model, doc.data)
+    interp = interpolate(doc.data, env=env, resolve_secrets=False, secret_paths=secret_at)
     out.interpolation = interp
     for ipath, text in interp.bad:
         line, col = doc.pos(ipath)
         problem(line, col, path_str(ipath), f"malformed reference {text!r}: write ${{env:NAME}} or ${{env:NAME:-default}}")
     missing_vars = {tuple(mp): var for mp, var in interp.missing}
 
-    model = pipeline_model()
     try:
         out.pipeline = model.model_validate(interp.data)
     except ValidationError as exc:
@@ -148,6 +151,7 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
                 msg = (f"environment variable {var} is not set and the reference has no default: set {var}, "
                        f"or write ${{env:{var}:-<value>}}")
             problem(line, col, path_str(ppath), msg)
+    _check_secret_refs(doc, secret_at, out.pipeline, problem)
     if out.pipeline is not None and not out.problems:
         from ftpipe.spec.rules import check
 
@@ -158,6 +162,20 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         out.pipeline = None
     out.problems.sort(key=lambda pr: (pr.line, pr.col))
     return out
+
+
+def _check_secret_refs(doc: Document, secret_at: frozenset[tuple], pipeline: Any, problem: Any) -> None:
+    """A credential variable in a plain field would be resolved into plans, logs, the run
+    store and model cards: only a Secret field may reference it."""
+    from ftpipe.spec.secrets import plain_secret_refs, secret_vars
+
+    defaults = secret_vars(pipeline) if pipeline is not None else set()
+    for spath, var in plain_secret_refs(doc.data, secret_at, defaults):
+        line, col = doc.pos(spath)
+        problem(line, col, path_str(spath),
+                f"references ${{env:{var}}}, which holds a secret, in a field that is not secret: its value "
+                "would be written to plans, logs, the run store and model cards. Reference it only from a "
+                "secret field (token, api_key, ...), or use another variable")
 
 
 # --------------------------------------------------------------------------- errors

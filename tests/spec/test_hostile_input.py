@@ -29,7 +29,7 @@ print(json.dumps({"rc": proc.returncode, "out": proc.stdout + proc.stderr,
 
 
 def _validate_measured(path: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -118,7 +118,7 @@ def test_binary_or_non_utf8_file_is_a_user_error_naming_the_file(tmp_path: Path,
                                                                 words: str) -> None:
     f = tmp_path / "p.yaml"
     f.write_bytes(content)
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False,
                           timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
@@ -129,7 +129,7 @@ def test_binary_or_non_utf8_file_is_a_user_error_naming_the_file(tmp_path: Path,
 def test_a_yaml_tag_pyyaml_refuses_is_a_positioned_problem(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     f.write_text("version: 1\nname: !!python/object/apply:os.system ['true']\n")
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False,
                           timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
@@ -138,7 +138,7 @@ def test_a_yaml_tag_pyyaml_refuses_is_a_positioned_problem(tmp_path: Path) -> No
 
 def test_missing_file_prints_no_zero_position(tmp_path: Path) -> None:
     f = tmp_path / "nope.yaml"
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False,
                           timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2
