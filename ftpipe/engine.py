@@ -21,6 +21,7 @@ import yaml
 from ftpipe import __version__, errors
 from ftpipe.contracts import CHECKPOINTS, StepContext, StepResult
 from ftpipe.errors import FtpipeError, PipelineInvalid, UsageError
+from ftpipe.faults import DiskFull, no_room, release_room, reserved_room, store_full
 from ftpipe.plan import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
@@ -163,7 +164,8 @@ def execute(
             f"waiting for the lock held by {h}")) as stale:
         if stale:
             reporter.message(stale)
-        return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
+        with reserved_room(rs.root):
+            return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
 
 
 def _still_current(step: PlannedStep, artifact: Path) -> bool:
@@ -261,7 +263,17 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
     if exit_code == errors.EXIT_OK and statuses <= {"cached"}:
         record["up_to_date"] = True
     record.update(exit_code=exit_code, finished_at=now_iso(), duration_s=round(time.monotonic() - t0, 3))
-    rs.write_run(record)
+    try:
+        rs.write_run(record)
+    except OSError as exc:
+        if not no_room(exc):
+            raise
+        release_room(rs.root)
+        try:
+            rs.write_run(record)
+        except OSError:
+            reporter.error(f"run {run_id}: {DiskFull(rs.root, exc)}")
+            return RunOutcome(errors.EXIT_STEP_FAILED, run_id, record)
     if record.get("up_to_date"):
         reporter.message(f"up to date: every step's inputs are unchanged (run {run_id}, {record['duration_s']:.2f}s)")
     elif exit_code == errors.EXIT_OK:
@@ -309,18 +321,31 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
         log("interrupted")
         log_file.close()
         raise
-    except FtpipeError as exc:
-        return _fail(step, srec, rs, record, reporter, log, log_file, redact(str(exc), secrets), t0, None)
     except Exception as exc:  # noqa: BLE001 - a step's bug must not lose the run record
+        if no_room(exc) or store_full(rs.root):  # drop the half-written output: the record needs the room
+            shutil.rmtree(scratch, ignore_errors=True)
+            release_room(rs.root)
+            msg = redact(str(DiskFull(rs.root, exc)), secrets)
+            return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0,
+                         None if no_room(exc) else redact(traceback.format_exc(), secrets))
+        if isinstance(exc, FtpipeError):
+            return _fail(step, srec, rs, record, reporter, log, log_file, redact(str(exc), secrets), t0, None)
         tb = redact(traceback.format_exc(), secrets)
         msg = redact(f"{type(exc).__name__}: {exc}", secrets)
         return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb)
     seconds = time.monotonic() - t0
     metrics = json.loads(redact(json.dumps(dict(result.metrics), default=str), secrets))
     summary = redact(result.summary, secrets)
-    artifact = rs.commit_artifact(step.key, scratch, {"run_id": run_id, "step": step.id, "metrics": metrics,
-                                                      "summary": summary, "outcome": result.outcome,
-                                                      "finished_at": now_iso(), "duration_s": round(seconds, 3)})
+    try:
+        artifact = rs.commit_artifact(step.key, scratch, {"run_id": run_id, "step": step.id, "metrics": metrics,
+                                                          "summary": summary, "outcome": result.outcome,
+                                                          "finished_at": now_iso(), "duration_s": round(seconds, 3)})
+    except OSError as exc:
+        if not no_room(exc):
+            raise
+        shutil.rmtree(scratch, ignore_errors=True)
+        release_room(rs.root)
+        return _fail(step, srec, rs, record, reporter, log, log_file, str(DiskFull(rs.root, exc)), t0, None)
     artifacts[step.id] = artifact
     status = "blocked" if result.outcome == "blocked" else "done"
     srec.update(status=status, finished_at=now_iso(), duration_s=round(seconds, 3), metrics=metrics,
@@ -334,12 +359,17 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
 
 def _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb) -> str:
     seconds = time.monotonic() - t0
-    if tb:
-        log(tb)
-    log(f"failed: {msg}")
-    log_file.close()
     srec.update(status="failed", finished_at=now_iso(), duration_s=round(seconds, 3), error=msg)
-    rs.write_run(record)
+    try:
+        if tb:
+            log(tb)
+        log(f"failed: {msg}")
+        log_file.close()
+        rs.write_run(record)
+    except OSError as exc:  # still no room: the last record written stays (atomic writes)
+        if not no_room(exc):
+            raise
+        reporter.error(f"could not record the failure of {step.id}: {DiskFull(rs.root, exc).message}")
     reporter.step_finished(step.id, "failed", seconds)
     reporter.error(f"{step.id} failed: {msg}" + ("" if not tb else "\n  (traceback in the step log; FTPIPE_DEBUG=1 shows it here)"))
     if tb and os.environ.get("FTPIPE_DEBUG"):

@@ -68,6 +68,12 @@ def run_cli() -> None:
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, said plainly
         if os.environ.get("FTPIPE_DEBUG"):
             traceback.print_exc()
+        from ftpipe.faults import no_room
+
+        if no_room(exc):  # the machine's fault, not a bug: say what to do
+            click.echo(f"error: the disk is full ({exc}): free space and run again; finished steps are kept",
+                       err=True)
+            sys.exit(EXIT_STEP_FAILED)
         click.echo(f"internal error: {type(exc).__name__}: {exc}\n  (a bug in ftpipe; FTPIPE_DEBUG=1 shows the "
                    "traceback — please report it)", err=True)
         sys.exit(EXIT_STEP_FAILED)
