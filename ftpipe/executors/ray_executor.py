@@ -38,7 +38,7 @@ from ftpipe.executors.ray_job import (
     storage_path,
 )
 from ftpipe.progress import Reporter
-from ftpipe.spec.interpolate import ENV_REF, interpolate
+from ftpipe.spec.interpolate import ENV_REF, interpolate, redact
 from ftpipe.spec.models import RayExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
@@ -357,12 +357,16 @@ class _Run:
                            "store_mode": (result or {}).get("store_mode")})
         run_dir = self.rs.run_dir(sub.run_id)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        from ftpipe.spec.secrets import redact_data, secret_values
+
+        known = secret_values(self.loaded.pipeline)  # the cluster redacts too; this is the second barrier
         kept = "".join(ln + "\n" for ln in text.splitlines() if not ln.startswith(RESULT_MARKER))
-        (run_dir / "logs" / "ray-job.log").write_text(kept)
+        (run_dir / "logs" / "ray-job.log").write_text(redact(kept, known))
         if not (run_dir / "pipeline.yaml").exists() and self.loaded.interpolation is not None:
             import yaml
 
-            (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(self.loaded.interpolation.data, sort_keys=False))
+            (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(redact_data(self.loaded.interpolation.data, known),
+                                                                  sort_keys=False))
         self.rs.write_run(record)
         self._clear_state(sub)
         return code, record

@@ -86,6 +86,9 @@ def secret_paths(model: Any, data: Any) -> frozenset[tuple]:
 
 
 def _walk_type(ann: Any, data: Any, path: tuple, out: set[tuple]) -> None:
+    if isinstance(data, str) and _annotation_is_secret(ann):  # e.g. the values of dict[str, Secret]
+        out.add(path)
+        return
     members = _members(ann)
     if isinstance(data, dict):
         models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]

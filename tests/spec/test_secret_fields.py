@@ -153,3 +153,13 @@ def test_plain_variables_stay_allowed(tmp_path: Path) -> None:
 ])
 def test_credential_variable_names(name: str, secret: bool) -> None:
     assert is_secret_var(name) is secret
+
+
+def test_secrets_inside_containers_are_found() -> None:
+    class Headers(BaseModel):
+        headers: dict[str, Secret] = {}
+        keys: list[Secret] = []
+        plain: dict[str, str] = {}
+
+    data = {"headers": {"auth": "${env:A}"}, "keys": ["${env:B}"], "plain": {"b": "${env:C}"}}
+    assert secret_paths(Headers, data) == {("headers", "auth"), ("keys", 0)}
