@@ -47,12 +47,17 @@ def read_local(path: Path, file_format: str | None, label: str) -> Iterator[Row]
                 except json.JSONDecodeError as exc:
                     yield label, n, RowError(f"invalid JSON ({exc.msg} {_json_where(exc, line)})")
                     continue
+                except RecursionError:  # hostile input: [[[[...]]]] thousands deep
+                    yield label, n, RowError("invalid JSON (nested too deeply)")
+                    continue
                 yield label, n, obj if isinstance(obj, dict) else RowError(f"expected a JSON object, got {type(obj).__name__}")
     elif fmt == "json":
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise StepError(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise StepError(f"{label}: invalid JSON: nested too deeply") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):

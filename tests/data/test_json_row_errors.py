@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from ftpipe.data.readers import RowError, read_local
+from ftpipe.errors import StepError
 
 
 def _errors(path: Path) -> dict[int, str]:
@@ -32,3 +33,13 @@ def test_a_byte_order_mark_is_not_a_bad_first_row(tmp_path: Path) -> None:
     g = tmp_path / "d.json"
     g.write_bytes(b'\xef\xbb\xbf[{"a": 1}]')
     assert [row for _, _, row in read_local(g, None, "d.json")] == [{"a": 1}]
+
+
+def test_a_row_nested_thousands_deep_is_an_invalid_row(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"a": 1}\n{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert _errors(f) == {2: "invalid JSON (nested too deeply)"}
+    g = tmp_path / "d.json"
+    g.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(StepError, match="nested too deeply"):
+        list(read_local(g, None, "d.json"))
