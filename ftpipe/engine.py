@@ -72,12 +72,14 @@ def prepare(path: Path, *, env: Mapping[str, str] | None = None) -> Prepared:
                          hint="export them (or give a default: ${env:NAME:-value}) and run again")
     resolved = pipeline_model().model_validate(full.data, context={"resolved": True})
     assert loaded.interpolation is not None
-    from ftpipe.spec.secrets import redact_data, secret_values
+    from ftpipe.spec.secrets import redact_data, resolve_secret_defaults, secret_values
 
+    run_env = os.environ if env is None else env
     # every secret value known to the run: resolved Secret fields, the variables Secret fields
     # (defaults too) reference, the well-known token variables; the stored pipeline is redacted
     # with all of them, whichever field a value ended up in
-    secrets = tuple(dict.fromkeys([*full.secrets, *secret_values(resolved, os.environ if env is None else env)]))
+    secrets = tuple(dict.fromkeys([*full.secrets, *secret_values(resolved, run_env)]))
+    resolved = resolve_secret_defaults(resolved, run_env)  # a default ${env:HF_TOKEN} becomes the token
     return Prepared(loaded, plan, resolved, secrets, redact_data(loaded.interpolation.data, secrets))
 
 

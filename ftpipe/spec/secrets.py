@@ -219,3 +219,29 @@ def redact_data(value: Any, secrets: Collection[str]) -> Any:
     if isinstance(value, list):
         return [redact_data(v, secrets) for v in value]
     return redact(value, tuple(secrets)) if isinstance(value, str) else value
+
+
+def resolve_secret_defaults(value: Any, env: Mapping[str, str] | None = None) -> Any:
+    """``value`` (a validated model) with each Secret field still holding a reference (its
+    default: a value from the file was resolved by interpolation) resolved from ``env``: the
+    variable, else the reference's own default, else None. A backend gets the token, never the
+    text ``${env:HF_TOKEN}``."""
+    from ftpipe.spec.interpolate import ENV_REF_FULL
+
+    env = os.environ if env is None else env
+    if isinstance(value, BaseModel):
+        updates: dict[str, Any] = {}
+        for name, field in type(value).model_fields.items():
+            v = getattr(value, name, None)
+            if is_secret_field(field):
+                if isinstance(v, str) and (m := ENV_REF_FULL.fullmatch(v)):
+                    updates[name] = env.get(m.group(1)) or m.group(2) or None
+            else:
+                nv = resolve_secret_defaults(v, env)
+                if nv is not v:
+                    updates[name] = nv
+        return value.model_copy(update=updates) if updates else value
+    if isinstance(value, list):
+        items = [resolve_secret_defaults(v, env) for v in value]
+        return items if any(a is not b for a, b in zip(items, value)) else value
+    return value

@@ -26,6 +26,7 @@ class VaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backend: Literal["vault"]
     credentials: Secret = "${env:VAULT_CREDS}"
+    backup: Secret | None = "${env:VAULT_BACKUP}"
     region: str = "eu"
     api_token_path: str = "/etc/token"  # a name that looks secret, but a plain field
 
@@ -97,6 +98,21 @@ def test_a_run_redacts_a_plugin_secret_and_its_default(vault_plugin, tmp_path: P
     prepared = prepare(p)
     assert VALUE in prepared.secrets
     assert VALUE not in json.dumps(prepared.redacted) and VALUE not in json.dumps(prepared.plan.to_json())
+    assert prepared.resolved.trainer.credentials == VALUE  # the plugin gets the value, not the reference
+
+
+def test_secret_defaults_are_resolved_for_a_run(vault_plugin, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftpipe.engine import prepare
+
+    monkeypatch.setenv("HF_TOKEN", "hf_FromTheEnvironment")
+    monkeypatch.setenv("VAULT_CREDS", VALUE)
+    monkeypatch.delenv("VAULT_BACKUP", raising=False)
+    p = _pipeline(tmp_path, "{backend: vault}")
+    p.write_text(p.read_text() + "deploy:\n  - {type: hf-hub, repo: me/m}\n")
+    resolved = prepare(p).resolved
+    assert resolved.deploy[0].token == "hf_FromTheEnvironment"
+    assert resolved.trainer.backup is None  # unset and optional: None, not the text of the reference
 
 
 def test_secret_paths_follow_the_models_not_the_key_names(vault_plugin) -> None:
