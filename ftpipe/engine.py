@@ -21,6 +21,7 @@ import yaml
 from ftpipe import __version__, errors
 from ftpipe.contracts import CHECKPOINTS, StepContext, StepResult
 from ftpipe.errors import FtpipeError, PipelineInvalid, UsageError
+from ftpipe.faults import DiskFull, no_room, release_room, reserved_room, store_full
 from ftpipe.plan import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
@@ -42,7 +43,7 @@ class Prepared:
     plan: Plan
     resolved: Any  # Pipeline with ${env:...} replaced (secrets included): never written
     secrets: tuple[str, ...]
-    redacted: dict  # the pipeline as data, non-secret references resolved, secrets as references
+    redacted: dict  # the pipeline as data: non-secret references resolved, secrets as references, secret values ***
 
 
 def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
@@ -72,7 +73,15 @@ def prepare(path: Path, *, env: Mapping[str, str] | None = None) -> Prepared:
                          hint="export them (or give a default: ${env:NAME:-value}) and run again")
     resolved = pipeline_model().model_validate(full.data, context={"resolved": True})
     assert loaded.interpolation is not None
-    return Prepared(loaded, plan, resolved, tuple(full.secrets), loaded.interpolation.data)
+    from ftpipe.spec.secrets import redact_data, resolve_secret_defaults, secret_values
+
+    run_env = os.environ if env is None else env
+    # every secret value known to the run: resolved Secret fields, the variables Secret fields
+    # (defaults too) reference, the well-known token variables; the stored pipeline is redacted
+    # with all of them, whichever field a value ended up in
+    secrets = tuple(dict.fromkeys([*full.secrets, *secret_values(resolved, run_env)]))
+    resolved = resolve_secret_defaults(resolved, run_env)  # a default ${env:HF_TOKEN} becomes the token
+    return Prepared(loaded, plan, resolved, secrets, redact_data(loaded.interpolation.data, secrets))
 
 
 def library_versions() -> dict[str, str]:
@@ -169,7 +178,8 @@ def execute(
             f"waiting for the lock held by {h}")) as stale:
         if stale:
             reporter.message(stale)
-        return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
+        with reserved_room(rs.root):
+            return _run_locked(path, rs, prepared, rerun, reporter, step_runner, executor_name, run_id)
 
 
 def _still_current(step: PlannedStep, artifact: Path) -> bool:
@@ -265,7 +275,17 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
     if exit_code == errors.EXIT_OK and statuses <= {"cached"}:
         record["up_to_date"] = True
     record.update(exit_code=exit_code, finished_at=now_iso(), duration_s=round(time.monotonic() - t0, 3))
-    rs.write_run(record)
+    try:
+        rs.write_run(record)
+    except OSError as exc:
+        if not no_room(exc):
+            raise
+        release_room(rs.root)
+        try:
+            rs.write_run(record)
+        except OSError:
+            reporter.error(f"run {run_id}: {DiskFull(rs.root, exc)}")
+            return RunOutcome(errors.EXIT_STEP_FAILED, run_id, record)
     if record.get("up_to_date"):
         reporter.message(f"up to date: every step's inputs are unchanged (run {run_id}, {record['duration_s']:.2f}s)")
     elif exit_code == errors.EXIT_OK:
@@ -342,9 +362,15 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
         log("interrupted")
         log_file.close()
         raise
-    except FtpipeError as exc:
-        return _fail(step, srec, rs, record, reporter, log, log_file, redact(str(exc), secrets), t0, None)
     except Exception as exc:  # noqa: BLE001 - a step's bug must not lose the run record
+        if no_room(exc) or store_full(rs.root):  # drop the half-written output: the record needs the room
+            shutil.rmtree(scratch, ignore_errors=True)
+            release_room(rs.root)
+            msg = redact(str(DiskFull(rs.root, exc)), secrets)
+            return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0,
+                         None if no_room(exc) else redact(traceback.format_exc(), secrets))
+        if isinstance(exc, FtpipeError):
+            return _fail(step, srec, rs, record, reporter, log, log_file, redact(str(exc), secrets), t0, None)
         tb = redact(traceback.format_exc(), secrets)
         msg = redact(f"{type(exc).__name__}: {exc}", secrets)
         return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb)
@@ -361,12 +387,17 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
 
 def _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb) -> str:
     seconds = time.monotonic() - t0
-    if tb:
-        log(tb)
-    log(f"failed: {msg}")
-    log_file.close()
     srec.update(status="failed", finished_at=now_iso(), duration_s=round(seconds, 3), error=msg)
-    rs.write_run(record)
+    try:
+        if tb:
+            log(tb)
+        log(f"failed: {msg}")
+        log_file.close()
+        rs.write_run(record)
+    except OSError as exc:  # still no room: the last record written stays (atomic writes)
+        if not no_room(exc):
+            raise
+        reporter.error(f"could not record the failure of {step.id}: {DiskFull(rs.root, exc).message}")
     reporter.step_finished(step.id, "failed", seconds)
     reporter.error(f"{step.id} failed: {msg}" + ("" if not tb else "\n  (traceback in the step log; FTPIPE_DEBUG=1 shows it here)"))
     if tb and os.environ.get("FTPIPE_DEBUG"):

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftpipe.spec.interpolate import is_secret_key
-
 # Bump a step's version when its behaviour changes so that old results are not reused.
 # A train or deploy step's key also holds its plugin's own ``caps.cache_version``, so
 # bumping one backend (trl) re-runs its steps and nobody else's (paid openai jobs).
@@ -65,12 +63,12 @@ class Plan:
 
 
 def strip_secrets(value: Any) -> Any:
-    """Config without secret keys: they never enter a key, a plan or a record."""
-    if isinstance(value, dict):
-        return {k: strip_secrets(v) for k, v in value.items() if not is_secret_key(k)}
-    if isinstance(value, list):
-        return [strip_secrets(v) for v in value]
-    return value
+    """Config without its Secret fields: they never enter a key, a plan or a record. Give
+    the validated model (or a dump of :func:`ftpipe.spec.secrets.without_secrets`): the
+    fields' types, not their names, say what is secret."""
+    from ftpipe.spec.secrets import without_secrets
+
+    return without_secrets(value)
 
 
 def _hash(obj: Any) -> str:
@@ -131,7 +129,7 @@ def model_fingerprint(pipeline: Any, base_dir: Path) -> str:
 def build_plan(pipeline: Any, path: Path) -> Plan:
     """Resolve the step graph: prepare → train → evaluate → gate → deploy[i]."""
     base_dir = path.parent
-    dump = pipeline.model_dump(mode="json")
+    dump = strip_secrets(pipeline)
     fp = {"data": data_fingerprint(pipeline, base_dir), "model": model_fingerprint(pipeline, base_dir)}
     model_cfg = strip_secrets(dump["model"])
     steps: list[PlannedStep] = []

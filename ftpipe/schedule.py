@@ -277,14 +277,18 @@ def github_workflow(path: Path, loaded: Any, *, root: Path | None = None, instal
         expr = f"secrets.{ref.name}"
         if ref.default is not None:
             expr += f" || {_gh_expr_str(ref.default)}"
-        env_lines.append(f"      {ref.name}: ${{{{ {expr} }}}}")
+        env_lines.append(f"          {ref.name}: ${{{{ {expr} }}}}")
     ray_note = ""
     from ftpipe.spec.models import RayExecutor
 
     if isinstance(p.executor, RayExecutor):
-        ray_note = ("      # The Ray cluster must be reachable from the runner (RAY_ADDRESS). With token auth add:\n"
-                    "      #   RAY_AUTH_MODE: token\n"
-                    "      #   RAY_AUTH_TOKEN: ${{ secrets.RAY_AUTH_TOKEN }}\n")
+        ray_note = ("          # The Ray cluster must be reachable from the runner (RAY_ADDRESS). With token auth add:\n"
+                    "          #   RAY_AUTH_MODE: token\n"
+                    "          #   RAY_AUTH_TOKEN: ${{ secrets.RAY_AUTH_TOKEN }}\n")
+    # secrets reach only the step that runs the pipeline: not pip (third-party build code),
+    # not the cache or upload actions
+    run_env = ("        env:  # the pipeline's ${env:...} references, for this step only\n"
+               + "".join(line + "\n" for line in env_lines) + ray_note) if env_lines or ray_note else ""
     torch = ""
     if needs_torch(p):
         torch = "          python -m pip install torch --index-url https://download.pytorch.org/whl/cpu\n"
@@ -328,8 +332,10 @@ jobs:
       FTPIPE_STORE: {_q(store_rel)}
       FTPIPE_FORCE: ${{{{ inputs.force || false }}}}
       PYTHONUNBUFFERED: "1"
-{chr(10).join(env_lines) + chr(10) if env_lines else ""}{ray_note}    steps:
+    steps:
       - uses: actions/checkout@v5
+        with:
+          persist-credentials: false  # the job token does not stay in .git/config for later steps
 
       - uses: actions/setup-python@v6
         with:
@@ -350,7 +356,7 @@ jobs:
 
       - name: Run the pipeline
         id: run
-        run: |
+{run_env}        run: |
           args=(run "$FTPIPE_PIPELINE" --json)
           if [ "$FTPIPE_FORCE" = "true" ]; then args+=(--force); fi
           set +e

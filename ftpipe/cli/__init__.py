@@ -42,6 +42,11 @@ def report_error(exc: BaseException) -> int:
     if isinstance(exc, FtpipeError):
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    from ftpipe.faults import no_room
+
+    if no_room(exc):  # the machine's fault, not a bug: say what to do
+        click.echo(f"error: the disk is full ({exc}): free space and run again; finished steps are kept", err=True)
+        return EXIT_STEP_FAILED
     click.echo(f"internal error: {type(exc).__name__}: {exc}\n  (a bug in ftpipe; FTPIPE_DEBUG=1 shows the "
                "traceback — please report it)", err=True)
     return EXIT_STEP_FAILED

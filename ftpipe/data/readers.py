@@ -37,21 +37,27 @@ def _fmt_of(path: Path, file_format: str | None) -> str:
 def read_local(path: Path, file_format: str | None, label: str) -> Iterator[Row]:
     fmt = _fmt_of(path, file_format)
     if fmt == "jsonl":
-        with path.open("r", encoding="utf-8") as f:
+        with path.open("r", encoding="utf-8-sig") as f:  # -sig: a BOM is not column 1 of row 1
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                line = line.rstrip("\r\n")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield label, n, RowError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+                    yield label, n, RowError(f"invalid JSON ({exc.msg} {_json_where(exc, line)})")
+                    continue
+                except RecursionError:  # hostile input: [[[[...]]]] thousands deep
+                    yield label, n, RowError("invalid JSON (nested too deeply)")
                     continue
                 yield label, n, obj if isinstance(obj, dict) else RowError(f"expected a JSON object, got {type(obj).__name__}")
     elif fmt == "json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except json.JSONDecodeError as exc:
             raise StepError(f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        except RecursionError:
+            raise StepError(f"{label}: invalid JSON: nested too deeply") from None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
@@ -74,6 +80,14 @@ def read_local(path: Path, file_format: str | None, label: str) -> Iterator[Row]
             for obj in batch.to_pylist():
                 n += 1
                 yield label, n, obj
+
+
+def _json_where(exc: json.JSONDecodeError, line: str) -> str:
+    """Where in the row the JSON breaks, as an editor counts: 1-based characters of the
+    line without its line break; a row cut short breaks at its end."""
+    if exc.pos >= len(line.rstrip()):
+        return f"at the end of the row, column {len(line) + 1}: the row is cut short"
+    return f"at column {exc.pos + 1}"
 
 
 def _maybe_json(value: str | None) -> Any:

@@ -32,7 +32,7 @@ def is_hub_id(name: str, base_dir: Path | None = None) -> bool:
 
 def pipeline_hash(ctx: StepContext) -> str:
     """sha256 of the blocks that decide what model comes out (secrets removed)."""
-    dump = strip_secrets(ctx.pipeline.model_dump(mode="json"))
+    dump = strip_secrets(ctx.pipeline)
     core = {k: dump.get(k) for k in ("version", "dataset", "model", "trainer", "evaluate")}
     return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -145,7 +145,7 @@ def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id:
     data = "; ".join(_describe_source(s) for s in pipeline.dataset.all_sources())
     if pipeline.dataset.sources is not None:
         data = f"a mixture ({pipeline.dataset.mix.strategy}) of " + data
-    hyper = strip_secrets(pipeline.trainer.model_dump(mode="json"))
+    hyper = strip_secrets(pipeline.trainer)
     run_id = _train_run_id(ctx)
     base_line = f"`{ref.base}`" + (f" at revision `{pipeline.model.revision}`" if pipeline.model.revision else "")
     kind = "a PEFT adapter on top of the base model" if adapter else "full weights"

@@ -38,7 +38,7 @@ from ftpipe.executors.ray_job import (
 )
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
-from ftpipe.spec.interpolate import ENV_REF, _looks_secret_var, interpolate, is_secret_key
+from ftpipe.spec.interpolate import ENV_REF, interpolate, redact
 from ftpipe.spec.models import RayExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
@@ -231,22 +231,26 @@ class _Run:
     def _env_for_job(self) -> tuple[dict[str, str], set[str]]:
         """Non-secret ${env:NAME} references set here travel with the job; secrets do not
         (a runtime_env is visible to everyone who can read the cluster's job list)."""
+        from ftpipe.registry import pipeline_model
+        from ftpipe.spec.secrets import is_secret_var, secret_paths
+
         plain: set[str] = set()
         secret: set[str] = set()
+        assert self.loaded.doc is not None
+        secret_at = secret_paths(pipeline_model(), self.loaded.doc.data)
 
-        def walk(value: Any, is_secret: bool, top: str | None) -> None:
+        def walk(value: Any, path: tuple) -> None:
             if isinstance(value, dict):
                 for k, v in value.items():
-                    walk(v, is_secret or is_secret_key(k), top if top is not None else str(k))
+                    walk(v, path + (k,))
             elif isinstance(value, list):
-                for v in value:
-                    walk(v, is_secret, top)
-            elif isinstance(value, str) and top != "executor":
+                for i, v in enumerate(value):
+                    walk(v, path + (i,))
+            elif isinstance(value, str) and path[:1] != ("executor",):
                 for m in ENV_REF.finditer(value):
-                    (secret if is_secret or _looks_secret_var(m.group(1)) else plain).add(m.group(1))
+                    (secret if path in secret_at or is_secret_var(m.group(1)) else plain).add(m.group(1))
 
-        assert self.loaded.doc is not None
-        walk(self.loaded.doc.data, False, None)
+        walk(self.loaded.doc.data, ())
         plain -= {"RAY_ADDRESS"}
         return {n: os.environ[n] for n in sorted(plain) if n in os.environ}, secret
 
@@ -359,12 +363,16 @@ class _Run:
                            "store_mode": (result or {}).get("store_mode")})
         run_dir = self.rs.run_dir(sub.run_id)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        from ftpipe.spec.secrets import redact_data, secret_values
+
+        known = secret_values(self.loaded.pipeline)  # the cluster redacts too; this is the second barrier
         kept = "".join(ln + "\n" for ln in text.splitlines() if not ln.startswith(RESULT_MARKER))
-        (run_dir / "logs" / "ray-job.log").write_text(kept)
+        (run_dir / "logs" / "ray-job.log").write_text(redact(kept, known))
         if not (run_dir / "pipeline.yaml").exists() and self.loaded.interpolation is not None:
             import yaml
 
-            (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(self.loaded.interpolation.data, sort_keys=False))
+            (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(redact_data(self.loaded.interpolation.data, known),
+                                                                  sort_keys=False))
         self.rs.write_run(record)
         self._clear_state(sub)
         return code, record

@@ -39,6 +39,7 @@ from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import env_refs, interpolate, redact
 from ftpipe.spec.models import SpacesExecutor
+from ftpipe.spec.secrets import secret_paths
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
 POLL_MIN_S, POLL_MAX_S = 0.25, 10.0
@@ -140,8 +141,8 @@ class _SpaceRun:
         # defaults (token: ${env:HF_TOKEN}) are references too, and `--executor hf-spaces` on a
         # pipeline that names another executor gets the defaults
         raw = ex.model_dump() if isinstance(ex, SpacesExecutor) else {"type": "hf-spaces"}
-        full = interpolate(SpacesExecutor.model_validate(raw, context={"resolved": True}).model_dump(),
-                           resolve_secrets=True)
+        block = SpacesExecutor.model_validate(raw, context={"resolved": True}).model_dump()
+        full = interpolate(block, resolve_secrets=True, secret_paths=secret_paths(SpacesExecutor, block))
         if full.missing:
             names = ", ".join(sorted({var for _, var in full.missing}))
             raise UsageError(f"the hf-spaces executor needs a Hub token with write access: {names} is not set",

@@ -1,15 +1,17 @@
 """``${env:NAME}`` / ``${env:NAME:-default}`` references in pipeline values.
 
-Secrets are always written as references; which keys hold secrets is decided by name
-(:func:`is_secret_key`), so that the loader can keep secret references unresolved when it
-validates or plans, and resolve them only for a run.
+Secrets are always written as references. Which values are secrets is decided by the
+config models (a field typed ``Secret``, see :mod:`ftpipe.spec.secrets`), never by a key's
+name: the loader passes the secret paths in, keeps those references unresolved when it
+validates or plans, and resolves them only for a run.
 """
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ENV_REF_FULL = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -20,7 +22,16 @@ SECRET_SUFFIXES = ("_token", "_key", "_secret", "_password")
 
 
 def is_secret_key(key: object) -> bool:
+    """Deprecated guess by key name; the core no longer uses it (a ``Secret`` field is the
+    mark, :func:`ftpipe.spec.secrets.secret_paths`). Kept so that older plugins import."""
     return isinstance(key, str) and (key in SECRET_KEYS or key.endswith(SECRET_SUFFIXES))
+
+
+def _pipeline_secret_paths(data: Any) -> frozenset[tuple]:
+    from ftpipe.registry import pipeline_model
+    from ftpipe.spec.secrets import secret_paths
+
+    return secret_paths(pipeline_model(), data)
 
 
 @dataclass
@@ -53,22 +64,29 @@ def interpolate(
     *,
     env: Mapping[str, str] | None = None,
     resolve_secrets: bool,
+    secret_paths: Collection[tuple] | None = None,
     path: tuple = (),
     _out: Interpolation | None = None,
 ) -> Interpolation:
-    """Replace ``${env:...}`` references. Secret keys stay references unless
-    ``resolve_secrets``; their resolved values are collected for redaction."""
+    """Replace ``${env:...}`` references. Values at ``secret_paths`` (by default: the Secret
+    fields of the pipeline model, ``data`` being a whole pipeline) stay references unless
+    ``resolve_secrets``; their resolved values are collected for redaction, and so are the
+    values of credential variables referenced anywhere."""
+    from ftpipe.spec.secrets import is_secret_var
+
     env = os.environ if env is None else env
     out = _out if _out is not None else Interpolation(data=None)
+    secret_at = frozenset(secret_paths) if secret_paths is not None else _pipeline_secret_paths(data)
 
-    def walk(value: Any, p: tuple, secret: bool) -> Any:
+    def walk(value: Any, p: tuple) -> Any:
         if isinstance(value, dict):
-            return {k: walk(v, p + (k,), secret or is_secret_key(k)) for k, v in value.items()}
+            return {k: walk(v, p + (k,)) for k, v in value.items()}
         if isinstance(value, list):
-            return [walk(v, p + (i,), secret) for i, v in enumerate(value)]
+            return [walk(v, p + (i,)) for i, v in enumerate(value)]
         if isinstance(value, str) and "${" in value:
             for m in _BAD_REF.finditer(value):
                 out.bad.append((p, m.group(0)))
+            secret = p in secret_at
             if secret and not resolve_secrets:
                 return value
             resolved = _sub(value, env, p, out, keep_missing=not resolve_secrets)
@@ -76,12 +94,12 @@ def interpolate(
                 out.secrets.append(resolved)
             elif ENV_REF.search(value):
                 for m in ENV_REF.finditer(value):
-                    if _looks_secret_var(m.group(1)) and m.group(1) in env and env[m.group(1)]:
+                    if is_secret_var(m.group(1)) and m.group(1) in env and env[m.group(1)]:
                         out.secrets.append(env[m.group(1)])
             return resolved
         return value
 
-    out.data = walk(data, path, False)
+    out.data = walk(data, path)
     return out
 
 
@@ -92,31 +110,37 @@ class EnvRef:
     default: str | None
 
 
-def env_refs(data: Any) -> list[EnvRef]:
-    """Every ${env:NAME} the pipeline file references (secret if under a secret key)."""
+def env_refs(data: Any, secret_paths: Collection[tuple] | None = None) -> list[EnvRef]:
+    """Every ${env:NAME} the pipeline file references: secret if a Secret field references it
+    (``secret_paths``, by default derived from the pipeline model) or it is a credential variable."""
+    from ftpipe.spec.secrets import is_secret_var
+
+    secret_at = frozenset(secret_paths) if secret_paths is not None else _pipeline_secret_paths(data)
     found: dict[str, EnvRef] = {}
 
-    def walk(value: Any, secret: bool) -> None:
+    def walk(value: Any, p: tuple) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(v, secret or is_secret_key(k))
+                walk(v, p + (k,))
         elif isinstance(value, list):
-            for v in value:
-                walk(v, secret)
+            for i, v in enumerate(value):
+                walk(v, p + (i,))
         elif isinstance(value, str):
             for m in ENV_REF.finditer(value):
                 name, default = m.group(1), m.group(2)
                 old = found.get(name)
-                is_secret = secret or _looks_secret_var(name) or (old.secret if old else False)
+                is_secret = p in secret_at or is_secret_var(name) or (old.secret if old else False)
                 found[name] = EnvRef(name, is_secret, default if old is None else old.default)
 
-    walk(data, False)
+    walk(data, ())
     return sorted(found.values(), key=lambda r: r.name)
 
 
 def _looks_secret_var(name: str) -> bool:
-    upper = name.upper()
-    return any(w in upper for w in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
+    """Deprecated alias of :func:`ftpipe.spec.secrets.is_secret_var`."""
+    from ftpipe.spec.secrets import is_secret_var
+
+    return is_secret_var(name)
 
 
 def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:

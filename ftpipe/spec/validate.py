@@ -28,7 +28,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        # line 0: about the file as a whole (not found, a folder), which has no position
+        where = f"{self.file}:{self.line}:{self.col}" if self.line > 0 else self.file
         return f"{where}  {self.path}: {self.message}" if self.path else f"{where}  {self.message}"
 
 
@@ -86,10 +87,25 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
     if p.is_dir():
         problem(0, 0, "", "this is a folder; give the pipeline's YAML file")
         return out
+    from ftpipe.spec.yamlpos import MAX_BYTES
+
     try:
-        out.text = p.read_text(encoding="utf-8")
+        size = p.stat().st_size
+        if size > MAX_BYTES:  # refused before reading: a pipeline is a page of YAML
+            problem(1, 1, "", f"the file is {size:,} bytes; a pipeline file is at most {MAX_BYTES // 1024} KiB "
+                              "(keep data in data files, not in the pipeline)")
+            return out
+        raw = p.read_bytes()
+    except OSError as exc:
+        problem(1, 1, "", f"cannot read the file: {exc.strerror or exc}")
+        return out
+    try:
+        out.text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        problem(1, 1, "", f"not a UTF-8 text file ({exc.reason} at byte {exc.start})")
+        line = raw.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        problem(line, col, "", f"not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}: "
+                               f"{exc.reason}); save it as UTF-8")
         return out
     try:
         doc = load_yaml(out.text)
@@ -115,14 +131,17 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
                 " (upgrade ftpipe for newer files)")
         return out
 
-    interp = interpolate(doc.data, env=env, resolve_secrets=False)
+    model = pipeline_model()
+    from ftpipe.spec.secrets import secret_paths
+
+    secret_at = secret_paths(model, doc.data)
+    interp = interpolate(doc.data, env=env, resolve_secrets=False, secret_paths=secret_at)
     out.interpolation = interp
     for ipath, text in interp.bad:
         line, col = doc.pos(ipath)
         problem(line, col, path_str(ipath), f"malformed reference {text!r}: write ${{env:NAME}} or ${{env:NAME:-default}}")
     missing_vars = {tuple(mp): var for mp, var in interp.missing}
 
-    model = pipeline_model()
     try:
         out.pipeline = model.model_validate(interp.data)
     except ValidationError as exc:
@@ -136,6 +155,7 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
 
         for ppath, line, col, msg in behind_tag_typos(exc, interp.data, doc, model):
             problem(line, col, path_str(ppath), msg)
+    _check_secret_refs(doc, secret_at, out.pipeline, problem)
     if out.pipeline is not None and not out.problems:
         from ftpipe.spec.rules import check
 
@@ -146,6 +166,20 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         out.pipeline = None
     out.problems.sort(key=lambda pr: (pr.line, pr.col))
     return out
+
+
+def _check_secret_refs(doc: Document, secret_at: frozenset[tuple], pipeline: Any, problem: Any) -> None:
+    """A credential variable in a plain field would be resolved into plans, logs, the run
+    store and model cards: only a Secret field may reference it."""
+    from ftpipe.spec.secrets import plain_secret_refs, secret_vars
+
+    defaults = secret_vars(pipeline) if pipeline is not None else set()
+    for spath, var in plain_secret_refs(doc.data, secret_at, defaults):
+        line, col = doc.pos(spath)
+        problem(line, col, path_str(spath),
+                f"references ${{env:{var}}}, which holds a secret, in a field that is not secret: its value "
+                "would be written to plans, logs, the run store and model cards. Reference it only from a "
+                "secret field (token, api_key, ...), or use another variable")
 
 
 # --------------------------------------------------------------------------- errors

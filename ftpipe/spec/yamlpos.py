@@ -2,6 +2,8 @@
 
 PyYAML silently keeps the last of two equal keys; here that is an error. Positions are
 1-based and recorded for every key and value by path (a tuple of keys and list indexes).
+Pipeline files come from pull requests and run unattended, so loading is bounded: size,
+nesting depth and alias expansion have limits, each reported as a ``YamlProblem``.
 """
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from typing import Any
 import yaml
 
 Pos = tuple[int, int]
+
+MAX_BYTES = 64 * 1024  # a pipeline is a page or two of YAML (the examples are 1-4 KiB)
+MAX_DEPTH = 40  # levels of nesting (the deepest real pipeline has about six)
+MAX_VALUES = 5_000  # values once aliases are expanded (the examples hold about 60)
 
 
 @dataclass
@@ -67,43 +73,125 @@ def _explain(exc: yaml.MarkedYAMLError, text: str) -> YamlProblem:
 
 
 def load_yaml(text: str) -> Document:
-    """Parse ``text`` into plain data plus positions. Raises ``YamlProblem``."""
-    loader = yaml.SafeLoader(text)
+    """Parse ``text`` into plain data plus positions. Raises ``YamlProblem``.
+
+    Bounded whatever the input: at most ``MAX_BYTES`` of text, ``MAX_DEPTH`` levels of
+    nesting and ``MAX_VALUES`` values once aliases are expanded (a "billion laughs" file
+    stops at the limit instead of filling memory)."""
+    if len(text) > MAX_BYTES:
+        raise YamlProblem(1, 1, f"the file is {len(text):,} characters long; a pipeline file is at most "
+                                f"{MAX_BYTES // 1024} KiB (keep data in data files, not in the pipeline)")
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before parsing starts
+        raise _reader_problem(exc, text) from None
     try:
         node = loader.get_single_node()
+        doc = Document(data=None)
+        if node is not None:
+            doc.data = _Builder(doc, loader).build(node)
+        return doc
+    except YamlProblem:
+        raise
     except yaml.MarkedYAMLError as exc:
         raise _explain(exc, text) from None
-    except yaml.YAMLError as exc:  # pragma: no cover - unmarked errors are rare
-        raise YamlProblem(1, 1, f"YAML error: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise _reader_problem(exc, text) from None
     finally:
         loader.dispose()
-    doc = Document(data=None)
-    if node is None:
-        return doc
-    doc.data = _build(node, (), doc, loader)
-    return doc
 
 
-def _build(node: yaml.Node, path: tuple, doc: Document, loader: yaml.SafeLoader) -> Any:
-    doc.value_pos.setdefault(path, _mark(node))
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolve '<<' merge keys
+def _reader_problem(exc: yaml.YAMLError, text: str) -> YamlProblem:
+    pos = getattr(exc, "position", None)
+    if isinstance(pos, int) and 0 <= pos < len(text):
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        code = getattr(exc, "character", None)
+        char = chr(code) if isinstance(code, int) else text[pos]
+        return YamlProblem(line, col, f"not a text file: it holds the control character {char!r}, which YAML "
+                                      "does not allow (is this a binary file?)")
+    return YamlProblem(1, 1, f"YAML error: {exc}")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than ``MAX_DEPTH`` (it recurses
+    once per level, so the input would otherwise decide how deep Python recurses) and
+    more than ``MAX_VALUES`` nodes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        self._nodes += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlProblem(*_mark(self.peek_event()), _too_deep())
+            if self._nodes > MAX_VALUES:
+                raise YamlProblem(*_mark(self.peek_event()), _too_many())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _too_many() -> str:
+    return f"more than {MAX_VALUES:,} values; a pipeline holds a few dozen (keep data in data files)"
+
+
+def _too_deep() -> str:
+    return f"nested more than {MAX_DEPTH} levels deep; a pipeline needs a handful of levels: flatten this value"
+
+
+@dataclass
+class _Builder:
+    """Turns the composed node graph into plain data. Aliases point at shared nodes (and may
+    point at their own ancestors), so depth and the number of values are counted here too."""
+
+    doc: Document
+    loader: yaml.SafeLoader
+    values: int = 0
+
+    def build(self, node: yaml.Node, path: tuple = (), depth: int = 0) -> Any:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise YamlProblem(*_mark(node), _too_many() + " (counting each value an alias '*name' repeats)")
+        if depth > MAX_DEPTH:
+            raise YamlProblem(*_mark(node), _too_deep() + " (an alias '*name' may repeat its own anchor)")
+        self.doc.value_pos.setdefault(path, _mark(node))
+        if isinstance(node, yaml.MappingNode):
+            out: dict = {}
+            merged: dict = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    merged.update(self._merge(value_node, path, depth))
+                    continue
+                key = _scalar(key_node, self.loader)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    raise YamlProblem(*_mark(key_node), "keys must be plain names")
+                if key in out:
+                    first = self.doc.key_pos.get(path + (key,), (0, 0))
+                    raise YamlProblem(*_mark(key_node),
+                                      f"duplicate key '{key}' (first defined at line {first[0]}); YAML would silently "
+                                      "keep only the last one: remove or rename one of them")
+                self.doc.key_pos[path + (key,)] = _mark(key_node)
+                out[key] = self.build(value_node, path + (key,), depth + 1)
+            # '<<' merge keys: the mapping's own keys win over merged ones
+            return {**{k: v for k, v in merged.items() if k not in out}, **out} if merged else out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        return _scalar(node, self.loader)
+
+    def _merge(self, node: yaml.Node, path: tuple, depth: int) -> dict:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
         out: dict = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node, loader)
-            if not isinstance(key, (str, int, float, bool)) or key is None:
-                raise YamlProblem(*_mark(key_node), "keys must be plain names")
-            if key in out:
-                first = doc.key_pos.get(path + (key,), (0, 0))
-                raise YamlProblem(*_mark(key_node),
-                                  f"duplicate key '{key}' (first defined at line {first[0]}); YAML would silently "
-                                  "keep only the last one: remove or rename one of them")
-            doc.key_pos[path + (key,)] = _mark(key_node)
-            out[key] = _build(value_node, path + (key,), doc, loader)
+        for src in reversed(sources):  # earlier mappings in a merge list win
+            if not isinstance(src, yaml.MappingNode):
+                raise YamlProblem(*_mark(src), "'<<' merges a mapping (or a list of mappings) into this one")
+            value = self.build(src, path, depth + 1)
+            out.update(value)
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, path + (i,), doc, loader) for i, item in enumerate(node.value)]
-    return _scalar(node, loader)
 
 
 def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
