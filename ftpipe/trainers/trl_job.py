@@ -251,13 +251,14 @@ def run_job(
     # Log lines go through ``log``; transformers would also print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
     resume = resume_from or latest_checkpoint(Path(job.checkpoint_dir), prune=trainer.is_world_process_zero())
+    resumed_step = _checkpoint_step(resume) if resume is not None else 0  # read now: rotation may delete it
     if resume is not None:
         log(f"resuming from {resume.name} (model, optimizer, scheduler and RNG state)")
     output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics: dict[str, Any] = dict(output.metrics)
     metrics["global_step"] = trainer.state.global_step
-    metrics["resumed_from_step"] = _checkpoint_step(resume) if resume else 0
+    metrics["resumed_from_step"] = resumed_step
     if resume is not None:
         # TRL's train_loss covers only the steps this process ran; report the whole run's.
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from importlib.metadata import EntryPoint, EntryPoints
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel, ConfigDict
 
 from ftpipe import registry
+from ftpipe.contracts import TrainerCaps
 from ftpipe.cli import commands, main  # noqa: F401 - registers commands
 from ftpipe.spec.models import Secret
 from ftpipe.spec.secrets import is_secret_var, secret_paths, without_secrets
@@ -25,6 +26,7 @@ VALUE = "vault-0123456789abcdef"
 class VaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     backend: Literal["vault"]
+    caps: ClassVar[TrainerCaps] = TrainerCaps()
     credentials: Secret = "${env:VAULT_CREDS}"
     backup: Secret | None = "${env:VAULT_BACKUP}"
     region: str = "eu"
