@@ -50,7 +50,7 @@ def job_command(pipeline: Any, flavor: str) -> tuple[list[str], str]:
     extras, dists = requirements_for(pipeline)
     lock = dependency_lock(extras, dists)
     install = [f"ftpipe[{','.join(extras)}]=={__version__}", *dists]
-    check = f"import ftpipe, sys; sys.exit(ftpipe.__version__ != {__version__!r})"
+    check = f'import ftpipe, sys; sys.exit(ftpipe.__version__ != "{__version__}")'
     steps = [f'printf "%s\\n" "${ENV_CONSTRAINTS}" > /tmp/ftpipe-constraints.txt']
     torch = lock.get("torch")
     if torch and flavor.startswith("cpu"):
@@ -85,6 +85,7 @@ class JobBackend:
     # ------------------------------------------------------------------ submit
     def submit(self, state: dict, persist: Callable[[dict], None]) -> None:
         ctx, api = self.ctx, self.api
+        hub_run.input_files(ctx, allow_outside=self.cfg.upload_outside_repo)  # refuse before any upload
         namespace = hub_run.namespace_of(ctx, api, self.cfg.namespace)
         inputs_repo, results_repo = hub_run.repo_names(namespace, ctx.pipeline)
         state.update(namespace=namespace, inputs_repo=inputs_repo, results_repo=results_repo, flavor=self.cfg.flavor)

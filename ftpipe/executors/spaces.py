@@ -126,6 +126,7 @@ class SpaceBackend:
     # ------------------------------------------------------------------ submit
     def submit(self, state: dict, persist: Callable[[dict], None]) -> None:
         ctx, api, call = self.ctx, self.api, self.ctx.call
+        hub_run.input_files(ctx, allow_outside=self.cfg.upload_outside_repo)  # refuse before any upload
         space_id, inputs_repo, results_repo = space_names(hub_run.namespace_of(ctx, api, self.cfg.namespace),
                                                           ctx.pipeline, ctx.plan_hash)
         state.update(space_id=space_id, inputs_repo=inputs_repo, results_repo=results_repo, hardware=self.cfg.hardware)
