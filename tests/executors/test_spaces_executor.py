@@ -89,7 +89,7 @@ def docker_cmd(hub: HubServer, tmp_path: Path, pythonpath: Path, extra_env: dict
         home = tmp_path / f"space-home-{len(list(tmp_path.glob('space-home-*')))}"
         env = {"PATH": os.environ["PATH"], "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_ENDPOINT": hub.url,
                "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1,localhost",
-               "no_proxy": "127.0.0.1,localhost", "PYTHONPATH": str(pythonpath),
+               "no_proxy": "127.0.0.1,localhost", "PYTHONPATH": os.pathsep.join([str(REPO), str(pythonpath)]),
                "FTPIPE_CACHE": os.environ["FTPIPE_CACHE"], "SPACE_ID": space_id,
                **env_from_docker, "FTPIPE_SPACE_WORKDIR": str(home / "work"), "FTPIPE_STATUS_PORT": "0",
                **variables, **secrets, **(extra_env or {})}
