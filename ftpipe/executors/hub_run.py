@@ -137,15 +137,17 @@ def check_inside_repository(base: Path, files: list[Path], *, allow_outside: boo
 
 
 def upload_inputs(ctx: RemoteContext, api: Any, repo: str, request_id: str, secret_names: list[str],
-                  *, allow_outside: bool) -> str:
-    """One commit holding the pipeline, its data and the request; returns its revision."""
+                  *, allow_outside: bool, scheduled: bool = False) -> str:
+    """One commit holding the pipeline, its data and the request; returns its revision.
+    ``scheduled``: every run of a scheduled Job reads this request (the entry makes each
+    run's request id unique)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     root, files = input_files(ctx, allow_outside=allow_outside)
     plan = ctx.prepared.plan
     request = {"request_id": request_id, "pipeline": ctx.path.resolve().relative_to(root).as_posix(),
                "force": ctx.request.force, "from_step": ctx.request.from_step, "secret_env": secret_names,
-               "ftpipe": __version__, "plan": {s.id: s.key for s in plan.steps}}
+               "ftpipe": __version__, "plan": {s.id: s.key for s in plan.steps}, "scheduled": scheduled}
     ops: list[Any] = [CommitOperationAdd(p.relative_to(root).as_posix(), str(p)) for p in files]
     ops.append(CommitOperationAdd(entry.REQUEST_FILE, json.dumps(request, indent=2).encode()))
     keep = {op.path_in_repo for op in ops} | {".gitattributes"}

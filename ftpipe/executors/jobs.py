@@ -93,34 +93,41 @@ class JobBackend:
         note = hub_run.source_checkout_note()
         if note:
             ctx.reporter.message(f"note: {note}")
-        secrets_, variables = hub_run.environment(ctx, self.cfg.token)
-        hub_run.ensure_private(ctx, api, [(inputs_repo, "dataset"), (results_repo, "dataset")])
-        revision = hub_run.upload_inputs(ctx, api, inputs_repo, state["request_id"], sorted(secrets_),
-                                         allow_outside=self.cfg.upload_outside_repo)
+        spec, revision = self.job_spec(state["request_id"], namespace)
         state["inputs_revision"] = revision
         persist(state)
         ctx.reporter.message(f"inputs: private dataset {inputs_repo} @ {revision[:12]}")
-        command, constraints = job_command(ctx.prepared.resolved, self.cfg.flavor)
-        env = {**variables, entry.ENV_INPUTS: inputs_repo, entry.ENV_REVISION: revision,
-               entry.ENV_RESULTS: results_repo, entry.ENV_PORT: "", entry.ENV_SELF_PAUSE: "0",
-               ENV_CONSTRAINTS: constraints, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        py = ".".join(str(n) for n in sys.version_info[:2])  # the interpreter that planned the run
-        image = self.cfg.image or f"python:{py}-slim"
-        labels = {LABEL_REQUEST: state["request_id"], LABEL_PIPELINE: hub_run.slug(ctx.pipeline)[:100]}
 
         def submit_once() -> Any:
             # creating is not idempotent: a retry first looks for the Job an earlier attempt made
             found = self._find(state)
             if found is not None:
                 return found
-            return api.run_job(image=image, command=command, env=env, secrets=secrets_, flavor=self.cfg.flavor,
-                               timeout=self.cfg.timeout_s, labels=labels, namespace=namespace,
-                               name=f"ftpipe-{hub_run.slug(ctx.pipeline)}"[:60])
+            return api.run_job(**spec, namespace=namespace)
 
         job = ctx.call(f"submitting the Job for {ctx.pipeline}", submit_once)
         state["job_id"] = job.id
         persist(state)
         ctx.reporter.message(f"Job {namespace}/{job.id} ({self.cfg.flavor}) submitted for {ctx.pipeline} — {job.url}")
+
+    def job_spec(self, request_id: str, namespace: str, *, scheduled: bool = False) -> tuple[dict, str]:
+        """(``run_job`` keyword arguments, inputs revision): uploads the inputs for ``request_id``."""
+        ctx, api = self.ctx, self.api
+        inputs_repo, results_repo = hub_run.repo_names(namespace, ctx.pipeline)
+        secrets_, variables = hub_run.environment(ctx, self.cfg.token)
+        hub_run.ensure_private(ctx, api, [(inputs_repo, "dataset"), (results_repo, "dataset")])
+        revision = hub_run.upload_inputs(ctx, api, inputs_repo, request_id, sorted(secrets_),
+                                         allow_outside=self.cfg.upload_outside_repo, scheduled=scheduled)
+        command, constraints = job_command(ctx.prepared.resolved, self.cfg.flavor)
+        env = {**variables, entry.ENV_INPUTS: inputs_repo, entry.ENV_REVISION: revision,
+               entry.ENV_RESULTS: results_repo, entry.ENV_PORT: "", entry.ENV_SELF_PAUSE: "0",
+               ENV_CONSTRAINTS: constraints, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        py = ".".join(str(n) for n in sys.version_info[:2])  # the interpreter that planned the run
+        labels = {LABEL_REQUEST: request_id, LABEL_PIPELINE: hub_run.slug(ctx.pipeline)[:100]}
+        spec = {"image": self.cfg.image or f"python:{py}-slim", "command": command, "env": env, "secrets": secrets_,
+                "flavor": self.cfg.flavor, "timeout": self.cfg.timeout_s, "labels": labels,
+                "name": f"ftpipe-{hub_run.slug(ctx.pipeline)}"[:60]}
+        return spec, revision
 
     def _find(self, state: dict) -> Any:
         jobs = list(self.api.list_jobs(labels={LABEL_REQUEST: state["request_id"]}, namespace=state["namespace"]))

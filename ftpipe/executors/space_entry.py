@@ -89,6 +89,10 @@ class _Entry:
             inputs_dir = Path(self._retry("downloading the inputs", lambda: self.api.snapshot_download(
                 self.inputs, repo_type="dataset", revision=self.revision, local_dir=self.work / "inputs")))
             request = json.loads((inputs_dir / REQUEST_FILE).read_text())
+            if request.get("scheduled"):  # one request file, read by every run of a scheduled Job
+                from ftpipe.store import RunStore
+
+                request["request_id"] += "-" + RunStore(self.work).new_run_id()
             self.secrets += [self.env[n] for n in request.get("secret_env", []) if self.env.get(n)]
             pipeline = inputs_dir / request["pipeline"]
             store = self.work / "store"

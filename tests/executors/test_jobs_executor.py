@@ -241,6 +241,7 @@ def test_a_job_whose_id_was_never_saved_is_found_by_its_label(hub: HubServer, pr
 
     code, out, err = cli("run", str(path), "--json")
     assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["status"] == "succeeded"
     assert len(hub.jobs.all()) == 1
 
 
@@ -250,6 +251,7 @@ def test_a_dropped_answer_to_the_submission_makes_no_second_job(hub: HubServer, 
     hub.inject("POST", r"^/api/jobs/tester$", "drop", after_handling=True)
     code, out, err = cli("run", str(path), "--json")
     assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["status"] == "succeeded"
     assert len(hub.jobs.all()) == 1 and hub.faults_fired
 
 
@@ -287,3 +289,41 @@ def test_data_outside_the_repository_is_refused_unless_allowed(hub: HubServer, p
     assert code == 2
     assert "outside its repository" in err and "upload_outside_repo" in err and "Traceback" not in err
     assert not hub.jobs.all() and not any(k == "dataset" for k, _ in hub._repos)
+
+
+@pytest.mark.integration
+def test_schedule_hf_jobs_creates_updates_and_never_duplicates(hub: HubServer, project) -> None:
+    from huggingface_hub import HfApi
+
+    path = project()
+    path.write_text(path.read_text() + 'schedule: {cron: "17 3 * * 1", timezone: Asia/Tokyo}\n')
+    code, out, err = cli("schedule", "hf-jobs", str(path), "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["action"] == "created" and made["cron_utc"] == "17 18 * * 0"  # 03:17 Monday in Tokyo
+    assert made["secrets"] == ["EXTRA_TOKEN", "HF_TOKEN"]
+    api = HfApi(token=hub.token)
+    (sj,) = api.list_scheduled_jobs()
+    assert sj.schedule == "17 18 * * 0" and sj.job_spec.flavor == "cpu-upgrade"
+    assert set(sj.job_spec.secrets) == {"HF_TOKEN", "EXTRA_TOKEN"} and "HF_TOKEN" not in sj.job_spec.environment
+    assert hub.token not in json.dumps(hub.jobs.scheduled[sj.id]["jobSpec"])
+
+    code, out, err = cli("schedule", "hf-jobs", str(path), "--json")
+    assert code == 0 and json.loads(out)["action"] == "unchanged", err
+    path.write_text(path.read_text().replace("17 3 * * 1", "30 4 * * *"))
+    code, out, err = cli("schedule", "hf-jobs", str(path), "--json")
+    assert json.loads(out)["action"] == "updated" and json.loads(out)["scheduled_job_id"] == sj.id
+    data = path.parent / "data" / "recipes.jsonl"
+    data.write_text("\n".join(data.read_text().splitlines()[:-1]) + "\n")  # new data: a new plan
+    code, out, err = cli("schedule", "hf-jobs", str(path), "--json")
+    replaced = json.loads(out)
+    assert replaced["action"] == "replaced" and replaced["scheduled_job_id"] != sj.id
+    (now,) = api.list_scheduled_jobs()
+    assert now.id == replaced["scheduled_job_id"] and now.schedule == "30 19 * * *"
+
+    # a run of the scheduled Job (triggered now) runs the pipeline and pushes its run
+    job = api.trigger_scheduled_job(scheduled_job_id=now.id)
+    final = api.wait_for_job(job.id, timeout=120, poll_interval=0.2)
+    assert final.status.stage == "COMPLETED", hub.jobs.log_text(job.id)[-2000:]
+    pushed = [f for f in hub.files("tester/ftpipe-jobby-results", "dataset") if f.startswith("requests/scheduled-")]
+    assert len(pushed) == 1
