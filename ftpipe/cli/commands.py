@@ -91,7 +91,7 @@ def schema(output: str | None) -> None:
 
 @main.command()
 @click.argument("file")
-@click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces).")
+@click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces, hf-jobs).")
 @click.option("--store", type=click.Path(), help="Run store folder (default: .ftpipe beside the file; env FTPIPE_STORE).")
 @click.option("--force", is_flag=True, help="Rerun every step, cached or not.")
 @click.option("--from", "from_step", help="Rerun this step and everything after it.")
