@@ -13,7 +13,6 @@ was killed and is started again re-attaches to the job instead of submitting ano
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets as _secrets
@@ -37,8 +36,10 @@ from ftpipe.executors.ray_job import (
     state_file,
     storage_path,
 )
+from ftpipe.executors.hub_run import check_inside_repository
+from ftpipe.executors.remote import fingerprints, report
 from ftpipe.progress import Reporter
-from ftpipe.spec.interpolate import ENV_REF, _looks_secret_var, interpolate, is_secret_key
+from ftpipe.spec.interpolate import env_refs, interpolate
 from ftpipe.spec.models import RayExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
@@ -87,8 +88,7 @@ class _Run:
         self.address = interpolate({"a": self.cfg.address}, resolve_secrets=False).data["a"]
         self.rs = RunStore((request.store or default_store(self.path)).resolve())
         self.reporter = Reporter(quiet=request.quiet)
-        self.fingerprint = hashlib.sha256(json.dumps(
-            [[s.id, s.key] for s in self.plan.steps] + [request.force, request.from_step]).encode()).hexdigest()[:16]
+        self.fingerprint = fingerprints(self.plan, request)[1]
 
     # ------------------------------------------------------------------ top level
     def run(self) -> int:
@@ -217,6 +217,7 @@ class _Run:
         model = (base / self.pipeline.model.base).expanduser()
         if not self.pipeline.model.base.startswith("builtin:") and model.is_dir():
             paths.append(model.resolve())
+        check_inside_repository(base, paths, allow_outside=self.cfg.upload_outside_repo)
         root = Path(os.path.commonpath([str(p) for p in paths]))
         if root != base:
             self.reporter.message(f"the pipeline reads files outside its folder: uploading {root}")
@@ -225,24 +226,10 @@ class _Run:
     def _env_for_job(self) -> tuple[dict[str, str], set[str]]:
         """Non-secret ${env:NAME} references set here travel with the job; secrets do not
         (a runtime_env is visible to everyone who can read the cluster's job list)."""
-        plain: set[str] = set()
-        secret: set[str] = set()
-
-        def walk(value: Any, is_secret: bool, top: str | None) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(v, is_secret or is_secret_key(k), top if top is not None else str(k))
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v, is_secret, top)
-            elif isinstance(value, str) and top != "executor":
-                for m in ENV_REF.finditer(value):
-                    (secret if is_secret or _looks_secret_var(m.group(1)) else plain).add(m.group(1))
-
         assert self.loaded.doc is not None
-        walk(self.loaded.doc.data, False, None)
-        plain -= {"RAY_ADDRESS"}
-        return {n: os.environ[n] for n in sorted(plain) if n in os.environ}, secret
+        refs = env_refs({k: v for k, v in self.loaded.doc.data.items() if k != "executor"})
+        plain = {r.name for r in refs if not r.secret} - {"RAY_ADDRESS"}
+        return {n: os.environ[n] for n in sorted(plain) if n in os.environ}, {r.name for r in refs if r.secret}
 
     # ------------------------------------------------------------------ follow
     def _follow(self, sub: Submission, *, reattached: bool) -> int:
@@ -328,8 +315,7 @@ class _Run:
                                 f"`ftpipe run {self.path}` re-attaches to it")
             return errors.EXIT_INTERRUPTED
         _, record = self._finish(sub, info)
-        self._report(errors.EXIT_INTERRUPTED, record, sub, quiet_end=True)
-        return errors.EXIT_INTERRUPTED
+        return self._report(errors.EXIT_INTERRUPTED, record, sub)
 
     # ------------------------------------------------------------------ finish
     def _finish(self, sub: Submission, info) -> tuple[int, dict]:
@@ -391,18 +377,9 @@ class _Run:
         self.reporter.message(f"the run record came back; the artifacts stay at {where} — set executor.storage "
                               "to a shared path or URI to bring them home (docs/ray.md)")
 
-    def _report(self, code: int, record: dict, sub: Submission, quiet_end: bool = False) -> int:
-        from ftpipe.engine import RunOutcome
-
-        if not quiet_end:
-            state = record.get("ray", {}).get("state", "").lower()
-            line = f"Ray job {sub.submission_id} {state}: run {sub.run_id} {record.get('status')} (exit {code})"
-            (self.reporter.message if code == errors.EXIT_OK else self.reporter.error)(line)
-        if self.request.json_output:
-            summary = RunOutcome(code, sub.run_id, record).summary()
-            summary.update(executor="ray", ray_job=sub.submission_id, address=sub.address)
-            click.echo(json.dumps(summary, default=str))
-        return code
+    def _report(self, code: int, record: dict, sub: Submission) -> int:
+        return report(self.request, self.reporter, record, code, where=f"Ray job {sub.submission_id}",
+                      extra={"executor": "ray", "ray_job": sub.submission_id, "address": sub.address})
 
     # ------------------------------------------------------------------ state
     def _state_path(self) -> Path:

@@ -174,6 +174,9 @@ class RemoteRun:
                 state = self.new_state()
                 try:
                     self.backend.submit(state, self.persist)
+                except UsageError:
+                    self.clear()  # refused before anything was sent
+                    raise
                 except KeyboardInterrupt:
                     self.reporter.error("interrupted while submitting")
                     return self._end(state, self._local_record(state, errors.EXIT_INTERRUPTED,
@@ -203,8 +206,13 @@ class RemoteRun:
         if state is None:
             return None
         if state.get("fingerprint") != self.ctx.fingerprint:
-            self.reporter.message(f"an earlier request ({state['request_id']}) ran another plan or other options: "
+            self.reporter.message(f"an earlier request ({state['request_id']}) runs another plan or other options: "
                                   "not re-attaching to it")
+            try:
+                if self.backend.alive(state):  # it would only cost money and race this one for the results
+                    self.backend.cancel(state)
+            except Exception as exc:  # noqa: BLE001 - say so and go on with the new request
+                self.reporter.error(f"could not cancel {self.backend.where(state)}: {self.redact(str(exc))}")
             return None
         alive = self.backend.alive(state)
         self.persist(state)  # alive() may have found the remote id a killed runner never saved

@@ -453,6 +453,8 @@ class RayExecutor(Block):
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
     stop_on_interrupt: bool = True
     pip: list[str] = Field(default_factory=list, description="Extra requirements for the job (needs network on the cluster).")
+    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
+                                                         "pipeline's repository (refused by default).")
 
 
 class SpacesExecutor(Block):

@@ -289,6 +289,24 @@ def test_data_outside_the_repository_is_refused_unless_allowed(hub: HubServer, p
     assert code == 2
     assert "outside its repository" in err and "upload_outside_repo" in err and "Traceback" not in err
     assert not hub.jobs.all() and not any(k == "dataset" for k, _ in hub._repos)
+    assert not (path.parent / ".ftpipe" / "jobs" / "hf-jobs" / "jobby.json").exists()
+
+
+def test_ray_refuses_inputs_outside_the_repository_too(tmp_path: Path) -> None:
+    from ftpipe.errors import UsageError
+    from ftpipe.executors.ray_executor import _Run
+
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "d.jsonl").write_text("{}\n")
+    (tmp_path / "p").mkdir()
+    path = tmp_path / "p" / "p.yaml"
+    path.write_text(PIPELINE.format(seconds=0, data="../secret/d.jsonl").replace("sleepy, seconds: 0", "trl")
+                    .replace("type: hf-jobs\n  flavor: cpu-upgrade\n  timeout_s: 300", "type: ray"))
+    with pytest.raises(UsageError, match="outside its repository"):
+        _Run(RunRequest(pipeline_path=path))._working_root()
+    path.write_text(path.read_text().replace("type: ray", "{type: ray, upload_outside_repo: true}")
+                    .replace("executor:\n  {type", "executor: {type"))
+    assert _Run(RunRequest(pipeline_path=path))._working_root() == tmp_path
 
 
 @pytest.mark.integration

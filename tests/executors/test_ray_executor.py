@@ -80,7 +80,7 @@ def test_ray_errors_become_remote_errors_with_hints() -> None:
 
 def test_unreachable_address_is_a_clear_error(tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p")
-    env = dict(os.environ, PYTHONPATH=str(path.parent), RAY_ADDRESS="http://127.0.0.1:1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path.parent), str(REPO)]), RAY_ADDRESS="http://127.0.0.1:1")
     r = ftpipe("run", path.name, env=env, cwd=path.parent, timeout=120)
     assert r.returncode == errors.EXIT_STEP_FAILED, r.stderr
     assert "cannot reach the Ray Jobs API at http://127.0.0.1:1" in r.stderr
@@ -91,7 +91,7 @@ def test_unreachable_address_is_a_clear_error(tmp_path: Path) -> None:
 def test_job_side_falls_back_to_a_node_store_when_the_client_store_is_not_visible(tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p", executor_extra="")
     node_store = tmp_path / "node-store"
-    env = dict(os.environ, PYTHONPATH=str(path.parent), FTPIPE_STORE=str(node_store))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path.parent), str(REPO)]), FTPIPE_STORE=str(node_store))
     r = subprocess.run([sys.executable, "-m", "ftpipe.executors.ray_job", path.name, "--run-id", "r1",
                         "--client-store", str(tmp_path / "elsewhere"), "--nonce", "n0"],
                        env=env, cwd=path.parent, capture_output=True, text=True, timeout=120)

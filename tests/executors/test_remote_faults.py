@@ -108,3 +108,34 @@ def test_one_429_one_500_one_dropped_connection_on_each_route(hub: HubServer, fl
     pushed = min(i for i, (m, p) in enumerate(calls) if i > restart and m == "POST"
                  and p.startswith(f"/api/datasets/{NS}/ftpipe-flaky-results/commit/"))
     assert not [i for i, (m, p) in enumerate(calls) if restart < i < pushed and m == "POST" and p.endswith("/pause")]
+
+
+def test_a_hub_that_keeps_failing_leaves_the_space_running_and_the_next_run_reattaches(hub: HubServer,
+                                                                                        flaky: Path) -> None:
+    from ftpipe.cli import commands, main, more  # noqa: F401 - registers the commands
+
+    path = flaky / "flaky.yaml"
+    path.write_text(PIPELINE.format(executor="hf-spaces").replace("seconds: 0", "seconds: 12"))
+    runner = hub.space_runner
+    assert runner is not None
+
+    def flaky_once_running(space_id: str, *args: dict) -> None:
+        # the Space runs: from now on the runner's polls fail more often than its retries allow
+        hub.inject("GET", r"^/api/spaces/tester/[^/]+/runtime$", 503, times=5)
+        runner(space_id, *args)  # type: ignore[arg-type]
+
+    hub.space_runner = flaky_once_running
+    result = CliRunner().invoke(main, ["run", str(path)], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert "keeps running" in result.stderr and "re-attaches" in result.stderr
+    (space_id,) = [rid for kind, rid in hub._repos if kind == "space"]
+    assert hub.space_runtime(space_id)["stage"] == "RUNNING"  # not paused: its run goes on
+    state = json.loads((flaky / ".ftpipe" / "jobs" / "hf-spaces" / "flaky.json").read_text())
+    assert state["space_id"] == space_id
+
+    result = CliRunner().invoke(main, ["run", str(path), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    assert "re-attaching to Space" in result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "succeeded"
+    assert hub._repos[("space", space_id)].space.runs == 1
+    assert hub.space_runtime(space_id)["stage"] == "PAUSED"
