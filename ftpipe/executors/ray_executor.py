@@ -334,7 +334,7 @@ class _Run:
                       "duration_s": None, "host": f"ray {sub.address}", "steps": {},
                       "error": (result or {}).get("error") or info.message}
         record.update(executor="ray", store=str(self.rs.root), pipeline_path=str(self.path.resolve()),
-                      ray={"address": sub.address, "submission_id": sub.submission_id, "state": info.state.value,
+                      remote={"address": sub.address, "submission_id": sub.submission_id, "state": info.state.value,
                            "message": info.message, "cluster_store": (result or {}).get("store"),
                            "store_mode": (result or {}).get("store_mode")})
         run_dir = self.rs.run_dir(sub.run_id)
