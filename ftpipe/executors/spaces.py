@@ -136,7 +136,7 @@ class SpaceBackend:
             ctx.reporter.message(f"note: {note}")
         secrets_, variables = hub_run.environment(ctx, self.cfg.token)
         hub_run.ensure_private(ctx, api, [(inputs_repo, "dataset"), (results_repo, "dataset"), (space_id, "space")],
-                               space_sdk="docker", space_hardware=self.cfg.hardware)
+                               space_sdk="docker", space_hardware=_flavor(self.cfg.hardware))
         # nothing starts until the restart below, whatever was running before
         call(f"pausing Space {space_id} while it is set up", lambda: api.pause_space(space_id))
         state["inputs_revision"] = hub_run.upload_inputs(ctx, api, inputs_repo, state["request_id"], sorted(secrets_),
@@ -151,7 +151,7 @@ class SpaceBackend:
         runtime = call(f"reading the runtime of Space {space_id}", lambda: api.get_space_runtime(space_id))
         if runtime.requested_hardware != self.cfg.hardware:
             call(f"requesting {self.cfg.hardware} for Space {space_id}",
-                 lambda: api.request_space_hardware(space_id, self.cfg.hardware))
+                 lambda: api.request_space_hardware(space_id, _flavor(self.cfg.hardware)))
         self._upload_space_files(state)
         # the Hub may keep earlier containers' logs: show only what this run adds
         state["log_base"] = {kind: len(self._logs(space_id, kind)) for kind in ("build", "run")}
@@ -350,3 +350,14 @@ def _readme(name: str, plan_hash: str) -> str:
             f"app_port: {APP_PORT}\npinned: false\n---\n\n"
             f"Runs the ftpipe pipeline `{name}` (plan {plan_hash}) once per `ftpipe run`, pushes the run to the "
             "results dataset, and pauses itself. Made by ftpipe; its files are rewritten on every run.\n")
+
+
+def _flavor(name: str) -> Any:
+    """A hardware flavor for the Hub client: its ``SpaceHardware`` member when it knows the
+    name, else the name itself (the Hub accepts flavors newer than the client's enum)."""
+    from huggingface_hub import SpaceHardware
+
+    try:
+        return SpaceHardware(name)
+    except ValueError:
+        return name
