@@ -2,40 +2,35 @@
 
 from __future__ import annotations
 
-from __future__ import annotations
-
-
 import json
 import re
 import time
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from tests.fakes.hub_model import (  # noqa: F401 - shared by the route modules
-    REPO_TYPES,
     _ACTIVE_SPACE_STAGES,
     _ENDPOINTS_PATH,
     _PLURAL,
     _REGULAR_MAX_SIZE,
     _SERVING_PATH,
     _URL_PREFIX,
+    REPO_TYPES,
+    SpaceRunner,
     _Blob,
     _Commit,
     _Fault,
-    _HttpError,
-    _Repo,
-    _Response,
-    _SpaceState,
     _front_matter,
     _gitattributes,
+    _HttpError,
     _json,
     _now,
+    _Repo,
     _repo_not_found,
+    _Response,
     _setting,
+    _SpaceState,
     git_blob_sha1,
-    SpaceRunner,
 )
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tests.fakes.hub_server import HubServer

@@ -3,7 +3,6 @@ response helpers every route module shares."""
 
 from __future__ import annotations
 
-
 import datetime as _dt
 import hashlib
 import json
@@ -13,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
-
 
 SpaceRunner = Callable[[str, dict[str, bytes], dict[str, str], dict[str, str]], None]
 

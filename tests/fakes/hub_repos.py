@@ -3,46 +3,42 @@ branches, tags, settings (``/api/{models|datasets|spaces}/{id}/...``)."""
 
 from __future__ import annotations
 
-from __future__ import annotations
-
-
 import base64
 import fnmatch
 import hashlib
 import json
-from typing import Any
-from urllib.parse import parse_qs, quote, urlencode
-
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from tests.fakes.hub_model import (  # noqa: F401 - shared by the route modules
-    REPO_TYPES,
     _ACTIVE_SPACE_STAGES,
     _ENDPOINTS_PATH,
     _PLURAL,
     _REGULAR_MAX_SIZE,
     _SERVING_PATH,
     _URL_PREFIX,
+    REPO_TYPES,
+    SpaceRunner,
     _Blob,
     _Commit,
     _Fault,
-    _HttpError,
-    _Repo,
-    _Response,
-    _SpaceState,
     _front_matter,
     _gitattributes,
+    _HttpError,
     _json,
     _now,
+    _Repo,
     _repo_not_found,
+    _Response,
     _setting,
+    _SpaceState,
     git_blob_sha1,
-    SpaceRunner,
 )
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tests.fakes.hub_server import HubServer
-from tests.fakes.hub_spaces import _SpaceApi
+from tests.fakes.hub_spaces import _SpaceApi, runtime_dict
 
 
 class _RepoApi:
@@ -133,7 +129,7 @@ class _RepoApi:
             info.update(
                 {
                     "sdk": repo.space.sdk,
-                    "runtime": self.hub._runtime_dict(repo),
+                    "runtime": runtime_dict(repo),
                     "subdomain": repo.repo_id.replace("/", "-").lower(),
                     "host": f"https://{repo.repo_id.replace('/', '-').lower()}.hf.space",
                 }
@@ -385,3 +381,105 @@ class _RepoApi:
             repo.gated = payload["gated"]
         return _json({})
 
+
+# -- resolve (file download) and git-LFS basic transfer ------------------------------------------
+
+def resolve(hub: HubServer, method: str, segs: list[str], headers: Any, user: str | None) -> _Response:
+    if method not in ("GET", "HEAD"):
+        raise _HttpError(405, "Method not allowed")
+    idx = segs.index("resolve", 1)
+    prefix = segs[:idx]
+    repo_type = "model"
+    if prefix[0] in ("datasets", "spaces") and len(prefix) >= 2:
+        repo_type, prefix = _PLURAL[prefix[0]], prefix[1:]
+    if len(segs) < idx + 3:
+        raise _HttpError(404, "Not found")
+    repo = hub._read_repo(repo_type, "/".join(prefix), user)
+    commit = hub._revision(repo, segs[idx + 1])
+    if repo.gated and not hub._can_write_namespace(user, repo.namespace):
+        message = f"Access to {repo_type} {repo.repo_id} is restricted. You must have access to it."
+        raise _HttpError(401 if user is None else 403, message, "GatedRepo", {"X-Repo-Commit": commit.oid})
+    path = "/".join(segs[idx + 2 :])
+    blob = commit.files.get(path)
+    if blob is None:
+        raise _HttpError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.oid})
+    size = len(blob.content)
+    out = {
+        "X-Repo-Commit": commit.oid,
+        "ETag": f'"{blob.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1])}",
+    }
+    if blob.lfs:
+        out.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(size)})
+    start, end, status = 0, size - 1, 200
+    range_header = headers.get("Range")
+    if range_header:
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", range_header.strip())
+        if match is None or match.groups() == ("", ""):
+            raise _HttpError(416, "Invalid range", headers={"Content-Range": f"bytes */{size}"})
+        first, last = match.groups()
+        if first == "":
+            start, end = max(size - int(last), 0), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if start >= size or start > end:
+            raise _HttpError(416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+        out["Content-Range"] = f"bytes {start}-{end}/{size}"
+    data = blob.content[start : end + 1]
+    return _Response(status, data, out, content_length=len(data))
+
+# -- git-LFS basic transfer --------------------------------------------------------------
+
+def lfs_batch(hub: HubServer, raw_path: str, user: str | None, body: bytes) -> _Response:
+    path = unquote(raw_path[1 : -len(".git/info/lfs/objects/batch")])
+    repo_type = "model"
+    for plural in ("datasets", "spaces"):
+        if path.startswith(plural + "/"):
+            repo_type, path = _PLURAL[plural], path[len(plural) + 1 :]
+    payload = json.loads(body or b"{}")
+    if payload.get("operation") == "upload":
+        hub._write_repo(repo_type, path, user)
+    else:
+        hub._read_repo(repo_type, path, user)
+    objects = []
+    for obj in payload.get("objects", []):
+        oid, size = obj["oid"], int(obj["size"])
+        entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+        if payload.get("operation") == "upload" and oid not in hub._lfs:
+            entry["actions"] = {
+                "upload": {"href": f"{hub.url}/_lfs/upload/{hub._lfs_signature}/{oid}/{size}", "header": {}},
+                "verify": {"href": f"{hub.url}/_lfs/verify", "header": {}},
+            }
+        elif payload.get("operation") == "download":
+            if oid not in hub._lfs:
+                entry = {"oid": oid, "size": size, "error": {"code": 404, "message": "Object does not exist"}}
+            else:
+                entry["actions"] = {"download": {"href": f"{hub.url}/_lfs/download/{oid}", "header": {}}}
+        objects.append(entry)
+    body = json.dumps({"transfer": "basic", "objects": objects}).encode()
+    return _Response(200, body, {"Content-Type": "application/vnd.git-lfs+json"})
+
+def lfs_object(hub: HubServer, method: str, segs: list[str], user: str | None, body: bytes) -> _Response:
+    if segs[:1] == ["upload"] and method == "PUT" and len(segs) == 4:
+        # A pre-signed storage URL: no Authorization header comes with it, the signature is the check.
+        signature, oid, size = segs[1], segs[2], int(segs[3])
+        if signature != hub._lfs_signature:
+            raise _HttpError(403, "Invalid signature")
+        if hashlib.sha256(body).hexdigest() != oid or len(body) != size:
+            raise _HttpError(400, "Uploaded content does not match its oid/size")
+        hub._lfs[oid] = body
+        return _Response(200, b"", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
+    if segs[:1] == ["verify"] and method == "POST":
+        if user is None:
+            raise _HttpError(401, "You must be authenticated to verify an upload")
+        payload = json.loads(body or b"{}")
+        content = hub._lfs.get(payload.get("oid", ""))
+        if content is None or len(content) != payload.get("size"):
+            raise _HttpError(404, "Object not found")
+        return _json({})
+    if segs[:1] == ["download"] and method == "GET" and len(segs) == 2 and segs[1] in hub._lfs:
+        return _Response(200, hub._lfs[segs[1]], {"Content-Type": "application/octet-stream"})
+    raise _HttpError(404, "Not found")

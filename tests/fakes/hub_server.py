@@ -61,7 +61,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote
+from urllib.parse import parse_qs, unquote
 
 import pytest
 
@@ -91,7 +91,8 @@ from tests.fakes.hub_model import (  # noqa: F401 - shared by the route modules
 )
 from tests.fakes.hub_endpoints import _EndpointsApi
 from tests.fakes.hub_jobs import JobsState, _JobsApi
-from tests.fakes.hub_repos import _RepoApi
+from tests.fakes.hub_repos import _RepoApi, lfs_batch, lfs_object, resolve
+from tests.fakes.hub_spaces import runtime_dict, start_space
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ class HubServer:
 
     def space_runtime(self, space_id: str) -> dict:
         with self._lock:
-            return self._runtime_dict(self._get_repo("space", space_id))
+            return runtime_dict(self._get_repo("space", space_id))
 
     def space_secrets(self, space_id: str) -> dict[str, str]:
         """Secret values as stored server side (the API never returns them)."""
@@ -343,76 +344,8 @@ class HubServer:
             repo.space.sdk = meta["sdk"]
         if repo.space.stage == "PAUSED":
             return
-        self._start_space(repo)
+        start_space(self, repo)
 
-    # -- internals: spaces -------------------------------------------------------------------
-
-    def _runtime_dict(self, repo: _Repo) -> dict:
-        space = repo.space
-        host = repo.repo_id.replace("/", "-").replace("_", "-").lower()
-        return {
-            "stage": space.stage,
-            "hardware": {"current": space.hardware_current, "requested": space.hardware_requested},
-            "storage": None,
-            "gcTimeout": space.sleep_time,
-            "replicas": {"current": 1 if space.hardware_current else 0, "requested": 1},
-            "devMode": False,
-            "domains": [{"domain": f"{host}.hf.space", "stage": "READY"}],
-            "errorMessage": space.error,
-            "sdk": space.sdk,
-        }
-
-    def _app_file_present(self, repo: _Repo) -> bool:
-        files = repo.head().files
-        sdk = repo.space.sdk
-        if sdk == "docker":
-            return "Dockerfile" in files
-        if sdk == "static":
-            return True
-        meta = _front_matter(files["README.md"].content.decode(errors="replace")) if "README.md" in files else {}
-        return str((meta or {}).get("app_file", "app.py")) in files
-
-    def _start_space(self, repo: _Repo) -> None:
-        space = repo.space
-        space.generation += 1
-        space.stop_event.set()
-        space.stop_event = threading.Event()
-        space.error = None
-        if not self._app_file_present(repo):
-            space.stage, space.hardware_current = "NO_APP_FILE", None
-            return
-        space.stage = "BUILDING"
-        space.logs["build"].append((_now(), f"Building {repo.repo_id} ({space.sdk})"))
-        files = {path: blob.content for path, blob in repo.head().files.items()}
-        secrets = {k: v["value"] for k, v in space.secrets.items()}
-        variables = {k: v["value"] for k, v in space.variables.items()}
-        args = (repo.repo_id, space.generation, files, secrets, variables)
-        threading.Thread(target=self._run_space, args=args, name=f"space-{repo.repo_id}", daemon=True).start()
-
-    def _run_space(self, space_id: str, generation: int, files: dict, secrets: dict, variables: dict) -> None:
-        time.sleep(self.space_build_seconds)
-        with self._lock:
-            repo = self._repos.get(("space", space_id))
-            if repo is None or repo.space.generation != generation:
-                return
-            space = repo.space
-            space.stage, space.hardware_current = "RUNNING", space.hardware_requested
-            space.runs += 1
-            runner = self.space_runner if space.sdk == "docker" else None
-        if runner is None:
-            return
-        try:
-            runner(space_id, files, secrets, variables)
-        except BaseException as exc:  # noqa: BLE001 - the Space "crashed"; its stage says so
-            stage, error, log = "RUNTIME_ERROR", f"{type(exc).__name__}: {exc}", traceback.format_exc()
-        else:
-            stage, error, log = self.space_stage_after_exit, None, None
-        with self._lock:
-            repo = self._repos.get(("space", space_id))
-            if repo is not None and repo.space.generation == generation:
-                repo.space.stage, repo.space.error = stage, error
-                if log:
-                    repo.space.logs["run"].append((_now(), log))
 
     # -- internals: request handling ----------------------------------------------------------
 
@@ -470,13 +403,13 @@ class HubServer:
                     return _EndpointsApi(self, headers).serve(method, segments[1:], body)
                 user = self._user(headers)
                 if raw_path.startswith("/_lfs/"):
-                    return self._lfs_object(method, segments[1:], user, body)
+                    return lfs_object(self, method, segments[1:], user, body)
                 if raw_path.endswith(".git/info/lfs/objects/batch"):
-                    return self._lfs_batch(raw_path, user, body)
+                    return lfs_batch(self, raw_path, user, body)
                 if segments[:1] == ["api"]:
                     return self._api(method, segments[1:], params, headers, user, body)
                 if "resolve" in segments[1:]:
-                    return self._resolve(method, segments, headers, user)
+                    return resolve(self, method, segments, headers, user)
                 raise _HttpError(404, "Not found")
             except json.JSONDecodeError as exc:
                 return _json({"error": f"Invalid JSON body: {exc}"}, 400, {"X-Error-Message": "Invalid JSON body"})
@@ -598,106 +531,6 @@ class HubServer:
         return _json({"errors": [], "warnings": []})
 
     # -- resolve (file download) ---------------------------------------------------------------
-
-    def _resolve(self, method: str, segs: list[str], headers: Any, user: str | None) -> _Response:
-        if method not in ("GET", "HEAD"):
-            raise _HttpError(405, "Method not allowed")
-        idx = segs.index("resolve", 1)
-        prefix = segs[:idx]
-        repo_type = "model"
-        if prefix[0] in ("datasets", "spaces") and len(prefix) >= 2:
-            repo_type, prefix = _PLURAL[prefix[0]], prefix[1:]
-        if len(segs) < idx + 3:
-            raise _HttpError(404, "Not found")
-        repo = self._read_repo(repo_type, "/".join(prefix), user)
-        commit = self._revision(repo, segs[idx + 1])
-        if repo.gated and not self._can_write_namespace(user, repo.namespace):
-            message = f"Access to {repo_type} {repo.repo_id} is restricted. You must have access to it."
-            raise _HttpError(401 if user is None else 403, message, "GatedRepo", {"X-Repo-Commit": commit.oid})
-        path = "/".join(segs[idx + 2 :])
-        blob = commit.files.get(path)
-        if blob is None:
-            raise _HttpError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": commit.oid})
-        size = len(blob.content)
-        out = {
-            "X-Repo-Commit": commit.oid,
-            "ETag": f'"{blob.etag}"',
-            "Accept-Ranges": "bytes",
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1])}",
-        }
-        if blob.lfs:
-            out.update({"X-Linked-Etag": f'"{blob.sha256}"', "X-Linked-Size": str(size)})
-        start, end, status = 0, size - 1, 200
-        range_header = headers.get("Range")
-        if range_header:
-            match = re.fullmatch(r"bytes=(\d*)-(\d*)", range_header.strip())
-            if match is None or match.groups() == ("", ""):
-                raise _HttpError(416, "Invalid range", headers={"Content-Range": f"bytes */{size}"})
-            first, last = match.groups()
-            if first == "":
-                start, end = max(size - int(last), 0), size - 1
-            else:
-                start, end = int(first), min(int(last), size - 1) if last else size - 1
-            if start >= size or start > end:
-                raise _HttpError(416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
-            status = 206
-            out["Content-Range"] = f"bytes {start}-{end}/{size}"
-        data = blob.content[start : end + 1]
-        return _Response(status, data, out, content_length=len(data))
-
-    # -- git-LFS basic transfer --------------------------------------------------------------
-
-    def _lfs_batch(self, raw_path: str, user: str | None, body: bytes) -> _Response:
-        path = unquote(raw_path[1 : -len(".git/info/lfs/objects/batch")])
-        repo_type = "model"
-        for plural in ("datasets", "spaces"):
-            if path.startswith(plural + "/"):
-                repo_type, path = _PLURAL[plural], path[len(plural) + 1 :]
-        payload = json.loads(body or b"{}")
-        if payload.get("operation") == "upload":
-            self._write_repo(repo_type, path, user)
-        else:
-            self._read_repo(repo_type, path, user)
-        objects = []
-        for obj in payload.get("objects", []):
-            oid, size = obj["oid"], int(obj["size"])
-            entry: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-            if payload.get("operation") == "upload" and oid not in self._lfs:
-                entry["actions"] = {
-                    "upload": {"href": f"{self.url}/_lfs/upload/{self._lfs_signature}/{oid}/{size}", "header": {}},
-                    "verify": {"href": f"{self.url}/_lfs/verify", "header": {}},
-                }
-            elif payload.get("operation") == "download":
-                if oid not in self._lfs:
-                    entry = {"oid": oid, "size": size, "error": {"code": 404, "message": "Object does not exist"}}
-                else:
-                    entry["actions"] = {"download": {"href": f"{self.url}/_lfs/download/{oid}", "header": {}}}
-            objects.append(entry)
-        body = json.dumps({"transfer": "basic", "objects": objects}).encode()
-        return _Response(200, body, {"Content-Type": "application/vnd.git-lfs+json"})
-
-    def _lfs_object(self, method: str, segs: list[str], user: str | None, body: bytes) -> _Response:
-        if segs[:1] == ["upload"] and method == "PUT" and len(segs) == 4:
-            # A pre-signed storage URL: no Authorization header comes with it, the signature is the check.
-            signature, oid, size = segs[1], segs[2], int(segs[3])
-            if signature != self._lfs_signature:
-                raise _HttpError(403, "Invalid signature")
-            if hashlib.sha256(body).hexdigest() != oid or len(body) != size:
-                raise _HttpError(400, "Uploaded content does not match its oid/size")
-            self._lfs[oid] = body
-            return _Response(200, b"", {"ETag": f'"{hashlib.md5(body).hexdigest()}"'})
-        if segs[:1] == ["verify"] and method == "POST":
-            if user is None:
-                raise _HttpError(401, "You must be authenticated to verify an upload")
-            payload = json.loads(body or b"{}")
-            content = self._lfs.get(payload.get("oid", ""))
-            if content is None or len(content) != payload.get("size"):
-                raise _HttpError(404, "Object not found")
-            return _json({})
-        if segs[:1] == ["download"] and method == "GET" and len(segs) == 2 and segs[1] in self._lfs:
-            return _Response(200, self._lfs[segs[1]], {"Content-Type": "application/octet-stream"})
-        raise _HttpError(404, "Not found")
 
 
 # --------------------------------------------------------------------------------------------
