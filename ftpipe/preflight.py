@@ -182,8 +182,13 @@ def hub_write_access(step: str, *, token: str | None, repo_id: str | None, what:
 
         from ftpipe.remote.hf import hub_errors
 
-        with hub_errors("checking the token (whoami)"):
-            me = HfApi(token=token).whoami(token=token)
+        from ftpipe.remote.hf import is_retryable
+        from ftpipe.remote.retry import call_with_retries
+
+        api = HfApi(token=token)
+        with hub_errors("checking the token (whoami)"):  # a 429, 5xx or dropped connection is tried again
+            me = call_with_retries(lambda: api.whoami(token=token), what="whoami", is_transient=is_retryable,
+                                   secrets=(token or "",))
         role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
         if role == "read":
             return f"the token of {me.get('name')} is read-only"

@@ -68,6 +68,7 @@ _BUILTIN: dict[str, dict[str, tuple[type[BaseModel] | None, str]]] = {
         "local": (m.LocalExecutor, "ftpipe.executors.local:LocalExecutorImpl"),
         "ray": (m.RayExecutor, "ftpipe.executors.ray_executor:RayExecutorImpl"),
         "hf-spaces": (m.SpacesExecutor, "ftpipe.executors.spaces:SpacesExecutorImpl"),
+        "hf-jobs": (m.HfJobsExecutor, "ftpipe.executors.jobs:HfJobsExecutorImpl"),
     },
     "target": {
         "local": (m.LocalTarget, "ftpipe.deploy.local:LocalDeploy"),

@@ -125,6 +125,31 @@ class RunStore:
             raise NotFound(f"no run {ref!r} in {self.root}", hint="ftpipe runs list shows the runs")
         raise NotFound(f"{ref!r} matches {len(matches)} runs: give more of the id")
 
+    def import_run(self, source: Path, run_id: str, artifacts: tuple[str, ...] | list[str] = ()) -> tuple[dict, int]:
+        """Bring a run made elsewhere (a remote executor's download) into this store:
+        ``source/runs/<run_id>/`` becomes the run's folder and each ``source/cache/<key>`` that
+        is complete there and missing here becomes an artifact. Returns (run record, number of
+        artifacts brought). ``source`` is consumed (its folders are moved)."""
+        brought = 0
+        for rel in artifacts:
+            key = rel.split("/", 1)[-1]
+            src = source / "cache" / key
+            if (src / RESULT).exists() and self.artifact(key) is None:
+                dest = self.root / "cache" / key
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(dest, ignore_errors=True)  # a half-written leftover without _result.json
+                os.replace(src, dest)
+                brought += 1
+        src_run = source / "runs" / run_id
+        if not (src_run / "run.json").exists():
+            raise NotFound(f"the downloaded results hold no record of run {run_id}")
+        run_dir = self.run_dir(run_id)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src_run, run_dir)
+        return json.loads((run_dir / "run.json").read_text()), brought
+
     # ---------------------------------------------------------------- artifacts
     def artifact(self, key: str) -> Path | None:
         path = self.root / "cache" / key

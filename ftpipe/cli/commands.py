@@ -124,7 +124,7 @@ def schema(output: str | None) -> None:
 
 @click.command()
 @click.argument("file")
-@click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces).")
+@click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces, hf-jobs).")
 @click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up from "
               "the file, else the repository root's).")
 @click.option("--force", is_flag=True, help="Rerun every step, cached or not.")

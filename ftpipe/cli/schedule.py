@@ -1,4 +1,4 @@
-"""ftpipe schedule github / cron / summary: run a pipeline on its `schedule:`."""
+"""ftpipe schedule github / cron / hf-jobs / summary: run a pipeline on its `schedule:`."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ from ftpipe.cli import emit_json
 
 @click.group()
 def schedule() -> None:
-    """Run a pipeline on its schedule: a GitHub Actions workflow or a crontab line."""
+    """Run a pipeline on its schedule: a GitHub Actions workflow, a crontab line or a Hugging Face scheduled Job."""
 
 
 @schedule.command("github")
@@ -71,6 +71,24 @@ def schedule_cron(file: str, log: str | None, env_file: str | None, as_json: boo
         return
     for line in entry.lines:
         click.echo(line)
+
+
+@schedule.command("hf-jobs")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="Print the scheduled Job as JSON.")
+def schedule_hf_jobs(file: str, as_json: bool) -> None:
+    """Create (or update, never duplicate) a Hugging Face scheduled Job that runs FILE on its
+    schedule (cron in UTC) on the hf-jobs executor's flavor, tokens as Job secrets."""
+    from ftpipe.executors.jobs_schedule import schedule_job
+
+    job = schedule_job(Path(file), quiet=as_json)
+    if as_json:
+        emit_json(job.as_dict())
+        return
+    click.echo(f"{job.action} scheduled Job {job.namespace}/{job.scheduled_job_id} — runs {job.pipeline} at cron "
+               f"{job.cron_utc!r} (UTC) on {job.flavor}; inputs {job.inputs}")
+    if job.secrets:
+        click.echo(f"  stored as the Job's secrets: {', '.join(job.secrets)} (run this again after rotating them)")
 
 
 @schedule.command("summary")

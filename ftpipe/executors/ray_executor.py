@@ -13,7 +13,6 @@ was killed and is started again re-attaches to the job instead of submitting ano
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets as _secrets
@@ -36,6 +35,8 @@ from ftpipe.executors.ray_job import (
     state_file,
     storage_path,
 )
+from ftpipe.executors.hub_run import check_inside_repository
+from ftpipe.executors.remote import fingerprints, report
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import ENV_REF, interpolate, redact
@@ -93,8 +94,7 @@ class _Run:
         self.address = interpolate({"a": self.cfg.address}, resolve_secrets=False).data["a"]
         self.rs = RunStore((request.store or default_store(self.path)).resolve())
         self.reporter = Reporter(quiet=request.quiet)
-        self.fingerprint = hashlib.sha256(json.dumps(
-            [[s.id, s.key] for s in self.plan.steps] + [request.force, request.from_step]).encode()).hexdigest()[:16]
+        self.fingerprint = fingerprints(self.plan, request)[1]
 
     # ------------------------------------------------------------------ top level
     def run(self) -> int:
@@ -223,6 +223,7 @@ class _Run:
         model = (base / self.pipeline.model.base).expanduser()
         if not self.pipeline.model.base.startswith("builtin:") and model.is_dir():
             paths.append(model.resolve())
+        check_inside_repository(base, paths, allow_outside=self.cfg.upload_outside_repo)
         root = Path(os.path.commonpath([str(p) for p in paths]))
         if root != base:
             self.reporter.message(f"the pipeline reads files outside its folder: uploading {root}")
@@ -338,8 +339,7 @@ class _Run:
                                 f"`ftpipe run {self.path}` re-attaches to it")
             return errors.EXIT_INTERRUPTED
         _, record = self._finish(sub, info)
-        self._report(errors.EXIT_INTERRUPTED, record, sub, quiet_end=True)
-        return errors.EXIT_INTERRUPTED
+        return self._report(errors.EXIT_INTERRUPTED, record, sub)
 
     # ------------------------------------------------------------------ finish
     def _finish(self, sub: Submission, info) -> tuple[int, dict]:
@@ -358,7 +358,7 @@ class _Run:
                       "duration_s": None, "host": f"ray {sub.address}", "steps": {},
                       "error": (result or {}).get("error") or info.message}
         record.update(executor="ray", store=str(self.rs.root), pipeline_path=str(self.path.resolve()),
-                      ray={"address": sub.address, "submission_id": sub.submission_id, "state": info.state.value,
+                      remote={"address": sub.address, "submission_id": sub.submission_id, "state": info.state.value,
                            "message": info.message, "cluster_store": (result or {}).get("store"),
                            "store_mode": (result or {}).get("store_mode")})
         run_dir = self.rs.run_dir(sub.run_id)
@@ -405,18 +405,9 @@ class _Run:
         self.reporter.message(f"the run record came back; the artifacts stay at {where} — set executor.storage "
                               "to a shared path or URI to bring them home (docs/ray.md)")
 
-    def _report(self, code: int, record: dict, sub: Submission, quiet_end: bool = False) -> int:
-        from ftpipe.engine import RunOutcome
-
-        if not quiet_end:
-            state = record.get("ray", {}).get("state", "").lower()
-            line = f"Ray job {sub.submission_id} {state}: run {sub.run_id} {record.get('status')} (exit {code})"
-            (self.reporter.message if code == errors.EXIT_OK else self.reporter.error)(line)
-        if self.request.json_output:
-            summary = RunOutcome(code, sub.run_id, record).summary()
-            summary.update(executor="ray", ray_job=sub.submission_id, address=sub.address)
-            click.echo(json.dumps(summary, default=str))
-        return code
+    def _report(self, code: int, record: dict, sub: Submission) -> int:
+        return report(self.request, self.reporter, record, code, where=f"Ray job {sub.submission_id}",
+                      extra={"executor": "ray", "ray_job": sub.submission_id, "address": sub.address})
 
     # ------------------------------------------------------------------ state
     def _state_path(self) -> Path:

@@ -1,5 +1,5 @@
-"""What a Space made by the ``hf-spaces`` executor runs: its Dockerfile's CMD is
-``python -m ftpipe.executors.space_entry``.
+"""What a Space made by the ``hf-spaces`` executor runs (its Dockerfile's CMD is
+``python -m ftpipe.executors.space_entry``), and what a Job made by ``hf-jobs`` runs.
 
 1. download the run's inputs (the pipeline file, its local data, the request) from the
    private dataset repo, at the revision the Dockerfile pins;
@@ -86,9 +86,13 @@ class _Entry:
         request: dict[str, Any] = {}
         try:
             self.phase = "downloading inputs"
-            inputs_dir = Path(self.api.snapshot_download(self.inputs, repo_type="dataset", revision=self.revision,
-                                                         local_dir=self.work / "inputs"))
+            inputs_dir = Path(self._retry("downloading the inputs", lambda: self.api.snapshot_download(
+                self.inputs, repo_type="dataset", revision=self.revision, local_dir=self.work / "inputs")))
             request = json.loads((inputs_dir / REQUEST_FILE).read_text())
+            if request.get("scheduled"):  # one request file, read by every run of a scheduled Job
+                from ftpipe.store import RunStore
+
+                request["request_id"] += "-" + RunStore(self.work).new_run_id()
             self.secrets += [self.env[n] for n in request.get("secret_env", []) if self.env.get(n)]
             pipeline = inputs_dir / request["pipeline"]
             store = self.work / "store"
@@ -118,15 +122,16 @@ class _Entry:
         if request.get("force"):
             return set()
         keys = set(request.get("plan", {}).values())  # planned by the same (pinned) ftpipe on the client
-        present = {f.split("/")[1] for f in self.api.list_repo_files(self.results, repo_type="dataset")
+        files = self._retry("listing the results", lambda: self.api.list_repo_files(self.results, repo_type="dataset"))
+        present = {f.split("/")[1] for f in files
                    if f.startswith("cache/") and f.endswith("/_result.json") and f.count("/") == 2}
         wanted = sorted(keys & present)
         if not wanted:
             return set()
         self._say(f"reusing {len(wanted)} finished step{'s' if len(wanted) != 1 else ''} from {self.results}")
         tmp = self.work / "seed"
-        self.api.snapshot_download(self.results, repo_type="dataset", local_dir=tmp,
-                                   allow_patterns=[f"cache/{k}/**" for k in wanted])
+        self._retry("downloading finished steps", lambda: self.api.snapshot_download(
+            self.results, repo_type="dataset", local_dir=tmp, allow_patterns=[f"cache/{k}/**" for k in wanted]))
         for key in wanted:
             dest = store / "cache" / key
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -206,11 +211,19 @@ class _Entry:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(redact_all(json.dumps(outcome, indent=2, default=str), self.secrets) + "\n")
         status = outcome.get("status") or "failed"
-        self.api.upload_folder(repo_id=self.results, repo_type="dataset", folder_path=staging,
-                               commit_message=f"ftpipe run {outcome.get('run_id') or request['request_id']}: {status}")
+        # safe to repeat: identical content makes no second commit
+        self._retry("pushing the outcome", lambda: self.api.upload_folder(
+            repo_id=self.results, repo_type="dataset", folder_path=staging,
+            commit_message=f"ftpipe run {outcome.get('run_id') or request['request_id']}: {status}"))
         self._say(f"pushed the outcome to {self.results} ({result_file(request['request_id'])})")
 
     # ------------------------------------------------------------------ helpers
+    def _retry(self, what: str, fn: Any) -> Any:
+        """A Hub call through the shared retry helper (429/5xx/dropped connections)."""
+        from ftpipe.remote.retry import call_with_retries
+
+        return call_with_retries(fn, what=what, log=self._say, secrets=self.secrets)
+
     def _say(self, line: str) -> None:
         line = redact_all(line, self.secrets)
         self.tail.append(line)

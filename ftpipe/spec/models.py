@@ -591,6 +591,8 @@ class RayExecutor(Block):
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
     stop_on_interrupt: bool = True
     pip: list[str] = Field(default_factory=list, description="Extra requirements for the job (needs network on the cluster).")
+    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
+                                                         "pipeline's repository (refused by default).")
 
 
 class SpacesExecutor(Block):
@@ -600,9 +602,37 @@ class SpacesExecutor(Block):
     hardware: str = "cpu-basic"
     token: Secret = "${env:HF_TOKEN}"
     timeout_s: PositiveInt = 6 * 3600
+    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
+                                                         "pipeline's repository (refused by default).")
 
 
-BUILTIN_EXECUTORS: tuple[type[Block], ...] = (LocalExecutor, RayExecutor, SpacesExecutor)
+class HfJobsExecutor(Block):
+    type: Literal["hf-jobs"]
+    caps: ClassVar[ExecutorCaps] = ExecutorCaps(remote=True, extras=("hub",), runs_training_here=False)
+    namespace: str | None = None
+    flavor: str = Field("cpu-basic", description="Hardware flavor of the Job (`hf jobs hardware` lists them).")
+    timeout_s: PositiveInt = Field(6 * 3600, description="The Job's own timeout; the runner waits as long.")
+    image: str | None = Field(None, description="Docker image; default python:<this Python>-slim. An image "
+                                                "with this ftpipe version installed skips the install.")
+    token: Secret = "${env:HF_TOKEN}"
+    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
+                                                         "pipeline's repository (refused by default).")
+
+    @field_validator("flavor")
+    @classmethod
+    def _known_flavor(cls, value: str) -> str:
+        from ftpipe.executors.job_flavors import FLAVORS
+
+        if value not in FLAVORS:
+            import difflib
+
+            close = difflib.get_close_matches(value, FLAVORS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ValueError(f"unknown Jobs hardware flavor '{value}'.{hint} (available: {', '.join(FLAVORS)})")
+        return value
+
+
+BUILTIN_EXECUTORS: tuple[type[Block], ...] = (LocalExecutor, RayExecutor, SpacesExecutor, HfJobsExecutor)
 
 # --------------------------------------------------------------------------- schedule
 

@@ -44,7 +44,8 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if k not in _RAY_VARS}
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_ADDRESS=self.address)
         if pythonpath is not None:
-            env["PYTHONPATH"] = str(pythonpath)
+            # the plugin's folder, then this checkout (not whatever ftpipe the venv installs)
+            env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), str(Path(__file__).resolve().parents[2])])
         env.update(extra)
         return env
 

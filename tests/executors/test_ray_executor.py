@@ -170,7 +170,7 @@ def test_runs_on_ray_then_is_up_to_date_without_a_job(ray_cluster, tmp_path: Pat
     assert "train: started" in r.stderr and "sleepy: training started" in r.stderr  # the job's log, streamed
     store = path.parent / ".ftpipe"
     record = json.loads((store / "runs" / out["run_id"] / "run.json").read_text())
-    assert record["ray"]["state"] == "SUCCEEDED" and record["pipeline_path"] == str(path.resolve())
+    assert record["remote"]["state"] == "SUCCEEDED" and record["pipeline_path"] == str(path.resolve())
     assert (store / record["steps"]["train"]["artifact"] / "model" / "weights.txt").exists()
     assert (store / "runs" / out["run_id"] / "logs" / "ray-job.log").exists()
     assert not (store / "jobs" / "ray" / "rayok.json").exists()  # nothing in flight

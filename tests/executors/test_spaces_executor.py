@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from ftpipe import __version__, registry
 from ftpipe.contracts import RunRequest
-from ftpipe.executors import spaces
+from ftpipe.executors import remote, spaces
 from tests.executors import sleepy_plugin
 from tests.fakes.hub_server import HubServer, hub_fixture  # noqa: F401 - registers the `hub` fixture
 
@@ -56,7 +56,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
     monkeypatch.setenv("EXTRA_TOKEN", EXTRA_SECRET)
     registry.plugins.cache_clear()
     registry.pipeline_model.cache_clear()
-    monkeypatch.setattr(spaces, "POLL_MAX_S", 0.3)
+    monkeypatch.setattr(remote, "POLL_MAX_S", 0.3)
 
     def write(*, data: str | None = None, timeout: int = 120) -> Path:
         src = REPO / "pipelines" / "data" / "recipes.jsonl"
@@ -89,7 +89,7 @@ def docker_cmd(hub: HubServer, tmp_path: Path, pythonpath: Path, extra_env: dict
         home = tmp_path / f"space-home-{len(list(tmp_path.glob('space-home-*')))}"
         env = {"PATH": os.environ["PATH"], "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_ENDPOINT": hub.url,
                "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1,localhost",
-               "no_proxy": "127.0.0.1,localhost", "PYTHONPATH": str(pythonpath),
+               "no_proxy": "127.0.0.1,localhost", "PYTHONPATH": os.pathsep.join([str(REPO), str(pythonpath)]),
                "FTPIPE_CACHE": os.environ["FTPIPE_CACHE"], "SPACE_ID": space_id,
                **env_from_docker, "FTPIPE_SPACE_WORKDIR": str(home / "work"), "FTPIPE_STATUS_PORT": "0",
                **variables, **secrets, **(extra_env or {})}
@@ -209,7 +209,7 @@ def test_round_trip_runs_in_a_private_space_and_comes_home(hub: HubServer, proje
     store = path.parent / ".ftpipe"
     record = json.loads((store / "runs" / summary["run_id"] / "run.json").read_text())
     assert record["status"] == "succeeded" and record["executor"] == "hf-spaces"
-    assert record["space"]["space_id"] == space_id and record["store"] == str(store)
+    assert record["remote"]["space"] == space_id and record["store"] == str(store)
     train = record["steps"]["train"]
     assert train["status"] == "done"
     assert (store / train["artifact"] / "model" / "weights.txt").read_text() == "zzz\n"
@@ -308,7 +308,7 @@ def test_timeout_and_interrupt_pause_the_space(hub: HubServer, project, tmp_path
         def sleep(seconds: float) -> None:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(spaces, "time", CtrlC)
+    monkeypatch.setattr(remote, "time", CtrlC)
     code, _, err = cli("run", str(path))
     assert code == 130 and "interrupted" in err
     assert hub.space_runtime(space_id)["stage"] == "PAUSED"
@@ -322,20 +322,19 @@ def test_timeout_and_interrupt_pause_the_space(hub: HubServer, project, tmp_path
 
 @pytest.mark.integration
 def test_a_killed_runner_reattaches_instead_of_starting_another(hub: HubServer, project, tmp_path: Path) -> None:
-    from huggingface_hub import HfApi
-
     path = project()
     hub.space_runner = docker_cmd(hub, tmp_path, path.parent)
-    first = spaces._SpaceRun(RunRequest(pipeline_path=path))
-    first.api = HfApi(token=hub.token)
-    sub = first._submit()  # ... and the runner dies (kill -9) before it follows the Space
+    first = remote.RemoteRun(RunRequest(pipeline_path=path), spaces.SpaceBackend)
+    state = first.new_state()
+    first.backend.submit(state, first.persist)  # ... and the runner dies (kill -9) before it follows the Space
+    space_id = state["space_id"]
 
     code, out, err = cli("run", str(path), "--json")
     assert code == 0, err
     assert "re-attaching to Space" in err or "finished while no runner was attached" in err
     assert json.loads(out.strip().splitlines()[-1])["status"] == "succeeded"
-    assert hub._repos[("space", sub.space_id)].space.runs == 1  # one container run: nothing resubmitted
-    assert hub.space_runtime(sub.space_id)["stage"] == "PAUSED"
+    assert hub._repos[("space", space_id)].space.runs == 1  # one container run: nothing resubmitted
+    assert hub.space_runtime(space_id)["stage"] == "PAUSED"
     assert not (path.parent / ".ftpipe" / "jobs" / "hf-spaces" / "spacey.json").exists()
 
 
