@@ -180,9 +180,7 @@ def hub_write_access(step: str, *, token: str | None, repo_id: str | None, what:
     def probe() -> str | None:
         from huggingface_hub import HfApi
 
-        from ftpipe.remote.hf import hub_errors
-
-        from ftpipe.remote.hf import is_retryable
+        from ftpipe.remote.hf import hub_errors, is_retryable
         from ftpipe.remote.retry import call_with_retries
 
         api = HfApi(token=token)

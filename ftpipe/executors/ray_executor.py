@@ -27,6 +27,7 @@ import click
 from ftpipe import errors
 from ftpipe.contracts import RunRequest
 from ftpipe.errors import LockHeld, RemoteError
+from ftpipe.executors.hub_run import check_inside_repository
 from ftpipe.executors.ray_job import (
     RESULT_MARKER,
     RemoteStore,
@@ -35,7 +36,6 @@ from ftpipe.executors.ray_job import (
     state_file,
     storage_path,
 )
-from ftpipe.executors.hub_run import check_inside_repository
 from ftpipe.executors.remote import fingerprints, report
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
