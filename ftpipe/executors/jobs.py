@@ -37,6 +37,16 @@ class HfJobsExecutorImpl:
     name = "hf-jobs"
     config_model = HfJobsExecutor
 
+    def preflight(self, ctx: Any, executor: HfJobsExecutor) -> list[Any]:
+        """The token may run Jobs and create the run's datasets (ftpipe.preflight); the
+        flavor is checked by validation."""
+        from ftpipe.preflight import hub_write_access
+
+        ns = executor.namespace
+        return [hub_write_access("executor", token=executor.token, repo_id=f"{ns}/job" if ns else None,
+                                 what=f"Hub token can run Jobs and create the run's datasets in "
+                                      f"{ns or 'its own namespace'}")]
+
     def execute(self, request: RunRequest) -> int:
         with sigterm_as_interrupt():
             return RemoteRun(request, JobBackend).run()
