@@ -316,6 +316,8 @@ class FewShot(Block):
 class Generation(Block):
     max_new_tokens: PositiveInt = 64
     batch_size: PositiveInt = 16
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="Local models: auto = vLLM when installed and a CUDA GPU is visible, else transformers.")
 
 
 class ModelBaseline(Block):
