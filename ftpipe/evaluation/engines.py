@@ -51,9 +51,7 @@ def vllm_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], stop
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         gc.collect()
-        try:
-            import torch
+        import torch
 
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - freeing memory is best effort
-            pass
