@@ -232,3 +232,25 @@ def make_server(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000) -> T
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
+
+
+def main() -> None:
+    """``python benchmarks/legacy_server.py FOLDER NAME``: serve on a free loopback port."""
+    import sys
+    from pathlib import Path
+
+    from ftpipe.serve import load_model
+
+    folder, name = sys.argv[1], sys.argv[2]
+    lm = load_model(Path(folder), name)
+    server = make_server(lm, "127.0.0.1", 0)
+    host, port = server.server_address[:2]
+    print(f"serving model '{name}' at http://{host}:{port}/v1 (legacy)", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
