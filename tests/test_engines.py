@@ -64,3 +64,27 @@ def test_evaluation_generation_on_transformers_is_unchanged(monkeypatch):
     one_by_one = [generate_local(lm.model, lm.tokenizer, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts]
     assert auto == plain == one_by_one
     assert all(g.completion_tokens >= 1 for g in auto)
+
+
+def test_continuous_batching_answers_like_padded_batches():
+    """The path real models take on transformers (continuous batching) gives the same greedy
+    texts and token counts as today's padded batches, on the tiny model (forced: by size it
+    takes the padded path)."""
+    from ftpipe.evaluation import engines
+    from ftpipe.evaluation.generate import _encode_prompt, _stop_ids, generate_local
+    from ftpipe.serve import load_model
+    from tests.deploy.test_local_deploy import tiny_model_dir
+
+    lm = load_model(tiny_model_dir(), "tiny")
+    assert not engines.prefers_continuous_batching(lm.model)  # 0.3M parameters: padded batches
+    assert engines.prefers_continuous_batching(lm.model, min_params=1)
+    prompts = [[{"role": "system", "content": "You are a recipe assistant."},
+                {"role": "user", "content": f"What goes in {dish}?"}]
+               for dish in ("soup", "a cake with eggs and milk", "bread", "a long stew of beef, onions and carrots")]
+    padded = generate_local(lm.model, lm.tokenizer, prompts, max_new_tokens=12, batch_size=4)
+    encoded = [_encode_prompt(lm.tokenizer, p) for p in prompts]
+    done: list[int] = []
+    cb = engines.continuous_batching_generate(lm.model, lm.tokenizer, encoded, _stop_ids(lm.model, lm.tokenizer),
+                                              max_new_tokens=12, pad_id=lm.tokenizer.pad_token_id,
+                                              on_batch=done.append)
+    assert cb == padded and done == [len(prompts)]

@@ -200,6 +200,8 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
             return error(err)
         except HTTPException as exc:
             return error(ApiError(exc.status_code if exc.status_code != 422 else 400, str(exc.detail)))
+        except Exception as exc:  # noqa: BLE001 - a failure answers in OpenAI's shape; the server lives on
+            return error(ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", type_="server_error"))
         if req.stream:
             return StreamingResponse(_stream(req, upstream, prompt_tokens), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
