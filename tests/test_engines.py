@@ -88,3 +88,13 @@ def test_continuous_batching_answers_like_padded_batches():
                                               max_new_tokens=12, pad_id=lm.tokenizer.pad_token_id,
                                               on_batch=done.append)
     assert cb == padded and done == [len(prompts)]
+
+
+def test_vllm_command_serves_the_folder_under_the_pipeline_name(tmp_path, monkeypatch):
+    from ftpipe.serving import vllm_command
+
+    monkeypatch.setenv("FTPIPE_API_KEY", "k-secret")
+    cmd = vllm_command(tmp_path, "recipes", "127.0.0.1", 8000)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--model") + 1] == str(tmp_path) and cmd[cmd.index("--served-model-name") + 1] == "recipes"
+    assert "k-secret" not in " ".join(cmd)  # the key travels in VLLM_API_KEY, never on the command line

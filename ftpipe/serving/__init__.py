@@ -39,7 +39,7 @@ def api_key_for(host: str, key_env: str) -> str | None:
 def vllm_command(folder: Path, name: str, host: str, port: int) -> list[str]:
     """``vllm serve`` for ``folder`` as model ``name`` (the key goes in VLLM_API_KEY, never argv)."""
     return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-            "--served-model-name", name, "--host", host, "--port", str(port), "--disable-log-requests"]
+            "--served-model-name", name, "--host", host, "--port", str(port)]
 
 
 def quiet_libraries() -> None:
