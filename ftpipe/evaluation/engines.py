@@ -75,7 +75,7 @@ def continuous_batching_generate(model: Any, tokenizer: Any, encoded: Sequence[l
 def vllm_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], stop_ids: Sequence[int], *,
                   max_new_tokens: int, seed: int, on_batch: Callable[[int], None] | None = None) -> list[Any]:
     """Greedy answers from vLLM for prompts given as token ids, in order."""
-    from vllm import LLM, SamplingParams
+    from vllm import LLM, SamplingParams  # type: ignore[import-not-found]  # GPU machines only
 
     from ftpipe.evaluation.generate import Generation
 
