@@ -6,9 +6,9 @@ same engine on a given machine:
 - ``vllm`` when the ``vllm`` package is installed *and* a CUDA GPU is visible (vLLM needs
   one): ``vllm serve`` for the server, ``vllm.LLM.generate`` (offline batches) for evaluation.
 - ``transformers`` otherwise: for the server, transformers' own serving stack (the code of
-  ``transformers serve``) with continuous batching; for evaluation, batched greedy
-  ``generate`` (measured faster than continuous batching for one offline batch on a CPU,
-  see docs/serving.md).
+  ``transformers serve``) with continuous batching; for evaluation, continuous batching
+  (``generate_batch``) for real models and padded ``generate`` batches for tiny ones
+  (:mod:`ftpipe.evaluation.engines`; measurements in docs/serving.md).
 
 ``requested`` is ``auto`` (the rule above), ``transformers`` or ``vllm``; asking for vLLM
 where it cannot run is a usage error that says why. The probes import nothing heavy unless
