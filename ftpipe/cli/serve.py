@@ -57,7 +57,12 @@ def serve(model: str, host: str, port: int, store: str | None, pipeline_file: st
         click.echo(f"serving model '{name}' at http://{host}:{port}/v1 (vLLM; Ctrl+C stops)", err=True)
         raise SystemExit(subprocess.call(vllm_command(weights, name, host, port), env=env))
 
-    from ftpipe.serving.app import Engine, ServeOptions, bind, build_app, run
+    try:
+        from ftpipe.serving.app import Engine, ServeOptions, bind, build_app, run
+    except ImportError as exc:
+        from ftpipe.errors import MissingDependency
+
+        raise MissingDependency(exc.name or "fastapi", "serve", "ftpipe serve") from None
 
     loaded = Engine(weights, ServeOptions(continuous_batching=continuous_batching))
     sock = bind(host, port)
