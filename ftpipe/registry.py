@@ -76,6 +76,7 @@ _BUILTIN: dict[str, dict[str, tuple[type[BaseModel] | None, str]]] = {
         "hf-endpoint": (m.EndpointTarget, "ftpipe.deploy.hf_endpoint:EndpointDeploy"),
         "hf-space": (m.SpaceTarget, "ftpipe.deploy.hf_space:SpaceDeploy"),
         "azure-openai": (m.AzureDeployTarget, "ftpipe.deploy.azure:AzureDeploy"),
+        "gguf": (m.GgufTarget, "ftpipe.deploy.gguf:GgufDeploy"),
     },
     "metric": {name: (None, f"ftpipe.evaluation.metrics:{name}") for name in m.BUILTIN_METRICS},
 }

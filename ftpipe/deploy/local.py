@@ -111,9 +111,22 @@ def export_model(ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_i
     marker = {"base": ref.base, "revision": ctx.pipeline.model.revision, "adapter": adapter, "merged": merged,
               "pipeline": ctx.pipeline.name}
     (dest / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    card = build_model_card(ctx, ref, adapter=adapter, repo_id=repo_id, location=location)
+    card = build_model_card(ctx, ref, adapter=adapter, repo_id=repo_id, location=location,
+                            artifacts=weight_artifacts(dest, adapter=adapter))
     write_model_card(dest, card)
     return marker
+
+
+def weight_artifacts(folder: Path, *, adapter: bool) -> list[tuple[str, str, str]]:
+    """(file, engines, quantisation) for each weights file in ``folder``, for the model card."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    except (OSError, ValueError):
+        dtype = "base model's dtype"
+    engines = ("transformers + PEFT (merged by `ftpipe serve`)" if adapter
+               else "transformers, vLLM (`ftpipe serve`)")
+    return [(p.name, engines, f"none ({dtype})") for p in sorted(folder.glob("*.safetensors"))]
 
 
 def list_files(folder: Path) -> list[str]:

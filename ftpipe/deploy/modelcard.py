@@ -136,12 +136,24 @@ def _describe_source(source: Any) -> str:
     return "local files " + ", ".join(f"{k}: `{v}`" for k, v in source.path.items())
 
 
+def artifacts_table(rows: list[tuple[str, str, str]]) -> str:
+    """Which engine and quantisation each deployed file is for: (file, engines, quantisation)."""
+    lines = ["| File | Made for | Quantisation |", "|---|---|---|"]
+    lines += [f"| `{name}` | {engines} | {quant} |" for name, engines, quant in rows]
+    return "\n".join(lines)
+
+
 def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id: str | None = None,
-                     location: str | None = None) -> str:
+                     location: str | None = None, artifacts: list[tuple[str, str, str]] | None = None,
+                     usage: str | None = None, library: str | None = None) -> str:
     """The README.md text for the model of ``ref`` as deployed (``adapter``: the folder
-    holds a PEFT adapter; ``repo_id``/``location``: where it can be loaded from)."""
+    holds a PEFT adapter; ``repo_id``/``location``: where it can be loaded from;
+    ``artifacts``: the files with the engine and quantisation each is for; ``usage`` and
+    ``library`` replace the transformers usage and ``library_name``, for other formats)."""
     pipeline = ctx.pipeline
     meta = front_matter(ctx, ref, adapter)
+    if library:
+        meta["library_name"] = library
     data = "; ".join(_describe_source(s) for s in pipeline.dataset.all_sources())
     if pipeline.dataset.sources is not None:
         data = f"a mixture ({pipeline.dataset.mix.strategy}) of " + data
@@ -169,7 +181,9 @@ def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id:
     ]
     evaluation = _evaluation(ctx)
     parts += ["## Evaluation", "", evaluation if evaluation else "This pipeline has no evaluate step.", ""]
-    parts += ["## Usage", "", _usage(ref, adapter, repo_id, location), ""]
+    if artifacts:
+        parts += ["## Artifacts", "", artifacts_table(artifacts), ""]
+    parts += ["## Usage", "", usage or _usage(ref, adapter, repo_id, location), ""]
     parts += ["## Reproduce", "", "```bash", reproduce_command(ctx.pipeline_path), "```", ""]
     return redact("\n".join(parts), ctx.secrets)
 

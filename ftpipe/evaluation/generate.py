@@ -99,14 +99,26 @@ def generate_local(
     batch_size: int,
     seed: int = 0,
     on_batch: BatchCallback | None = None,
+    engine: str = "auto",
 ) -> list[Generation]:
-    """Greedy answers for each prompt, in order; batches are left-padded."""
+    """Greedy answers for each prompt, in order: on vLLM where :mod:`ftpipe.engines` picks
+    it (``engine``), else with transformers: continuous batching for real models, left-padded
+    batches for tiny ones (:mod:`ftpipe.evaluation.engines`)."""
     torch = _require("torch", "train", "evaluating a local model")
     GenerationConfig = _require("transformers", "train", "evaluating a local model").GenerationConfig
 
     torch.manual_seed(seed)
     encoded = [_encode_prompt(tokenizer, p) for p in prompts]
     stop = _stop_ids(model, tokenizer)
+    from ftpipe.evaluation import engines
+
+    if engines.offline_engine(engine).name == "vllm":
+        return engines.vllm_generate(model, tokenizer, encoded, stop, max_new_tokens=max_new_tokens, seed=seed,
+                                     on_batch=on_batch)
+    if engines.prefers_continuous_batching(model):
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
+        return engines.continuous_batching_generate(model, tokenizer, encoded, stop, max_new_tokens=max_new_tokens,
+                                                    pad_id=pad, on_batch=on_batch)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
     config = GenerationConfig(
         do_sample=False,

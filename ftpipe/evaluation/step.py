@@ -245,6 +245,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
             scored.generations = G.generate_local(
                 loaded[0], loaded[1], prompts, max_new_tokens=gen_cfg.max_new_tokens,
                 batch_size=gen_cfg.batch_size, seed=seed, on_batch=on_batch,
+                engine=getattr(gen_cfg, "engine", "auto"),
             )
         else:
             from ftpipe.evaluation.hosted_access import chat_client

@@ -453,6 +453,8 @@ class Generation(Block):
     batch_size: PositiveInt = 16
     seed: NonNegInt = Field(0, description="Seeds local generation and is sent as `seed` to hosted "
                                            "models (OpenAI, Azure: best-effort reproducible answers).")
+    engine: Literal["auto", "transformers", "vllm"] = Field(
+        "auto", description="Local models: auto = vLLM when installed and a CUDA GPU is visible, else transformers.")
 
 
 class ModelBaseline(Block):
@@ -567,7 +569,31 @@ class AzureDeployTarget(Block):
     timeout_s: PositiveInt = 1800
 
 
-BUILTIN_TARGETS: tuple[type[Block], ...] = (LocalTarget, HubTarget, EndpointTarget, SpaceTarget, AzureDeployTarget)
+class GgufPush(Block):
+    """Upload the GGUF file and its Modelfile to a Hub model repo."""
+
+    repo: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$")
+    private: bool = True
+    revision: str = "main"
+    token: Secret = "${env:HF_TOKEN}"
+
+
+class GgufTarget(Block):
+    """A GGUF file for llama.cpp and Ollama (written by llama.cpp's own converter), with an
+    Ollama Modelfile; optionally pushed to a Hub repo."""
+
+    type: Literal["gguf"]
+    caps: ClassVar[TargetCaps] = TargetCaps(extras=("gguf",))
+    name: str | None = None
+    path: str = Field("outputs/{pipeline}-gguf", description="Folder (relative to the pipeline file); {pipeline} is replaced.")
+    quantization: Literal["f16", "q8_0", "q4_k_m"] = Field(
+        "q8_0", description="f16 and q8_0 come from llama.cpp's converter; q4_k_m also needs llama-cpp-python.")
+    parameters: dict[str, float | int | str] = Field(
+        default_factory=dict, description="Ollama PARAMETER lines for the Modelfile (temperature, num_ctx, ...).")
+    push: GgufPush | None = None
+
+
+BUILTIN_TARGETS: tuple[type[Block], ...] = (LocalTarget, HubTarget, EndpointTarget, SpaceTarget, AzureDeployTarget, GgufTarget)
 
 # --------------------------------------------------------------------------- executors
 
