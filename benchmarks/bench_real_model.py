@@ -16,7 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _real_model import PIPELINE, copy_pipeline, evaluation_table, machine_line, run_pipeline, step_table  # noqa: E402
+from _real_model import (
+    PIPELINE,
+    copy_pipeline,
+    evaluation_table,
+    machine_line,
+    run_pipeline,
+    step_table,
+)
 
 BUDGET_S = 15 * 60
 

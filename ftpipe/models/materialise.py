@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ftpipe.errors import MissingDependency, UsageError
 from ftpipe.models.sources import file_digest
@@ -66,7 +67,7 @@ def _convert(path: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     # The weights are plain float32 now; transformers still marks the model as GGUF-quantised
     # and refuses to save it. Dropping the mark saves the dequantised tensors as they are
     # (tied embeddings stay tied: config.tie_word_embeddings is kept).
