@@ -80,7 +80,8 @@ def generation_tokens_per_s(out: Any, *, cache: Path, batch: int, new_tokens: in
     train, prepare = out.artifact("train"), out.artifact("prepare")
     assert train is not None and prepare is not None
     examples = load_examples(prepare / "test.jsonl")
-    prompts = [list(ex.prompt) for ex in examples] * max(1, (4 * batch) // max(1, len(examples)))
+    # four full batches, cycling through the test prompts
+    prompts = [list(examples[i % len(examples)].prompt) for i in range(4 * batch)]
     model, tokenizer = loading.load_for_inference(ModelRef.read(train), train, cache_dir=cache, base_dir=train)
     attn = getattr(model.config, "_attn_implementation", "?")
     generate_local(model, tokenizer, prompts[:batch], max_new_tokens=new_tokens, batch_size=batch)  # warm-up

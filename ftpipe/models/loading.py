@@ -19,7 +19,7 @@ from ftpipe.models.materialise import materialise_gguf
 from ftpipe.models.sources import classify_base
 from ftpipe.models.tiny import TINY_MODEL, ensure_tiny_model
 
-_CHECKED: set[str] = set()  # Hub ids this process found on the Hub (one request each)
+_CHECKED: set[tuple[str, str | None]] = set()  # (Hub id, revision) this process found on the Hub
 
 
 def resolve_base(
@@ -46,9 +46,9 @@ def resolve_base(
         path = Path(base_dir) / path
     if path.exists():
         return str(path.resolve())
-    if base not in _CHECKED:
+    if (base, revision) not in _CHECKED:
         check_hub_model(base, revision=revision, token=token)
-        _CHECKED.add(base)
+        _CHECKED.add((base, revision))
     return base
 
 
