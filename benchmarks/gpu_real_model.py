@@ -121,8 +121,8 @@ def main() -> int:
         gen = generation_tokens_per_s(out, cache=cache, batch=2 if args.cpu_smoke else args.batch,
                                       new_tokens=8 if args.cpu_smoke else 32)
     print("\n" + step_table(out) + "\n")
-    print(f"training: {train_tps or 0:,.0f} tokens/s ({samples or 0:.2f} samples/s, TRL's count)")
-    print(f"generation (fine-tuned, {gen['dtype']}, attention {gen['attention']}): {gen['tokens_per_s']:,.0f} "
+    print(f"training: {train_tps or 0:,.1f} tokens/s ({samples or 0:.2f} samples/s, TRL's count)")
+    print(f"generation (fine-tuned, {gen['dtype']}, attention {gen['attention']}): {gen['tokens_per_s']:,.1f} "
           f"new tokens/s ({gen['requests']} requests in {gen['seconds']:.1f}s)\n")
     print(evaluation_table(out.report))
     return 0 if out.exit_code in (0, 3) else out.exit_code
