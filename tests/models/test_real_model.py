@@ -52,13 +52,12 @@ def test_smollm2_from_its_package_trains_and_its_answers_change(tmp_path: Path) 
     path = folder / "smollm2.yaml"
     path.write_text(PIPELINE)
 
+    store = folder / ".ftpipe"
     out = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json"], check=False,
-                         capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=2300, cwd=tmp_path,
+                         env=dict(os.environ, FTPIPE_STORE=str(store)))
     assert out.returncode == 0, out.stderr[-4000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    store = folder / ".ftpipe"
-    if not store.is_dir():  # the store may be found at the repository root instead
-        store = Path(summary.get("store", store))
     record = json.loads((store / "runs" / summary["run_id"] / "run.json").read_text())
     steps = record["steps"]
 
