@@ -117,6 +117,11 @@ def resolve_local_files(base_dir: Path, rel: str) -> list[Path]:
 
 def model_fingerprint(pipeline: Any, base_dir: Path) -> str:
     base = pipeline.model.base
+    from ftpipe.models.sources import gguf_fingerprint
+
+    gguf = gguf_fingerprint(base, base_dir)
+    if gguf is not None:
+        return _hash(gguf)  # the file's bytes: a moved or renamed copy keeps its cache
     local = (base_dir / base).expanduser()
     if not base.startswith("builtin:") and local.is_dir():
         # sizes and mtimes: hashing gigabytes of weights would make planning slow

@@ -109,13 +109,15 @@ def record_messages(rec: dict) -> int:
 # --------------------------------------------------------------------------- tokens
 
 class TokenCounter:
-    """Counts tokens with the base model's tokenizer (chat-template overhead estimated
-    once), or approximately (4 characters a token) for hosted models."""
+    """Counts tokens with the base model's tokenizer, chat examples rendered by its chat
+    template (ftpipe.data.template_tokens), or approximately (4 characters a token) for
+    hosted models."""
 
     def __init__(self, ctx: StepContext) -> None:
         self.exact = False
         self.tok: Any = None  # a transformers tokenizer once loaded
         self.per_message = 4
+        self.templated = False  # counts come from the model's chat template
         caps = getattr(type(ctx.pipeline.trainer), "caps", None)  # the trainer plugin's declaration
         if caps is not None and caps.prepare_tokenizer:
             self._load(ctx)
@@ -130,10 +132,14 @@ class TokenCounter:
         from ftpipe.remote.hf import hub_errors
 
         model = ctx.pipeline.model
-        base = resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir)
+        base = resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=model.revision,
+                            token=model.token or None, log=ctx.log)
         with hub_errors(f"tokenizer of {model.base}"):
             self.tok = AutoTokenizer.from_pretrained(base, revision=model.revision, token=model.token or None)
         self.exact = True
+        from ftpipe.data.template_tokens import ensure_template
+
+        self.templated = ensure_template(self.tok, model.chat_template)
         if getattr(self.tok, "chat_template", None):
             sample = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
             try:
@@ -145,6 +151,16 @@ class TokenCounter:
                 pass
 
     def count(self, records: list[dict]) -> list[int]:
+        if self.tok is not None and self.templated:
+            from ftpipe.data.template_tokens import template_counts
+
+            counted = template_counts(self.tok, records)
+            rest = [r for r, n in zip(records, counted) if n is None]
+            others = iter(self._count(rest) if rest else [])
+            return [next(others) if n is None else n for n in counted]
+        return self._count(records)
+
+    def _count(self, records: list[dict]) -> list[int]:
         texts = [record_text(r) for r in records]
         if self.tok is None:
             lens = [math.ceil(len(t) / 4) for t in texts]

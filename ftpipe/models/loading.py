@@ -1,16 +1,25 @@
 """Finding and loading models: the base a pipeline names, and what a train step produced.
 
-``model.base`` is ``builtin:tiny``, a folder (relative to the pipeline's folder), or a
-Hugging Face Hub id. Hub ids are passed to ``from_pretrained`` unchanged, so ``HF_ENDPOINT``,
-``HF_HUB_OFFLINE`` and the Hub cache apply as usual.
+``model.base`` is ``builtin:tiny``, a folder or a ``.gguf`` file (relative to the pipeline's
+folder), a file shipped in an installed package (``package:MODULE/file.gguf``), or a Hugging
+Face Hub id (see ``ftpipe.models.sources``). A GGUF base is converted once per content hash
+into a transformers folder in ftpipe's cache (``ftpipe.models.materialise``). Hub ids are
+checked once (exists? reachable?) and then passed to ``from_pretrained`` unchanged, so
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and the Hub cache apply as usual.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ftpipe.contracts import ModelRef
+from ftpipe.models.hub_check import check_hub_model
+from ftpipe.models.materialise import materialise_gguf
+from ftpipe.models.sources import classify_base
 from ftpipe.models.tiny import TINY_MODEL, ensure_tiny_model
+
+_CHECKED: set[tuple[str, str | None]] = set()  # (Hub id, revision) this process found on the Hub
 
 
 def resolve_base(
@@ -20,17 +29,26 @@ def resolve_base(
     base_dir: Path,
     revision: str | None = None,
     token: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> str:
     """What to hand to ``from_pretrained`` for ``base``: the built-in tiny model's folder,
-    an existing folder as an absolute path, or the Hub id unchanged (nothing is fetched, so
-    ``revision`` and ``token`` are accepted only for callers that pass them uniformly)."""
+    an existing folder as an absolute path, a GGUF file's converted folder in ``cache_dir``,
+    or the Hub id unchanged once the Hub says it exists (nothing is downloaded here)."""
     if base == TINY_MODEL:
         return str(ensure_tiny_model(Path(cache_dir)))
+    spec = classify_base(base, Path(base_dir))
+    if spec.kind == "gguf" and spec.path is not None:
+        return str(materialise_gguf(spec.path, cache_dir=Path(cache_dir), name=base, log=log))
+    if spec.path is not None:
+        return str(spec.path)
     path = Path(base).expanduser()
     if not path.is_absolute():
         path = Path(base_dir) / path
     if path.exists():
         return str(path.resolve())
+    if (base, revision) not in _CHECKED:
+        check_hub_model(base, revision=revision, token=token)
+        _CHECKED.add((base, revision))
     return base
 
 
@@ -43,8 +61,11 @@ def default_device() -> str:
 def _dtype(device: str) -> Any:
     import torch
 
-    # float32 on CPU: bf16/fp16 matmuls there are slow or unsupported.
-    return "auto" if device.startswith("cuda") else torch.float32
+    # float32 on CPU: bf16/fp16 matmuls there are slow or unsupported. On a GPU half
+    # precision, whatever dtype the weights were saved in (a converted GGUF is float32).
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 def _load_tokenizer(source: str, *, revision: str | None, token: str | None) -> Any:
@@ -78,7 +99,7 @@ def load_base_for_inference(
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    source = resolve_base(base, cache_dir=cache_dir, base_dir=base_dir)
+    source = resolve_base(base, cache_dir=cache_dir, base_dir=base_dir, revision=revision, token=token)
     tokenizer = _load_tokenizer(source, revision=revision, token=token)
     model = AutoModelForCausalLM.from_pretrained(source, revision=revision, token=token, dtype=_dtype(device))
     return _ready_for_generation(model, tokenizer, device)
@@ -97,7 +118,7 @@ def _base_with_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    source = resolve_base(base, cache_dir=cache_dir, base_dir=base_dir)
+    source = resolve_base(base, cache_dir=cache_dir, base_dir=base_dir, revision=revision, token=token)
     # The train step saves the tokenizer next to the adapter: it may carry a chat template
     # or tokens the base lacks.
     if (adapter_dir / "tokenizer_config.json").exists():

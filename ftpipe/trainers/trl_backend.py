@@ -51,7 +51,8 @@ def build_job(ctx: StepContext) -> TrlJob:
     validation = prepared / "validation.jsonl"
     return TrlJob(
         method=trainer.method,
-        base=resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir),
+        base=resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=model.revision,
+                          token=model.token, log=ctx.log),
         revision=model.revision,
         chat_template=model.chat_template,
         peft=_fields(trainer.peft, PEFT_FIELDS),
