@@ -155,7 +155,7 @@ class TokenCounter:
             from ftpipe.data.template_tokens import template_counts
 
             counted = template_counts(self.tok, records)
-            rest = [r for r, n in zip(records, counted) if n is None]
+            rest = [r for r, n in zip(records, counted, strict=True) if n is None]
             others = iter(self._count(rest) if rest else [])
             return [next(others) if n is None else n for n in counted]
         return self._count(records)

@@ -54,6 +54,6 @@ def template_counts(tokenizer: Any, records: list[dict]) -> list[int | None]:
     if texts:
         # the template writes its own BOS/markers: no special tokens added on top
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for i, seq in zip(owners, ids):
+        for i, seq in zip(owners, ids, strict=True):
             out[i] = (out[i] or 0) + len(seq)
     return out
