@@ -109,7 +109,10 @@ def export_model(ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_i
         cfg["base_model_name_or_path"] = ref.base
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     marker = {"base": ref.base, "revision": ctx.pipeline.model.revision, "adapter": adapter, "merged": merged,
-              "pipeline": ctx.pipeline.name}
+              "pipeline": ctx.pipeline.name,
+              # the train step's cache key (its artifact folder's name): `must_beat: [deployed]`
+              # knows a re-deploy of the same fine-tune from another model
+              "train_key": train_dir.name}
     (dest / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     card = build_model_card(ctx, ref, adapter=adapter, repo_id=repo_id, location=location)
     write_model_card(dest, card)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ftpipe.errors import MissingDependency
+from ftpipe.evaluation.decision import latency_summary
 from ftpipe.evaluation.metrics import higher_is_better
 
 SCHEMA_VERSION = 1
@@ -48,6 +49,7 @@ class VariantResult:
     prompt_tokens_mean: float | None
     completion_tokens_mean: float | None
     seconds: float = 0.0
+    latencies: tuple[float, ...] = ()  # per request, seconds
 
 
 def price_for(name: str, prices: Mapping[str, Mapping[str, float]]) -> dict[str, float] | None:
@@ -100,6 +102,8 @@ def build_report(
             "price": price,
             "cost_per_1k_requests": cost_per_1k(r.prompt_tokens_mean, r.completion_tokens_mean, price),
             "seconds": round(r.seconds, 3),
+            "seconds_per_request": (r.seconds / r.n) if r.n else None,
+            "latency": latency_summary(r.latencies),
         }
     comparisons = []
     ft = variants.get(FINETUNED)
@@ -177,6 +181,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Evaluation: did fine-tuning pay?",
         "",
+        *([f"**Recommendation: {report['recommendation']['line']}**", ""] if report.get("recommendation") else []),
         f"{report['n']} examples from the `{report['split']}` split"
         + (f" (run `{report['run_id']}`)" if report.get("run_id") else "")
         + f". Primary metric: **{primary}**"
@@ -185,7 +190,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     head = ["variant", "model"] + [m + ("" if hib[m] else " ↓") for m in metrics]
-    head += ["prompt tok/req", "completion tok/req", "$ / 1k req"]
+    head += ["prompt tok/req", "completion tok/req", "p50 s", "p95 s", "$ / 1k req"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     deltas = {c["baseline"]: c["deltas"] for c in report["comparisons"]}
@@ -196,13 +201,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             if name in deltas and deltas[name][m] is not None:
                 cell += f" ({_signed(deltas[name][m])})"
             cells.append(cell)
+        lat = v.get("latency") or {}
         cells += [_tok(v["tokens"]["prompt_mean"]), _tok(v["tokens"]["completion_mean"]),
-                  _money(v["cost_per_1k_requests"])]
+                  _num(lat.get("p50_s"), 3), _num(lat.get("p95_s"), 3), _money(v["cost_per_1k_requests"])]
         lines.append("| " + " | ".join(cells) + " |")
     if report["comparisons"]:
         lines += ["", "## Fine-tuned vs each baseline", ""]
         for c in report["comparisons"]:
             lines.append(f"- **{c['baseline']}**: " + _comparison_sentence(c, metrics, primary))
+    for name, why in (report.get("skipped") or {}).items():
+        lines.append(f"- **{name}**: not scored ({why})")
+    from ftpipe.evaluation.decision_report import render_decision
+
+    lines += render_decision(report)
     return "\n".join(lines) + "\n"
 
 

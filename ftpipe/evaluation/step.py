@@ -21,6 +21,8 @@ from typing import Any
 from ftpipe.contracts import ModelRef, StepContext, StepResult
 from ftpipe.errors import StepError, UsageError
 from ftpipe.evaluation import metrics as M
+from ftpipe.evaluation.decision_report import add_decision, per_example_scores
+from ftpipe.evaluation.deployed import DEPLOYED, deployed_state, wants_deployed
 from ftpipe.evaluation.fewshot import (
     Example,
     FewShotSelector,
@@ -50,6 +52,7 @@ class Variant:
     name: str
     source: ModelSource
     few_shot: bool = False
+    rag: bool = False
 
 
 # --------------------------------------------------------------------------- planning
@@ -134,6 +137,24 @@ def _baseline_source(ctx: StepContext, model: str) -> ModelSource:
     return _local_base(ctx, model, revision=None, token=token)
 
 
+def _deployed_source(ctx: StepContext, train_dir: Path) -> ModelSource | None:
+    """The model at the deploy target now, unless there is none or it is this fine-tune."""
+    state = deployed_state(ctx.pipeline, ctx.base_dir, train_dir.name)
+    if state.status != "other" or state.path is None or state.marker is None:
+        return None
+    ref = ModelRef(kind="local", base=str(state.marker.get("base") or ctx.pipeline.model.base), path=".",
+                   adapter=bool(state.marker.get("adapter")))
+    return _local_trained(ctx, ref, state.path, key=f"deployed:{state.path}", label=f"deployed {state.path.name}")
+
+
+def skipped_baselines(ctx: StepContext) -> dict[str, str]:
+    """Baselines listed but not scored, with the reason (``deployed`` with nothing to compare)."""
+    if not wants_deployed(ctx.pipeline):
+        return {}
+    state = deployed_state(ctx.pipeline, ctx.base_dir, Path(ctx.inputs["train"]).name)
+    return {} if state.status == "other" else {DEPLOYED: state.reason}
+
+
 def plan_variants(ctx: StepContext) -> list[Variant]:
     """The variants to score, fine-tuned first, then the baselines in configured order."""
     cfg = ctx.pipeline.evaluate
@@ -156,9 +177,15 @@ def plan_variants(ctx: StepContext) -> list[Variant]:
         if name == FINETUNED or name in (v.name for v in variants):
             raise UsageError(f"evaluate.baselines: the name {name!r} is used twice (or is reserved)")
         if model is None:
-            if name not in ("base", "few_shot"):
-                raise UsageError(f"evaluate.baselines: unknown baseline {name!r} (base, few_shot, or {{name, model}})")
-            variants.append(Variant(name, base_source, few_shot=name == "few_shot"))
+            if name == DEPLOYED:
+                deployed = _deployed_source(ctx, train_dir)
+                if deployed is not None:
+                    variants.append(Variant(name, deployed))
+                continue
+            if name not in ("base", "few_shot", "rag"):
+                raise UsageError(f"evaluate.baselines: unknown baseline {name!r} "
+                                 "(base, few_shot, rag, deployed, or {name, model})")
+            variants.append(Variant(name, base_source, few_shot=name == "few_shot", rag=name == "rag"))
         else:
             variants.append(Variant(name, _baseline_source(ctx, model)))
     return variants
@@ -176,6 +203,7 @@ class _Job:
     few_shot: list[list[dict]] | None  # the same prompts with k examples in front
     text_metrics: dict[str, M.MetricFn]
     model_metrics: list[str]
+    rag: list[list[dict]] | None = None  # the same prompts with retrieved passages
 
 
 @dataclass
@@ -229,6 +257,8 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
     gen_cfg = ctx.pipeline.evaluate.generation
     seed = getattr(gen_cfg, "seed", 0)
     prompts = job.few_shot if variant.few_shot and job.few_shot is not None else job.plain
+    if variant.rag and job.rag is not None:
+        prompts = job.rag
     n = len(prompts)
     what = f"evaluate {variant.name}"
     scored = _Scored()
@@ -292,6 +322,7 @@ def _variant_result(variant: Variant, scored: _Scored, job: _Job, seconds: float
         prompt_tokens_mean=_mean([g.prompt_tokens for g in gens]) if gens else _mean(scored.prompt_tokens or []),
         completion_tokens_mean=_mean([g.completion_tokens for g in gens]) if gens else None,
         seconds=seconds,
+        latencies=tuple(g.seconds for g in gens) if gens else (),
     )
 
 
@@ -348,6 +379,7 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         few_shot=_few_shot_prompts(ctx, cfg, test) if any(v.few_shot for v in variants) else None,
         text_metrics=text_metrics,
         model_metrics=[n for n in names if M.is_model_metric(n)],
+        rag=_rag_prompts(ctx, cfg, test) if any(v.rag for v in variants) else None,
     )
     ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
     from ftpipe.evaluation.azure_eval import evaluation_deployments
@@ -358,10 +390,38 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,
     )
+    add_decision(report, per_example=per_example_scores(predictions), cfg=cfg,
+                 training_seconds=_training_seconds(ctx), skipped=skipped_baselines(ctx))
     write_report(ctx.out_dir, report)
     with open(ctx.out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     return StepResult(metrics=flat_metrics(report), summary=summary_line(report))
+
+
+def _rag_prompts(ctx: StepContext, cfg: Any, test: list[Example]) -> list[list[dict]]:
+    from ftpipe.evaluation.retrieval import (
+        Retriever,
+        build_rag_messages,
+        corpus_files,
+        load_passages,
+    )
+
+    rag = cfg.rag
+    if rag is None:
+        raise UsageError("evaluate.baselines: rag needs an evaluate.rag block: {corpus: <files or glob>, k, chunk_size}")
+    files = corpus_files(ctx.base_dir, rag.corpus)
+    retriever = Retriever(load_passages(files, chunk_size=rag.chunk_size, base_dir=ctx.base_dir), k=rag.k)
+    ctx.log(f"rag: top {retriever.k} of {len(retriever.passages)} passages from {len(files)} files")
+    return [build_rag_messages(ex, retriever.search(ex.query_text)) for ex in test]
+
+
+def _training_seconds(ctx: StepContext) -> float | None:
+    """How long the train step took (its artifact's record), for the training cost."""
+    try:
+        doc = json.loads((Path(ctx.inputs["train"]) / "_result.json").read_text(encoding="utf-8"))
+        return float(doc["duration_s"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _prediction_rows(variant: str, scored: _Scored, test: list[Example]) -> list[dict[str, Any]]:
@@ -401,10 +461,15 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
             out[f"{name}.{metric}"] = value
         if v.get("cost_per_1k_requests") is not None:
             out[f"{name}.cost_per_1k_requests"] = v["cost_per_1k_requests"]
+        for q in ("p50_s", "p95_s"):
+            if (v.get("latency") or {}).get(q) is not None:
+                out[f"{name}.latency_{q}"] = v["latency"][q]
     for comp in report["comparisons"]:
         for metric, d in comp["deltas"].items():
             out[f"delta.{comp['baseline']}.{metric}"] = d
     out["n"] = report["n"]
+    if report.get("recommendation"):
+        out["recommendation"] = report["recommendation"]["line"]
     return out
 
 

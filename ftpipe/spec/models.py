@@ -9,6 +9,7 @@ the unions. Per-field rules live here; rules that relate several blocks live in
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -304,7 +305,7 @@ BUILTIN_TRAINERS: tuple[type[Block], ...] = (TrlTrainer, AutoTrainTrainer, OpenA
 # --------------------------------------------------------------------------- evaluate
 
 BUILTIN_METRICS = ("exact_match", "token_f1", "rouge_l", "json_valid", "loss", "perplexity")
-BUILTIN_BASELINES = ("base", "few_shot")
+BUILTIN_BASELINES = ("base", "few_shot", "rag", "deployed")
 
 
 class FewShot(Block):
@@ -330,18 +331,52 @@ class Price(Block):
 
 class Gate(Block):
     metric: str
-    must_beat: Annotated[list[str], Field(min_length=1)]
+    must_beat: Annotated[list[str], Field(min_length=1)] = Field(
+        description="baselines the fine-tune must beat; 'deployed' is the model at the deploy target now")
     min_delta: float = 0.0
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] | None = Field(
+        None, description="gate on the lower bound of this paired bootstrap interval (e.g. 0.95), "
+                          "not on the point estimate")
+
+
+class Intervals(Block):
+    """Paired bootstrap intervals of finetuned − baseline in the report."""
+
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
+    resamples: Annotated[int, Field(ge=100)] = 2000
+    seed: int = 0
+    min_examples: PositiveInt = Field(10, description="fewer paired examples: the report says inconclusive")
+
+
+class Rag(Block):
+    """The retrieval baseline: the base model answers with the top-k passages of a corpus."""
+
+    corpus: str | Annotated[list[str], Field(min_length=1)] = Field(
+        description="text/markdown/JSONL files, folders or globs, relative to the pipeline file")
+    k: PositiveInt = 3
+    chunk_size: PositiveInt = Field(120, description="passage length in words")
+
+
+class Cost(Block):
+    """Prices for the cost comparison of local variants and of training."""
+
+    hourly: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="USD per hour of the machine that serves and trains local models")
+    training: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="USD the fine-tune cost (a hosted job's bill); default: hourly x training time")
 
 
 class Evaluate(Block):
     split: Literal["test", "validation"] = "test"
     metrics: Annotated[list[str], Field(min_length=1)] = ["token_f1"]
-    baselines: list[Literal["base", "few_shot"] | ModelBaseline] = ["base", "few_shot"]
+    baselines: list[Literal["base", "few_shot", "rag", "deployed"] | ModelBaseline] = ["base", "few_shot"]
     few_shot: FewShot = _nested()
+    rag: Rag | None = None
     generation: Generation = _nested()
     limit: PositiveInt | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
+    cost: Cost = _nested()
+    intervals: Intervals = _nested()
     gate: Gate | None = None
 
     def baseline_names(self) -> list[str]:
@@ -354,10 +389,15 @@ class LocalTarget(Block):
     """A model folder with a model card."""
 
     type: Literal["local"]
-    caps: ClassVar[TargetCaps] = TargetCaps()
+    caps: ClassVar[TargetCaps] = TargetCaps(readable=True)
     name: str | None = None
     path: str = Field("outputs/{pipeline}", description="Folder (relative to the pipeline file); {pipeline} is replaced.")
     merge: bool = False
+
+    def deployed_model_dir(self, base_dir: Path, pipeline_name: str) -> Path:
+        """The folder this target writes the model to (what `must_beat: [deployed]` reads)."""
+        path = Path(self.path.replace("{pipeline}", pipeline_name)).expanduser()
+        return (path if path.is_absolute() else base_dir / path).resolve()
 
 
 class HubTarget(Block):

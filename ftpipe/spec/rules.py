@@ -32,7 +32,7 @@ def check(p: Any, *, base_dir: Path, raw: dict) -> list[tuple[tuple, str]]:
     return out
 
 
-RULE_MODULES = ("ftpipe.spec.rules_autotrain",)
+RULE_MODULES = ("ftpipe.spec.rules_autotrain", "ftpipe.spec.rules_decision")
 
 
 def _looks_like_path(s: str) -> bool:

@@ -117,7 +117,14 @@ def test_openai_fine_tune_against_base_and_few_shot(tmp_path, helpers, hosted_pr
     gate = run_gate(helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": ctx.out_dir}, step_id="gate"))
     assert gate.outcome == "blocked"
     f1 = f"{ft['metrics']['token_f1']:.4g}"
-    assert gate.summary == f"token_f1 {f1} did not beat few_shot {f1} (a tie is not a win)"
+    few_cost, ft_cost = few["cost_per_1k_requests"], ft["cost_per_1k_requests"]
+    assert gate.summary == (f"token_f1 {f1} did not beat few_shot {f1} (a tie is not a win). Recommendation: "
+                            f"do not fine-tune: few_shot is as good (token_f1 {f1} vs fine-tuned {f1}) "
+                            f"and costs ${few_cost:.4f} per 1k requests (fine-tuned: ${ft_cost:.4f})")
+    # the report says the same on its first line, and that so few examples decide nothing
+    assert report["recommendation"]["line"] in (ctx.out_dir / "report.md").read_text()
+    assert comp["base"]["intervals"]["token_f1"]["verdict"] == "inconclusive"
+    assert f"only {len(TEST)} paired examples" in comp["base"]["intervals"]["token_f1"]["why"]
 
 
 def test_retries_lose_and_duplicate_nothing(openai_server: OpenAIServer) -> None:
