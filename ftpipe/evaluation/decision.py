@@ -56,8 +56,9 @@ def paired_bootstrap(
 
     Returns ``delta`` (finetuned − baseline), the interval ``low``/``high`` of that
     difference, ``wins``/``ties``/``losses`` (direction-aware, per example), and a
-    ``verdict``: "better" or "worse" when the interval excludes 0, else "inconclusive"
-    (also whenever there are fewer than ``min_examples`` pairs), with a ``why``.
+    ``verdict``: "tie" when every example ties, "better" or "worse" when the interval
+    excludes 0, else "inconclusive" (also whenever there are fewer than ``min_examples``
+    pairs), with a ``why``.
     ``indices`` replaces the random resamples (tests pass hand-made ones)."""
     if len(finetuned) != len(baseline):
         raise ValueError(f"paired scores differ in length ({len(finetuned)} vs {len(baseline)})")
@@ -78,6 +79,8 @@ def paired_bootstrap(
     low, high = percentile_interval(means, confidence)
     out.update(low=low, high=high, resamples=len(means))
     pct = f"{confidence * 100:g}%"
+    if wins == 0 and losses == 0:
+        return {**out, "verdict": "tie", "why": "every example ties"}
     if n < min_examples:
         return {**out, "verdict": "inconclusive",
                 "why": f"only {n} paired examples (at least {min_examples} are needed to call a winner)"}

@@ -101,8 +101,10 @@ def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str],
         reason = "; ".join(failures) + direction
     else:
         reason = f"{metric} {_fmt(ft)} beat " + " and ".join(wins) + direction
-        if min_delta:
+        if min_delta and confidence is None:
             reason += f" (min_delta {_fmt(min_delta)})"
+    if confidence is not None and not failures:
+        reason += f": every {confidence * 100:g}% lower bound clears " + (f"min_delta {_fmt(min_delta)}" if min_delta else "0")
     if confidence is not None:
         reason += f" (gate on the lower bound of the {confidence * 100:g}% paired bootstrap interval)"
     return {
@@ -136,7 +138,7 @@ def _confident(report: dict[str, Any], name: str, metric: str, ft: float, hib: b
     if not enough:
         text = f"{metric} vs {name} is inconclusive: {iv['why']}"
     elif passed:
-        text = f"{name} {_fmt(base)} by {fmt_interval(iv)}: the {pct} lower bound {_fmt(low or 0.0)} clears {need}"
+        text = f"{name} {_fmt(base)} by {fmt_interval(iv)}"
     else:
         text = (f"{metric} {_fmt(ft)} did not beat {name} {_fmt(base)} with {pct} confidence: "
                 f"{fmt_interval(iv)}, lower bound {_fmt(low or 0.0)} does not clear {need}")

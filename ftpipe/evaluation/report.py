@@ -326,6 +326,8 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
         "higher_is_better": {m: hib.get(m, higher_is_better(m)) for m in metrics},
         "variants": variants,
+        "recommendation": {"a": (a.get("recommendation") or {}).get("line"),
+                           "b": (b.get("recommendation") or {}).get("line")},
         "only_in_a": [n for n in va if n not in vb],
         "only_in_b": [n for n in vb if n not in va],
     }
@@ -337,6 +339,12 @@ def render_comparison_markdown(comparison: dict[str, Any], a_label: str | None =
     a_label = a_label or comparison["a"]["run_id"] or "A"
     b_label = b_label or comparison["b"]["run_id"] or "B"
     lines = [f"# {a_label} → {b_label}", ""]
+    rec = comparison.get("recommendation") or {}
+    for label, key in ((a_label, "a"), (b_label, "b")):
+        if rec.get(key):
+            lines.append(f"- Recommendation ({label}): **{rec[key]}**")
+    if any(rec.values()):
+        lines.append("")
     ca, cb = comparison["a"], comparison["b"]
     if (ca["n"], ca["split"]) != (cb["n"], cb["split"]):
         lines += [f"Note: scored on different data ({ca['split']} n={ca['n']} vs {cb['split']} n={cb['n']}).", ""]

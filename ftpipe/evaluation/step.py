@@ -33,6 +33,7 @@ from ftpipe.evaluation.generate import Generation
 from ftpipe.evaluation.report import VariantResult, build_report, write_report
 
 FINETUNED = "finetuned"
+JUDGE = "judge"
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class _Job:
     text_metrics: dict[str, M.MetricFn]
     model_metrics: list[str]
     rag: list[list[dict]] | None = None  # the same prompts with retrieved passages
+    judge: Any = None  # a judge.JudgeSpec when ``judge`` is a metric
 
 
 @dataclass
@@ -219,7 +221,7 @@ def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn
     base = str(ctx.base_dir.resolve())
     sys.path.insert(0, base)
     try:
-        return {n: M.resolve_metric(n) for n in names if not M.is_model_metric(n)}
+        return {n: M.resolve_metric(n) for n in names if not M.is_model_metric(n) and n != JUDGE}
     finally:
         if base in sys.path:
             sys.path.remove(base)
@@ -262,7 +264,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
     n = len(prompts)
     what = f"evaluate {variant.name}"
     scored = _Scored()
-    if job.text_metrics:
+    if job.text_metrics or job.judge is not None:
         ctx.progress(0, n, what)
 
         def on_batch(done: int) -> None:
@@ -288,6 +290,11 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
             scored.per_example[name] = [
                 M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test)
             ]
+        if job.judge is not None:
+            from ftpipe.evaluation.judge import score_answers
+
+            items = [(ex.query_text, ex.reference, g.text) for g, ex in zip(scored.generations, job.test)]
+            scored.per_example[JUDGE] = score_answers(job.judge, items, cache_dir=ctx.cache_dir, log=ctx.log)
     elif loaded is not None:
         scored.prompt_tokens = G.count_prompt_tokens(loaded[1], prompts)
     if job.model_metrics and loaded is not None:
@@ -380,6 +387,7 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         text_metrics=text_metrics,
         model_metrics=[n for n in names if M.is_model_metric(n)],
         rag=_rag_prompts(ctx, cfg, test) if any(v.rag for v in variants) else None,
+        judge=_judge_spec(cfg) if JUDGE in names else None,
     )
     ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
     from ftpipe.evaluation.azure_eval import evaluation_deployments
@@ -413,6 +421,14 @@ def _rag_prompts(ctx: StepContext, cfg: Any, test: list[Example]) -> list[list[d
     retriever = Retriever(load_passages(files, chunk_size=rag.chunk_size, base_dir=ctx.base_dir), k=rag.k)
     ctx.log(f"rag: top {retriever.k} of {len(retriever.passages)} passages from {len(files)} files")
     return [build_rag_messages(ex, retriever.search(ex.query_text)) for ex in test]
+
+
+def _judge_spec(cfg: Any) -> Any:
+    from ftpipe.evaluation.judge import spec_from_config
+
+    if cfg.judge is None:
+        raise UsageError("evaluate.metrics: judge needs an evaluate.judge block: {model: ..., rubric: ...}")
+    return spec_from_config(cfg.judge)
 
 
 def _training_seconds(ctx: StepContext) -> float | None:

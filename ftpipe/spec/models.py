@@ -304,7 +304,7 @@ BUILTIN_TRAINERS: tuple[type[Block], ...] = (TrlTrainer, AutoTrainTrainer, OpenA
 
 # --------------------------------------------------------------------------- evaluate
 
-BUILTIN_METRICS = ("exact_match", "token_f1", "rouge_l", "json_valid", "loss", "perplexity")
+BUILTIN_METRICS = ("exact_match", "token_f1", "rouge_l", "json_valid", "loss", "perplexity", "judge")
 BUILTIN_BASELINES = ("base", "few_shot", "rag", "deployed")
 
 
@@ -357,6 +357,27 @@ class Rag(Block):
     chunk_size: PositiveInt = Field(120, description="passage length in words")
 
 
+class Judge(Block):
+    """The ``judge`` metric: an LLM grades each answer against the reference (0..1)."""
+
+    model: str = Field(description="the judge's model id at the endpoint")
+    base_url: str | None = Field(None, description="an OpenAI-compatible endpoint (default: api.openai.com)")
+    api_key: Secret = "${env:OPENAI_API_KEY}"
+    rubric: str = Field("Score how well the answer matches the reference in content; ignore wording.",
+                        description="what a good answer is, in words")
+    prompt: str | None = Field(None, description="the whole grading prompt; placeholders {question} {reference} "
+                                                 "{prediction} {rubric} {low} {high} (default: built in)")
+    scale: tuple[int, int] = Field((1, 5), description="lowest and highest score the judge gives")
+    concurrency: PositiveInt = 4
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_order(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] >= v[1]:
+            raise ValueError("scale is [lowest, highest] with lowest < highest, e.g. [1, 5]")
+        return v
+
+
 class Cost(Block):
     """Prices for the cost comparison of local variants and of training."""
 
@@ -372,6 +393,7 @@ class Evaluate(Block):
     baselines: list[Literal["base", "few_shot", "rag", "deployed"] | ModelBaseline] = ["base", "few_shot"]
     few_shot: FewShot = _nested()
     rag: Rag | None = None
+    judge: Judge | None = None
     generation: Generation = _nested()
     limit: PositiveInt | None = None
     prices: dict[str, Price] = Field(default_factory=dict)

@@ -30,6 +30,9 @@ def check(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
             why = ("the deployed baseline compares with the model at a deploy target that can be read back "
                    "(type local); this pipeline deploys to none")
             yield (("evaluate", "baselines", names.index("deployed")), why)
+    if "judge" in ev.metrics and ev.judge is None:
+        yield (("evaluate", "metrics", ev.metrics.index("judge")),
+               "the judge metric needs an evaluate.judge block: judge: {model: gpt-4o-mini, rubric: ...}")
     gate = ev.gate
     if gate is not None and gate.confidence is not None and gate.metric == "perplexity":
         yield (("evaluate", "gate", "confidence"),

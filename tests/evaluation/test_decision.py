@@ -80,6 +80,11 @@ def test_few_rows_are_inconclusive_even_when_every_example_wins() -> None:
     assert iv["why"] == "only 5 paired examples (at least 10 are needed to call a winner)"
 
 
+def test_all_ties_are_a_tie() -> None:
+    iv = paired_bootstrap([0.0] * 12, [0.0] * 12)
+    assert iv["verdict"] == "tie" and iv["ties"] == 12 and (iv["low"], iv["high"]) == (0.0, 0.0)
+
+
 def test_resamples_are_reproducible() -> None:
     assert resample_indices(5, 3, seed=7) == resample_indices(5, 3, seed=7)
     assert resample_indices(5, 3, seed=7) != resample_indices(5, 3, seed=8)
@@ -136,7 +141,10 @@ def test_gate_on_the_lower_bound() -> None:
     # every example better by 0.1: the lower bound is 0.1
     clear = check_gate(rep, metric="token_f1", must_beat=["base"], min_delta=0.05, confidence=0.95,
                        per_example={"finetuned": [0.6] * 10, "base": [0.5] * 10})
-    assert clear["passed"] and "the 95% lower bound 0.1 clears min_delta 0.05" in clear["reason"]
+    assert clear["passed"]
+    assert clear["reason"] == ("token_f1 0.6 beat base 0.5 by +0.1 [95% CI +0.1, +0.1]: every 95% lower bound "
+                               "clears min_delta 0.05 (gate on the lower bound of the 95% paired bootstrap interval)")
+    assert clear["comparisons"][0]["improvement_low"] == pytest.approx(0.1)
 
 
 def test_gate_with_confidence_and_few_rows_is_inconclusive() -> None:

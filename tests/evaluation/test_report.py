@@ -121,3 +121,15 @@ def test_compare_reports(rep: dict) -> None:
     assert "| prompt tok/req | 100.0 | 100.0 | +0.0 |" in md
     assert "Only in r1: few_shot" in md
     assert render_comparison_markdown(cmp, a_label="old", b_label="new").startswith("# old → new")
+
+
+def test_compare_shows_each_runs_recommendation(rep: dict) -> None:
+    a = {**rep, "recommendation": {"variant": "few_shot", "fine_tune": False, "line": "do not fine-tune: few_shot is as good"}}
+    b = {**rep, "run_id": "r2", "recommendation": {"variant": "finetuned", "fine_tune": True, "line": "fine-tune: it meets the gate"}}
+    cmp = compare_reports(a, b)
+    assert cmp["recommendation"] == {"a": "do not fine-tune: few_shot is as good", "b": "fine-tune: it meets the gate"}
+    md = render_comparison_markdown(cmp)
+    assert "- Recommendation (r1): **do not fine-tune: few_shot is as good**" in md
+    assert "- Recommendation (r2): **fine-tune: it meets the gate**" in md
+    # reports from before the decision report have none, and show none
+    assert "Recommendation" not in render_comparison_markdown(compare_reports(rep, rep))

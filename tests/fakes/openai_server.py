@@ -165,6 +165,31 @@ def _content_text(content: Any) -> str:
     return ""
 
 
+# ---------------------------------------------------------------- judge models
+
+# A model id starting with this grades answers deterministically (an LLM-as-judge double):
+# the share of the reference's words the graded answer contains, on the scale the prompt
+# asks for ("... from 1 to 5"), replied as "Score: N". It reads the sections "Reference
+# answer:" and "Answer to grade:" of the last user message (ftpipe's default judge prompt).
+JUDGE_MODEL_PREFIX = "judge-"
+_JUDGE_SECTIONS = re.compile(r"Reference answer:\s*\n(?P<ref>.*?)\n\s*\nAnswer to grade:\s*\n(?P<ans>.*?)(?:\n\s*\n|$)",
+                             re.DOTALL)
+_JUDGE_SCALE = re.compile(r"from (-?\d+) to (-?\d+)")
+
+
+def judge_reply(messages: list[dict[str, Any]]) -> str:
+    """The judge double's reply to a grading prompt."""
+    text = _content_text(messages[-1].get("content")) if messages else ""
+    sections = _JUDGE_SECTIONS.search(text)
+    scale = _JUDGE_SCALE.search(text)
+    low, high = (int(scale.group(1)), int(scale.group(2))) if scale else (1, 5)
+    if sections is None:
+        return "I cannot find the answer to grade."
+    ref, ans = _words(sections.group("ref")), _words(sections.group("ans"))
+    share = len(ref & ans) / len(ref) if ref else 0.0
+    return f"Score: {low + round(share * (high - low))}"
+
+
 def _nearest_answer(query: str, pairs: list[tuple[str, str]]) -> str | None:
     """The answer of the pair whose prompt shares most words with ``query`` (first wins)."""
     q = _words(query)
@@ -1064,11 +1089,14 @@ class OpenAIServer:
             sim = self._models.get(model)
             if sim is not None and sim.provider != "openai":
                 sim = None
-            known_base = model in OPENAI_FINE_TUNABLE or model in _OPENAI_ALIASES
+            known_base = model in OPENAI_FINE_TUNABLE or model in _OPENAI_ALIASES or model.startswith(JUDGE_MODEL_PREFIX)
             if sim is None and not known_base:
                 raise _ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
                                 code="model_not_found")
-        answer = self._answer(messages, sim)
+        if isinstance(model, str) and model.startswith(JUDGE_MODEL_PREFIX):
+            answer = judge_reply(messages)
+        else:
+            answer = self._answer(messages, sim)
         n = body.get("n") or 1
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         finish = "stop"
