@@ -198,6 +198,10 @@ def recommend(
         not_beaten = [c["baseline"] for c in comps
                       if (c.get("intervals", {}).get(metric) or {}).get("verdict") != "better"]
         passed = not not_beaten
+    forgetting = list((gate or {}).get("forgetting") or [])
+    if forgetting and not not_beaten:
+        return {"variant": "base", "fine_tune": False,
+                "line": "do not deploy this fine-tune: it loses general ability (" + forgetting[0] + ")"}
     if passed:
         be = [c.get("break_even_requests") for c in report.get("comparisons", [])
               if c.get("break_even_requests") is not None]

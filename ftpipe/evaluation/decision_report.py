@@ -101,7 +101,7 @@ def _gate_doc(report: dict[str, Any], per_example: Mapping[str, Mapping[str, Seq
     scores = {v: s[gate.metric] for v, s in per_example.items() if gate.metric in s}
     try:
         return check_gate(report, metric=gate.metric, must_beat=list(gate.must_beat), min_delta=float(gate.min_delta),
-                          confidence=gate.confidence, per_example=scores)
+                          confidence=gate.confidence, per_example=scores, max_forgetting=gate.max_forgetting)
     except StepError:
         return None
 
@@ -111,7 +111,33 @@ def _money(x: float | None) -> str:
 
 
 def render_decision(report: Mapping[str, Any]) -> list[str]:
-    """Markdown lines: intervals and win/tie/loss per baseline, then cost and break-even."""
+    """Markdown lines: intervals and win/tie/loss per baseline, cost and break-even, and
+    the general-ability benchmarks."""
+    return _render_intervals_and_cost(report) + _render_benchmarks(report)
+
+
+def _render_benchmarks(report: Mapping[str, Any]) -> list[str]:
+    bench = report.get("benchmarks") or {}
+    tasks = bench.get("tasks") or {}
+    if not tasks and not bench.get("skipped"):
+        return []
+    lines = ["", "## General ability (lm-evaluation-harness)", "",
+             "| task | metric | n | base | finetuned | Δ |", "|---|---|---:|---:|---:|---:|"]
+    for task, t in tasks.items():
+        v = t["variants"]
+        delta = "n/a" if t.get("delta") is None else f"{t['delta']:+.4f}"
+        lines.append(f"| {task} | {t['metric']} | {t.get('n') or 'n/a'} | {_num(v.get('base'))} | "
+                     f"{_num(v.get('finetuned'))} | {delta} |")
+    for name, why in (bench.get("skipped") or {}).items():
+        lines.append(f"- {name}: not benchmarked ({why})")
+    return lines
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _render_intervals_and_cost(report: Mapping[str, Any]) -> list[str]:
     comps = [c for c in report.get("comparisons", []) if c.get("intervals")]
     if not comps:
         return []

@@ -22,6 +22,7 @@ from ftpipe.evaluation.decision import (
     paired_bootstrap,
     recommend,
 )
+from ftpipe.evaluation.forgetting import forgetting_failures
 from ftpipe.evaluation.metrics import higher_is_better
 
 FINETUNED = "finetuned"
@@ -58,7 +59,8 @@ def _value(report: dict[str, Any], variant: str, metric: str) -> float:
 
 def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str], min_delta: float = 0.0,
                confidence: float | None = None,
-               per_example: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
+               per_example: Mapping[str, Sequence[float]] | None = None,
+               max_forgetting: float | None = None) -> dict[str, Any]:
     """The gate.json document for a report.json document. With ``confidence`` the fine-tune
     must clear ``min_delta`` with the lower bound of the paired bootstrap interval of its
     improvement (``per_example``: each variant's per-example scores on the gate metric),
@@ -96,6 +98,8 @@ def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str],
             by = f" by {_fmt(min_delta)}" if min_delta else ""
             why = f"missed by {_fmt(missed_by)}" if missed_by > _EPS else "a tie is not a win"
             failures.append(f"{metric} {_fmt(ft)} did not beat {name} {_fmt(base)}{by} ({why})")
+    forgetting = forgetting_failures(report, max_forgetting) if max_forgetting is not None else []
+    failures += forgetting
     direction = "" if hib else " (lower is better)"
     if failures:
         reason = "; ".join(failures) + direction
@@ -114,6 +118,7 @@ def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str],
         "min_delta": min_delta,
         "confidence": confidence,
         "comparisons": comparisons,
+        "forgetting": forgetting,
         "reason": reason,
     }
 
@@ -189,7 +194,8 @@ def run_gate(ctx: StepContext) -> StepResult:
         confidence = getattr(gate, "confidence", None)
         per_example = read_per_example(Path(ctx.inputs["evaluate"]), gate.metric) if confidence is not None else None
         doc = check_gate(report, metric=gate.metric, must_beat=list(gate.must_beat), min_delta=float(gate.min_delta),
-                         confidence=confidence, per_example=per_example)
+                         confidence=confidence, per_example=per_example,
+                         max_forgetting=getattr(gate, "max_forgetting", None))
         doc["recommendation"] = recommend(report, doc)
         if not doc["passed"]:
             doc["reason"] += f". Recommendation: {doc['recommendation']['line']}"

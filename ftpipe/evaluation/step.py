@@ -206,6 +206,8 @@ class _Job:
     model_metrics: list[str]
     rag: list[list[dict]] | None = None  # the same prompts with retrieved passages
     judge: Any = None  # a judge.JudgeSpec when ``judge`` is a metric
+    benchmarks: list[Any] = field(default_factory=list)  # forgetting.BenchmarkSpec
+    benchmark_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> task -> result
 
 
 @dataclass
@@ -364,10 +366,24 @@ def _score_all(ctx: StepContext, variants: list[Variant], job: _Job) -> tuple[li
                 res = by_name[v.name] = _variant_result(v, scored, job, time.monotonic() - started)
                 ctx.log(f"{v.name}: " + ", ".join(f"{k} {_fmt(x)}" for k, x in res.metrics.items()))
                 predictions.extend(_prediction_rows(v.name, scored, job.test))
+            _benchmark(ctx, members, job, loaded)
         finally:
             loaded = None
             _release_memory()
     return [by_name[v.name] for v in variants], predictions
+
+
+def _benchmark(ctx: StepContext, members: list[Variant], job: _Job, loaded: tuple[Any, Any] | None) -> None:
+    """General-ability checks (lm-eval) on the fine-tuned and the base model, once per model."""
+    from ftpipe.evaluation.forgetting import BENCHMARKED, run_benchmarks
+
+    names = [v.name for v in members if v.name in BENCHMARKED]
+    if not job.benchmarks or not names or loaded is None:
+        return
+    ctx.log(f"benchmarks on {names[0]}: {', '.join(s.task for s in job.benchmarks)}")
+    job.benchmark_results[names[0]] = run_benchmarks(
+        loaded[0], loaded[1], job.benchmarks, base_dir=ctx.base_dir,
+        batch_size=ctx.pipeline.evaluate.generation.batch_size, log=ctx.log)
 
 
 def run_evaluate(ctx: StepContext) -> StepResult:
@@ -388,6 +404,7 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         model_metrics=[n for n in names if M.is_model_metric(n)],
         rag=_rag_prompts(ctx, cfg, test) if any(v.rag for v in variants) else None,
         judge=_judge_spec(cfg) if JUDGE in names else None,
+        benchmarks=_benchmark_specs(ctx, cfg),
     )
     ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
     from ftpipe.evaluation.azure_eval import evaluation_deployments
@@ -398,6 +415,12 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,
     )
+    if job.benchmarks:
+        from ftpipe.evaluation.forgetting import benchmark_section
+
+        hosted = {v.name: "a hosted model has no log-likelihoods for lm-eval" for v in variants
+                  if v.name in ("finetuned", "base") and v.source.kind != "local"}
+        report["benchmarks"] = benchmark_section(job.benchmark_results, hosted)
     add_decision(report, per_example=per_example_scores(predictions), cfg=cfg,
                  training_seconds=_training_seconds(ctx), skipped=skipped_baselines(ctx))
     write_report(ctx.out_dir, report)
@@ -421,6 +444,14 @@ def _rag_prompts(ctx: StepContext, cfg: Any, test: list[Example]) -> list[list[d
     retriever = Retriever(load_passages(files, chunk_size=rag.chunk_size, base_dir=ctx.base_dir), k=rag.k)
     ctx.log(f"rag: top {retriever.k} of {len(retriever.passages)} passages from {len(files)} files")
     return [build_rag_messages(ex, retriever.search(ex.query_text)) for ex in test]
+
+
+def _benchmark_specs(ctx: StepContext, cfg: Any) -> list[Any]:
+    if not getattr(cfg, "benchmarks", None):
+        return []
+    from ftpipe.evaluation.forgetting import specs_from_config
+
+    return specs_from_config(cfg.benchmarks, ctx.base_dir)
 
 
 def _judge_spec(cfg: Any) -> Any:
@@ -484,6 +515,9 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
         for metric, d in comp["deltas"].items():
             out[f"delta.{comp['baseline']}.{metric}"] = d
     out["n"] = report["n"]
+    for task, t in ((report.get("benchmarks") or {}).get("tasks") or {}).items():
+        for variant, value in t["variants"].items():
+            out[f"benchmark.{task}.{variant}"] = value
     if report.get("recommendation"):
         out["recommendation"] = report["recommendation"]["line"]
     return out

@@ -337,6 +337,8 @@ class Gate(Block):
     confidence: Annotated[float, Field(ge=0.5, lt=1.0)] | None = Field(
         None, description="gate on the lower bound of this paired bootstrap interval (e.g. 0.95), "
                           "not on the point estimate")
+    max_forgetting: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="block when an evaluate.benchmarks score falls more than this below the base model's")
 
 
 class Intervals(Block):
@@ -378,6 +380,15 @@ class Judge(Block):
         return v
 
 
+class Benchmark(Block):
+    """A general-ability check run with lm-evaluation-harness on the base and fine-tuned model."""
+
+    task: str = Field(description="lm-eval task name (ftpipe_general_mini is shipped)")
+    include: str | None = Field(None, description="folder of lm-eval task YAMLs, relative to the pipeline file")
+    limit: PositiveInt | None = None
+    metric: str = "acc"
+
+
 class Cost(Block):
     """Prices for the cost comparison of local variants and of training."""
 
@@ -394,6 +405,8 @@ class Evaluate(Block):
     few_shot: FewShot = _nested()
     rag: Rag | None = None
     judge: Judge | None = None
+    benchmarks: list[str | Benchmark] = Field(
+        default_factory=list, description="general-ability checks (forgetting): lm-eval tasks")
     generation: Generation = _nested()
     limit: PositiveInt | None = None
     prices: dict[str, Price] = Field(default_factory=dict)

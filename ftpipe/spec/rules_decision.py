@@ -34,6 +34,9 @@ def check(p: Any, base_dir: Path) -> Iterator[tuple[tuple, str]]:
         yield (("evaluate", "metrics", ev.metrics.index("judge")),
                "the judge metric needs an evaluate.judge block: judge: {model: gpt-4o-mini, rubric: ...}")
     gate = ev.gate
+    if gate is not None and gate.max_forgetting is not None and not ev.benchmarks:
+        yield (("evaluate", "gate", "max_forgetting"),
+               "max_forgetting gates on general-ability checks: add evaluate.benchmarks: [ftpipe_general_mini]")
     if gate is not None and gate.confidence is not None and gate.metric == "perplexity":
         yield (("evaluate", "gate", "confidence"),
                "perplexity has no per-example values to resample: gate on loss (or a text metric) with confidence")

@@ -79,7 +79,7 @@ def _quickstart(tmp_path: Path, epochs: str) -> Path:
 
 def _run(path: Path) -> tuple[int, dict, str]:
     proc = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json"], capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, check=False)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     record = json.loads((path.parent / ".ftpipe" / "runs" / summary["run_id"] / "run.json").read_text())
     return proc.returncode, record, proc.stderr
