@@ -89,14 +89,13 @@ def run_benchmarks(model: Any, tokenizer: Any, specs: Sequence[BenchmarkSpec], *
         local = set(SHIPPED)
         for folder in includes[1:]:
             local |= {p.stem for p in Path(folder).glob("*.yaml")}
-        manager = TaskManager(include_path=includes, include_defaults=any(s.task not in local for s in specs),
-                              verbosity="ERROR")
+        manager = TaskManager(include_path=includes, include_defaults=any(s.task not in local for s in specs))
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
         for spec in specs:
             started = time.monotonic()
             try:
                 out = lm_eval.simple_evaluate(model=lm, tasks=[spec.task], task_manager=manager, limit=spec.limit,
-                                              log_samples=False, verbosity="ERROR")
+                                              log_samples=False)
             except (KeyError, ValueError, FileNotFoundError) as exc:
                 raise StepError(f"evaluate.benchmarks: lm-eval cannot run task {spec.task!r}: {exc}",
                                 hint="ship the task as lm-eval YAML in a folder and name it in include") from None

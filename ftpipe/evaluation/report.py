@@ -50,6 +50,7 @@ class VariantResult:
     completion_tokens_mean: float | None
     seconds: float = 0.0
     latencies: tuple[float, ...] = ()  # per request, seconds
+    generation_seconds: float | None = None  # answering only (no scoring): the serving cost
 
 
 def price_for(name: str, prices: Mapping[str, Mapping[str, float]]) -> dict[str, float] | None:
@@ -102,7 +103,8 @@ def build_report(
             "price": price,
             "cost_per_1k_requests": cost_per_1k(r.prompt_tokens_mean, r.completion_tokens_mean, price),
             "seconds": round(r.seconds, 3),
-            "seconds_per_request": (r.seconds / r.n) if r.n else None,
+            # machine time per answer (batched): what serving a request costs
+            "seconds_per_request": (r.generation_seconds / r.n) if r.n and r.generation_seconds is not None else None,
             "latency": latency_summary(r.latencies),
         }
     comparisons = []

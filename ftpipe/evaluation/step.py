@@ -216,6 +216,7 @@ class _Scored:
     per_example: dict[str, list[float]] = field(default_factory=dict)
     nll: list[tuple[float, int]] | None = None
     prompt_tokens: list[int] | None = None  # counted when nothing was generated
+    generation_seconds: float | None = None  # wall time of answering every prompt (serving cost)
 
 
 def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn]:
@@ -272,6 +273,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
         def on_batch(done: int) -> None:
             ctx.progress(done, n, what)
 
+        gen_started = time.monotonic()
         if loaded is not None:
             scored.generations = G.generate_local(
                 loaded[0], loaded[1], prompts, max_new_tokens=gen_cfg.max_new_tokens,
@@ -288,6 +290,7 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
                 )
             finally:
                 client.close()
+        scored.generation_seconds = time.monotonic() - gen_started
         for name, fn in job.text_metrics.items():
             scored.per_example[name] = [
                 M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test)
@@ -332,6 +335,7 @@ def _variant_result(variant: Variant, scored: _Scored, job: _Job, seconds: float
         completion_tokens_mean=_mean([g.completion_tokens for g in gens]) if gens else None,
         seconds=seconds,
         latencies=tuple(g.seconds for g in gens) if gens else (),
+        generation_seconds=scored.generation_seconds,
     )
 
 
