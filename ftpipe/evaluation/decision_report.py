@@ -64,12 +64,17 @@ def _local_costs(report: dict[str, Any], hourly: float | None) -> None:
 
 
 def add_decision(report: dict[str, Any], *, per_example: Mapping[str, Mapping[str, Sequence[float]]], cfg: Any,
-                 training_seconds: float | None, skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 training_seconds: float | None, skipped: Mapping[str, str] | None = None,
+                 trained_tokens: int | None = None) -> dict[str, Any]:
     """Add intervals, costs, break-even and the recommendation to ``report`` (in place)."""
     iv_cfg = cfg.intervals
     cost_cfg = cfg.cost
     _local_costs(report, cost_cfg.hourly)
-    train_usd = training_cost(usd=cost_cfg.training, seconds=training_seconds, hourly=cost_cfg.hourly)
+    usd = cost_cfg.training
+    per_token = getattr(cost_cfg, "training_per_1m_tokens", None)
+    if usd is None and per_token is not None and trained_tokens:
+        usd = trained_tokens / 1e6 * per_token  # a hosted job's bill: trained tokens x price
+    train_usd = training_cost(usd=usd, seconds=training_seconds, hourly=cost_cfg.hourly)
     ft_scores = per_example.get(FINETUNED, {})
     ft_cost = report["variants"].get(FINETUNED, {}).get("cost_per_1k_requests")
     for c in report["comparisons"]:
@@ -85,7 +90,8 @@ def add_decision(report: dict[str, Any], *, per_example: Mapping[str, Mapping[st
             train_usd, report["variants"][c["baseline"]].get("cost_per_1k_requests"), ft_cost)
     report["skipped"] = dict(skipped or {})
     report["decision"] = {"confidence": iv_cfg.confidence, "hourly": cost_cfg.hourly,
-                          "training_cost_usd": train_usd, "training_seconds": training_seconds}
+                          "training_cost_usd": train_usd, "training_seconds": training_seconds,
+                          "trained_tokens": trained_tokens}
     report["recommendation"] = recommend(report, _gate_doc(report, per_example, cfg))
     return report
 
@@ -154,8 +160,13 @@ def _render_intervals_and_cost(report: Mapping[str, Any]) -> list[str]:
     lines += ["", "## Cost", ""]
     if d.get("hourly") is not None:
         lines.append(f"Local variants cost ${d['hourly']:g}/hour × measured time per request.")
-    lines.append(f"Training cost: {_money(d.get('training_cost_usd'))}"
-                 + (f" ({d['training_seconds']:.1f} s of training)" if d.get("training_seconds") else "") + ".")
+    if d.get("trained_tokens"):
+        basis = f" ({d['trained_tokens']:,} trained tokens)"
+    elif d.get("training_seconds"):
+        basis = f" ({d['training_seconds']:.1f} s of training)"
+    else:
+        basis = ""
+    lines.append(f"Training cost: {_money(d.get('training_cost_usd'))}{basis}.")
     for c in report.get("comparisons", []):
         be = c.get("break_even_requests")
         text = "never (no per-request saving)" if be is None else f"after {be:,} requests"

@@ -54,8 +54,8 @@ class VariantResult:
 
 
 def price_for(name: str, prices: Mapping[str, Mapping[str, float]]) -> dict[str, float] | None:
-    """A variant's price: its own, the base model's for few_shot, else ``default``."""
-    for key in (name, "base" if name == "few_shot" else None, "default"):
+    """A variant's price: its own, the base model's for few_shot and rag, else ``default``."""
+    for key in (name, "base" if name in ("few_shot", "rag") else None, "default"):
         if key and key in prices:
             return {"input": float(prices[key]["input"]), "output": float(prices[key]["output"])}
     return None

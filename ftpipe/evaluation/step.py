@@ -426,7 +426,8 @@ def run_evaluate(ctx: StepContext) -> StepResult:
                   if v.name in ("finetuned", "base") and v.source.kind != "local"}
         report["benchmarks"] = benchmark_section(job.benchmark_results, hosted)
     add_decision(report, per_example=per_example_scores(predictions), cfg=cfg,
-                 training_seconds=_training_seconds(ctx), skipped=skipped_baselines(ctx))
+                 training_seconds=_training_seconds(ctx), skipped=skipped_baselines(ctx),
+                 trained_tokens=(_train_result(ctx).get("metrics") or {}).get("trained_tokens"))
     write_report(ctx.out_dir, report)
     with open(ctx.out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
@@ -466,12 +467,20 @@ def _judge_spec(cfg: Any) -> Any:
     return spec_from_config(cfg.judge)
 
 
+def _train_result(ctx: StepContext) -> dict[str, Any]:
+    """The train step's record (duration, metrics such as a hosted job's trained_tokens)."""
+    try:
+        doc = json.loads((Path(ctx.inputs["train"]) / "_result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def _training_seconds(ctx: StepContext) -> float | None:
     """How long the train step took (its artifact's record), for the training cost."""
     try:
-        doc = json.loads((Path(ctx.inputs["train"]) / "_result.json").read_text(encoding="utf-8"))
-        return float(doc["duration_s"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(_train_result(ctx)["duration_s"])
+    except (KeyError, ValueError, TypeError):
         return None
 
 

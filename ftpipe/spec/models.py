@@ -396,6 +396,8 @@ class Cost(Block):
         None, description="USD per hour of the machine that serves and trains local models")
     training: Annotated[float, Field(ge=0)] | None = Field(
         None, description="USD the fine-tune cost (a hosted job's bill); default: hourly x training time")
+    training_per_1m_tokens: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="a hosted job's training price, USD per 1M trained tokens (the job reports them)")
 
 
 class Evaluate(Block):
