@@ -145,8 +145,10 @@ def _confident(report: dict[str, Any], name: str, metric: str, ft: float, hib: b
     elif passed:
         text = f"{name} {_fmt(base)} by {fmt_interval(iv)}"
     else:
+        missed = (min_delta - (low or 0.0)) if min_delta else -(low or 0.0)
+        why = f"missed by {_fmt(missed)}" if missed > _EPS else "a tie is not a win"
         text = (f"{metric} {_fmt(ft)} did not beat {name} {_fmt(base)} with {pct} confidence: "
-                f"{fmt_interval(iv)}, lower bound {_fmt(low or 0.0)} does not clear {need}")
+                f"{fmt_interval(iv)}, lower bound {_fmt(low or 0.0)} does not clear {need} ({why})")
     return {"baseline": name, "finetuned": ft, "baseline_value": base, "delta": ft - base if hib else base - ft,
             "interval": iv, "improvement_low": low, "required": min_delta, "passed": passed, "text": text}
 
