@@ -112,11 +112,27 @@ def export_model(ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_i
               "pipeline": ctx.pipeline.name,
               # the train step's cache key (its artifact folder's name): `must_beat: [deployed]`
               # knows a re-deploy of the same fine-tune from another model
-              "train_key": train_dir.name}
+              "train_key": train_dir.name,
+              # and the model this one replaced, which the evaluation that approved it compared with
+              "replaced_train_key": _replaced_key(location, train_dir.name)}
     (dest / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     card = build_model_card(ctx, ref, adapter=adapter, repo_id=repo_id, location=location)
     write_model_card(dest, card)
     return marker
+
+
+def _replaced_key(location: str | None, train_key: str) -> str | None:
+    """The train key of the model at ``location`` now (what this deploy replaces); for a
+    re-deploy of the same model, the one that model replaced."""
+    try:
+        old = json.loads((Path(location) / MARKER).read_text()) if location else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    if old.get("train_key") == train_key:
+        return old.get("replaced_train_key")
+    return old.get("train_key")
 
 
 def list_files(folder: Path) -> list[str]:

@@ -36,7 +36,11 @@ class DeployedState:
         return f"the model at {self.path} is this fine-tune"
 
     def fingerprint(self) -> str | None:
-        """What the evaluate step's key depends on: only another model's identity."""
+        """What the evaluate step's key depends on: the identity of the model it compares
+        with. For this very fine-tune, the model it replaced (what the evaluation that
+        approved it compared with), so a re-run after deploying is all cache hits."""
+        if self.status == "self":
+            return (self.marker or {}).get("replaced_train_key")
         if self.status != "other":
             return None
         return self.train_key or json.dumps(self.marker, sort_keys=True)

@@ -109,7 +109,15 @@ def test_a_worse_model_does_not_replace_the_deployed_one(tmp_path: Path) -> None
     assert report["variants"]["deployed"]["kind"] == "local"
     assert report["variants"]["deployed"]["metrics"]["token_f1"] > report["variants"]["finetuned"]["metrics"]["token_f1"]
 
-    # the good pipeline again: the deployed model is its own, so everything is cached
-    code, third, err = _run(_quickstart(tmp_path, good))
+    # a better model replaces it, and records which one it replaced
+    better = "epochs: 2, learning_rate: 5.0e-3"
+    code, third, err = _run(_quickstart(tmp_path, better))
     assert code == 0, err[-3000:]
-    assert {s["status"] for s in third["steps"].values()} == {"cached"}, third["steps"]
+    assert third["steps"]["deploy.local"]["status"] == "done"
+    doc = json.loads(marker.read_text())
+    assert third["steps"]["train"]["artifact"].endswith(doc["train_key"])
+    assert doc["replaced_train_key"] == deployed_key
+    # the same pipeline again: the deployed model is its own, so everything is cached
+    code, fourth, err = _run(_quickstart(tmp_path, better))
+    assert code == 0, err[-3000:]
+    assert {s["status"] for s in fourth["steps"].values()} == {"cached"}, fourth["steps"]
