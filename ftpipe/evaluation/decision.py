@@ -183,7 +183,20 @@ def recommend(
     With a gate: a passed gate recommends the fine-tune; a blocked one recommends the
     cheapest of the alternatives the fine-tune failed to beat ("do not fine-tune: few_shot
     is as good and costs $X per 1k requests"), or keeping the deployed model. Without a
-    gate, the primary metric's intervals decide the same way."""
+    gate, the primary metric's intervals decide the same way. With too few test rows for
+    an interval to call a winner, the line says the result is inconclusive first."""
+    rec = _recommend(report, gate)
+    metric = (gate or {}).get("metric") or report.get("primary_metric")
+    few = [iv for c in report.get("comparisons", []) if (iv := (c.get("intervals") or {}).get(metric))
+           and str(iv.get("why", "")).startswith("only ")]
+    if few:
+        rec = {**rec, "inconclusive": True,
+               "line": f"inconclusive: {few[0]['n']} test examples are too few to call a winner "
+                       f"(on these numbers: {rec['line']})"}
+    return rec
+
+
+def _recommend(report: Mapping[str, Any], gate: Mapping[str, Any] | None) -> dict[str, Any]:
     variants = report.get("variants", {})
     metric = (gate or {}).get("metric") or report.get("primary_metric")
     cost = {n: v.get("cost_per_1k_requests") for n, v in variants.items()}

@@ -190,3 +190,12 @@ def test_recommendation_keeps_a_better_deployed_model() -> None:
     rec = recommend(rep, check_gate(rep, metric="token_f1", must_beat=["base", "deployed"]))
     assert rec == {"variant": "deployed", "fine_tune": False,
                    "line": "keep the deployed model: the new fine-tune does not beat it on token_f1 (0.2 vs 0.32)"}
+
+
+def test_too_few_rows_make_the_recommendation_inconclusive() -> None:
+    rep = _report(finetuned=0.6, base=0.2)
+    rep["comparisons"] = [{"baseline": "base", "intervals": {"token_f1": paired_bootstrap([0.6] * 4, [0.2] * 4)}}]
+    rec = recommend(rep, check_gate(rep, metric="token_f1", must_beat=["base"]))
+    assert rec["inconclusive"] and rec["variant"] == "finetuned"
+    assert rec["line"] == ("inconclusive: 4 test examples are too few to call a winner "
+                           "(on these numbers: fine-tune: it meets the gate on token_f1)")

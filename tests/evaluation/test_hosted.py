@@ -118,9 +118,11 @@ def test_openai_fine_tune_against_base_and_few_shot(tmp_path, helpers, hosted_pr
     assert gate.outcome == "blocked"
     f1 = f"{ft['metrics']['token_f1']:.4g}"
     few_cost, ft_cost = few["cost_per_1k_requests"], ft["cost_per_1k_requests"]
+    # 3 test rows: the report says so rather than calling a winner
     assert gate.summary == (f"token_f1 {f1} did not beat few_shot {f1} (a tie is not a win). Recommendation: "
+                            f"inconclusive: {len(TEST)} test examples are too few to call a winner (on these numbers: "
                             f"do not fine-tune: few_shot is as good (token_f1 {f1} vs fine-tuned {f1}) "
-                            f"and costs ${few_cost:.4f} per 1k requests (fine-tuned: ${ft_cost:.4f})")
+                            f"and costs ${few_cost:.4f} per 1k requests (fine-tuned: ${ft_cost:.4f}))")
     # the report says the same on its first line, and that so few examples decide nothing
     assert report["recommendation"]["line"] in (ctx.out_dir / "report.md").read_text()
     assert comp["base"]["intervals"]["token_f1"]["verdict"] == "inconclusive"

@@ -93,6 +93,7 @@ def test_local_evaluation_writes_the_report(tmp_path, helpers, prepare_dir, reco
                                 step_id="gate")
     gate = run_gate(gate_ctx)
     assert gate.outcome == "blocked" and "(a tie is not a win). Recommendation: do not fine-tune: base is as good" in gate.summary
+    # the same weights answer every row the same way: a tie, however few the rows
 
 
 def test_limit_and_loss_only(tmp_path, helpers, prepare_dir, recorder, loads) -> None:
