@@ -173,8 +173,8 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
 def _deployed_extra(pipeline: Any, base_dir: Path, train_key: str) -> dict[str, Any] | None:
     """Evaluation scores the model at the deploy target (`baselines: [deployed]`): another
     model landing there must re-run it."""
-    from ftpipe.evaluation.deployed import deployed_state, wants_deployed
+    if "deployed" not in pipeline.evaluate.baseline_names():
+        return None  # (and planning imports nothing more)
+    from ftpipe.evaluation.deployed import deployed_state
 
-    if not wants_deployed(pipeline):
-        return None
     return {"deployed": deployed_state(pipeline, base_dir, train_key).fingerprint()}
