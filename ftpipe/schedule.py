@@ -199,6 +199,11 @@ def extras_for(pipeline: Any) -> list[str]:
         extras.add("hub")
     if any(t.type == "azure-openai" for t in pipeline.deploy):
         extras.add("azure")
+    ev = getattr(pipeline, "evaluate", None)
+    if ev is not None and getattr(ev, "benchmarks", None):
+        extras.add("benchmarks")  # lm-eval for the forgetting checks
+    if ev is not None and getattr(ev, "judge", None) is not None:
+        extras.add("openai")  # the judge is called through the openai client
     return sorted(extras)
 
 

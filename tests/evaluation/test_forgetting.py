@@ -63,3 +63,21 @@ def test_lm_eval_runs_the_shipped_task_offline_on_both_models(tmp_path: Path, he
     assert f"| ftpipe_general_mini | acc | 30 | {task['variants']['base']:.4f} |" in md
     assert any(line.startswith("benchmark ftpipe_general_mini: acc ") for line in recorder.logs)
     assert result.metrics["benchmark.ftpipe_general_mini.finetuned"] == task["variants"]["finetuned"]
+
+
+def test_a_scheduled_machine_installs_lm_eval_and_the_judge_client(tmp_path: Path) -> None:
+    from ftpipe.schedule import extras_for
+    from ftpipe.spec.validate import load
+
+    import shutil
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "pipelines" / "data", tmp_path / "data")
+    text = (repo / "pipelines" / "quickstart.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    assert extras_for(load(path).pipeline) == ["train"]
+    text = text.replace("  cost: {hourly: 0.10}", "  cost: {hourly: 0.10}\n  benchmarks: [ftpipe_general_mini]\n"
+                        "  judge: {model: gpt-4o-mini}")
+    path.write_text(text)
+    assert extras_for(load(path).pipeline) == ["benchmarks", "openai", "train"]
