@@ -3,6 +3,7 @@ offline task, in the report and the gate."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,8 +69,6 @@ def test_lm_eval_runs_the_shipped_task_offline_on_both_models(tmp_path: Path, he
 def test_a_scheduled_machine_installs_lm_eval_and_the_judge_client(tmp_path: Path) -> None:
     from ftpipe.schedule import extras_for
     from ftpipe.spec.validate import load
-
-    import shutil
 
     repo = Path(__file__).resolve().parents[2]
     shutil.copytree(repo / "pipelines" / "data", tmp_path / "data")
