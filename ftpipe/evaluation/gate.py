@@ -199,8 +199,8 @@ def run_gate(ctx: StepContext) -> StepResult:
                          confidence=confidence, per_example=per_example,
                          max_forgetting=getattr(gate, "max_forgetting", None))
         doc["recommendation"] = recommend(report, doc)
-        if not doc["passed"]:
-            doc["reason"] += f". Recommendation: {doc['recommendation']['line']}"
+        # the decision in the reason, so `ftpipe run` prints it whichever way the gate went
+        doc["reason"] += f". Recommendation: {doc['recommendation']['line']}"
     _write_json(ctx.out_dir / "gate.json", doc)
     ctx.log(("gate passed: " if doc["passed"] else "gate blocked: ") + doc["reason"])
     metrics: dict[str, Any] = {"passed": doc["passed"]}

@@ -109,6 +109,9 @@ def test_run_gate_passes(tmp_path, helpers) -> None:
     ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": folder}, step_id="gate")
     result = run_gate(ctx)
     assert result.outcome == "ok" and json.loads((ctx.out_dir / "gate.json").read_text())["passed"]
+    assert result.summary == ("token_f1 0.6 beat base 0.3 by 0.3 and few_shot 0.45 by 0.15. "
+                              "Recommendation: fine-tune: it meets the gate on token_f1")
+    assert result.metrics["recommendation"] == "finetuned"
 
 
 def test_run_gate_without_a_gate_passes(tmp_path, helpers) -> None:
