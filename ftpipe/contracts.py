@@ -131,6 +131,10 @@ class TargetCaps:
     consumes: str | None = None  # config field naming a repo it serves: runs after its publisher
     extras: tuple[str, ...] = ()
     cache_version: int = 1
+    # evaluation can read back the model it holds now (gate ``must_beat: [deployed]``): the
+    # config model defines ``deployed_model_dir(base_dir, pipeline_name) -> Path`` (a model
+    # folder holding ftpipe.json, or absent)
+    readable: bool = False
 
 
 @dataclass(frozen=True)

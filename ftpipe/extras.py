@@ -70,6 +70,10 @@ def step_extras(pipeline: Any) -> set[str]:
             extras.add(WEIGHTS_EXTRA)  # scoring a local model loads it
         if any(not isinstance(b, str) and not b.model.startswith(f"{ENV_PROVIDER}:") for b in ev.baselines):
             extras.add(WEIGHTS_EXTRA)  # a baseline model by id or path is loaded here
+    if ev is not None and getattr(ev, "benchmarks", None):
+        extras.add("benchmarks")  # lm-eval for the forgetting checks
+    if ev is not None and getattr(ev, "judge", None) is not None:
+        extras.add("openai")  # the judge is called through the openai client
     if "tensorboard" in (getattr(pipeline.trainer, "report_to", None) or []):
         extras.add(TRACKING_EXTRA)
     return extras

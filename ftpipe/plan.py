@@ -17,7 +17,7 @@ from typing import Any
 # Bump a step's version when its behaviour changes so that old results are not reused.
 # A train or deploy step's key also holds its plugin's own ``caps.cache_version``, so
 # bumping one backend (trl) re-runs its steps and nobody else's (paid openai jobs).
-STEP_VERSIONS = {"prepare": 1, "train": 1, "evaluate": 1, "gate": 1, "deploy": 1}
+STEP_VERSIONS = {"prepare": 1, "train": 1, "evaluate": 2, "gate": 2, "deploy": 1}
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,8 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
     if pipeline.evaluate is not None:
         ev = strip_secrets(dump["evaluate"])
         gate = ev.pop("gate", None)
-        add("evaluate", "evaluate", ("prepare", "train"), {"evaluate": ev, "model": model_cfg})
+        add("evaluate", "evaluate", ("prepare", "train"), {"evaluate": ev, "model": model_cfg},
+            extra=_deployed_extra(pipeline, base_dir, steps[-1].key))
         before_deploy += ("evaluate",)
         if gate is not None:
             add("gate", "gate", ("evaluate",), {"gate": gate})
@@ -185,3 +186,13 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
         if caps.publishes and target.get(caps.publishes):
             published[target[caps.publishes]] = sid  # the latest publisher of a repo before its consumer
     return Plan(pipeline=pipeline.name, path=str(path), steps=tuple(steps), fingerprints=fp)
+
+
+def _deployed_extra(pipeline: Any, base_dir: Path, train_key: str) -> dict[str, Any] | None:
+    """Evaluation scores the model at the deploy target (`baselines: [deployed]`): another
+    model landing there must re-run it."""
+    if "deployed" not in pipeline.evaluate.baseline_names():
+        return None  # (and planning imports nothing more)
+    from ftpipe.evaluation.deployed import deployed_state
+
+    return {"deployed": deployed_state(pipeline, base_dir, train_key).fingerprint()}

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 def _copy_quickstart(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
     folder = tmp_path / "pipelines"
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "recipes.jsonl").write_bytes((REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
+    for name in ("recipes.jsonl", "pantry-notes.md"):  # the training data and the rag baseline's corpus
+        (folder / "data" / name).write_bytes((REPO / "pipelines" / "data" / name).read_bytes())
     text = (REPO / "pipelines" / "quickstart.yaml").read_text()
     if replace:
         assert replace[0] in text

@@ -109,7 +109,12 @@ def export_model(ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_i
         cfg["base_model_name_or_path"] = ref.base
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     marker = {"base": ref.base, "revision": ctx.pipeline.model.revision, "adapter": adapter, "merged": merged,
-              "pipeline": ctx.pipeline.name}
+              "pipeline": ctx.pipeline.name,
+              # the train step's cache key (its artifact folder's name): `must_beat: [deployed]`
+              # knows a re-deploy of the same fine-tune from another model
+              "train_key": train_dir.name,
+              # and the model this one replaced, which the evaluation that approved it compared with
+              "replaced_train_key": _replaced_key(location, train_dir.name)}
     (dest / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     card = build_model_card(ctx, ref, adapter=adapter, repo_id=repo_id, location=location,
                             artifacts=weight_artifacts(dest, adapter=adapter))
@@ -127,6 +132,20 @@ def weight_artifacts(folder: Path, *, adapter: bool) -> list[tuple[str, str, str
     engines = ("transformers + PEFT (merged by `ftpipe serve`)" if adapter
                else "transformers, vLLM (`ftpipe serve`)")
     return [(p.name, engines, f"none ({dtype})") for p in sorted(folder.glob("*.safetensors"))]
+
+
+def _replaced_key(location: str | None, train_key: str) -> str | None:
+    """The train key of the model at ``location`` now (what this deploy replaces); for a
+    re-deploy of the same model, the one that model replaced."""
+    try:
+        old = json.loads((Path(location) / MARKER).read_text()) if location else {}
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict):
+        return None
+    if old.get("train_key") == train_key:
+        return old.get("replaced_train_key")
+    return old.get("train_key")
 
 
 def list_files(folder: Path) -> list[str]:

@@ -87,6 +87,19 @@ def _evaluation(ctx: StepContext) -> str | None:
     return text
 
 
+def _recommendation(ctx: StepContext) -> str | None:
+    """The decision line: the gate's (it saw the final gate settings), else the report's."""
+    for step, name in (("gate", "gate.json"), ("evaluate", "report.json")):
+        folder = ctx.inputs.get(step)
+        try:
+            rec = json.loads((Path(folder) / name).read_text()).get("recommendation") if folder else None
+        except (OSError, ValueError):
+            rec = None
+        if isinstance(rec, dict) and rec.get("line"):
+            return str(rec["line"])
+    return None
+
+
 def _usage(ref: ModelRef, adapter: bool, repo_id: str | None, location: str | None) -> str:
     where = repo_id or location or "<this folder>"
     lines = ["```python"]
@@ -164,6 +177,7 @@ def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id:
     parts = [
         "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
         f"# {pipeline.name}", "",
+        *([f"**Recommendation: {rec}**", ""] if (rec := _recommendation(ctx)) else []),
         *([pipeline.description, ""] if pipeline.description else []),
         f"Fine-tuned from {base_line} with ftpipe. This repository holds {kind}.", "",
         "## Provenance", "",

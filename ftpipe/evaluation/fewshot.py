@@ -2,20 +2,18 @@
 
 An :class:`Example` is a prompt (a list of chat messages) and the reference answer. The
 few-shot baseline puts ``k`` training examples in front of each query, chosen either by
-BM25 similarity to the query (the retrieval alternative to fine-tuning) or at random.
+BM25 similarity to the query (scored by ``bm25s``) or at random.
 """
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftpipe.errors import StepError
+from ftpipe.errors import MissingDependency, StepError
 
 Message = dict  # {"role": str, "content": str}
 
@@ -103,30 +101,25 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over a fixed corpus of token lists (Lucene's non-negative idf)."""
+    """Okapi BM25 (Lucene's variant) over a fixed corpus of token lists, scored by the
+    maintained ``bm25s`` library (sparse matrices: fast on corpora of many passages)."""
 
     def __init__(self, corpus: Sequence[Sequence[str]], *, k1: float = 1.5, b: float = 0.75):
         self.k1, self.b = k1, b
-        self.doc_freqs = [Counter(doc) for doc in corpus]
-        self.doc_lens = [len(doc) for doc in corpus]
-        n = len(corpus)
-        self.avgdl = (sum(self.doc_lens) / n) if n else 0.0
-        df: Counter[str] = Counter()
-        for freqs in self.doc_freqs:
-            df.update(freqs.keys())
-        self.idf = {t: math.log(1 + (n - d + 0.5) / (d + 0.5)) for t, d in df.items()}
+        self.n = len(corpus)
+        self._index = None
+        if self.n and any(corpus):
+            try:
+                import bm25s
+            except ImportError:
+                raise MissingDependency("bm25s", "train", "similar few-shot selection and the rag baseline") from None
+            self._index = bm25s.BM25(k1=k1, b=b, method="lucene")
+            self._index.index([list(doc) for doc in corpus], show_progress=False)
 
     def scores(self, query: Sequence[str]) -> list[float]:
-        out = []
-        for freqs, dl in zip(self.doc_freqs, self.doc_lens, strict=True):
-            norm = self.k1 * (1 - self.b + self.b * dl / self.avgdl) if self.avgdl else self.k1
-            s = 0.0
-            for term in query:
-                tf = freqs.get(term, 0)
-                if tf:
-                    s += self.idf[term] * tf * (self.k1 + 1) / (tf + norm)
-            out.append(s)
-        return out
+        if self._index is None:
+            return [0.0] * self.n
+        return [float(x) for x in self._index.get_scores(list(query))]
 
     def top_k(self, query: Sequence[str], k: int) -> list[int]:
         """Indices of the k best documents; ties go to the earlier document."""

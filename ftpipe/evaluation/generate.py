@@ -8,9 +8,10 @@ request, which is what the cost comparison in the report is built on.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftpipe.errors import MissingDependency, RemoteError, StepError
@@ -28,6 +29,9 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    # the request's latency (local: the time of the batch it was answered in); a measurement,
+    # not part of what was generated, so equal answers compare equal
+    seconds: float = field(default=0.0, compare=False)
 
 
 def _require(module: str, extra: str, what: str) -> Any:
@@ -143,16 +147,18 @@ def generate_local(
                 if seq:
                     ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
                     mask[row, width - len(seq) :] = 1
+            started = time.perf_counter()
             with torch.inference_mode():
                 out = model.generate(
                     input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
                 )
+            batch_seconds = time.perf_counter() - started
             for row, i in enumerate(batch):
                 new = out[row, width:].tolist()
                 n = next((k + 1 for k, t in enumerate(new) if t in stop), len(new))
                 text_ids = new[: n - 1] if n and new[n - 1] in stop else new[:n]
                 text = tokenizer.decode(text_ids, skip_special_tokens=True).strip()
-                results[i] = Generation(text, len(encoded[i]), n)
+                results[i] = Generation(text, len(encoded[i]), n, batch_seconds)
             done += len(batch)
             if on_batch:
                 on_batch(done)
@@ -277,6 +283,7 @@ def generate_hosted(
     import openai
 
     def one(messages: Messages) -> Generation:
+        started = time.perf_counter()
         try:
             resp = client.chat.completions.create(
                 model=model,
@@ -295,6 +302,7 @@ def generate_hosted(
             text,
             int(getattr(usage, "prompt_tokens", 0) or 0),
             int(getattr(usage, "completion_tokens", 0) or 0),
+            time.perf_counter() - started,
         )
 
     results: list[Generation] = []

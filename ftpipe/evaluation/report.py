@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ftpipe.errors import MissingDependency
+from ftpipe.evaluation.decision import latency_summary
 from ftpipe.evaluation.metrics import higher_is_better
 
 SCHEMA_VERSION = 1
@@ -48,11 +49,13 @@ class VariantResult:
     prompt_tokens_mean: float | None
     completion_tokens_mean: float | None
     seconds: float = 0.0
+    latencies: tuple[float, ...] = ()  # per request, seconds
+    generation_seconds: float | None = None  # answering only (no scoring): the serving cost
 
 
 def price_for(name: str, prices: Mapping[str, Mapping[str, float]]) -> dict[str, float] | None:
-    """A variant's price: its own, the base model's for few_shot, else ``default``."""
-    for key in (name, "base" if name == "few_shot" else None, "default"):
+    """A variant's price: its own, the base model's for few_shot and rag, else ``default``."""
+    for key in (name, "base" if name in ("few_shot", "rag") else None, "default"):
         if key and key in prices:
             return {"input": float(prices[key]["input"]), "output": float(prices[key]["output"])}
     return None
@@ -100,6 +103,9 @@ def build_report(
             "price": price,
             "cost_per_1k_requests": cost_per_1k(r.prompt_tokens_mean, r.completion_tokens_mean, price),
             "seconds": round(r.seconds, 3),
+            # machine time per answer (batched): what serving a request costs
+            "seconds_per_request": (r.generation_seconds / r.n) if r.n and r.generation_seconds is not None else None,
+            "latency": latency_summary(r.latencies),
         }
     comparisons = []
     ft = variants.get(FINETUNED)
@@ -177,6 +183,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Evaluation: did fine-tuning pay?",
         "",
+        *([f"**Recommendation: {report['recommendation']['line']}**", ""] if report.get("recommendation") else []),
         f"{report['n']} examples from the `{report['split']}` split"
         + (f" (run `{report['run_id']}`)" if report.get("run_id") else "")
         + f". Primary metric: **{primary}**"
@@ -185,7 +192,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     head = ["variant", "model"] + [m + ("" if hib[m] else " ↓") for m in metrics]
-    head += ["prompt tok/req", "completion tok/req", "$ / 1k req"]
+    head += ["prompt tok/req", "completion tok/req", "p50 s", "p95 s", "$ / 1k req"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|")
     deltas = {c["baseline"]: c["deltas"] for c in report["comparisons"]}
@@ -196,13 +203,19 @@ def render_markdown(report: dict[str, Any]) -> str:
             if name in deltas and deltas[name][m] is not None:
                 cell += f" ({_signed(deltas[name][m])})"
             cells.append(cell)
+        lat = v.get("latency") or {}
         cells += [_tok(v["tokens"]["prompt_mean"]), _tok(v["tokens"]["completion_mean"]),
-                  _money(v["cost_per_1k_requests"])]
+                  _num(lat.get("p50_s"), 3), _num(lat.get("p95_s"), 3), _money(v["cost_per_1k_requests"])]
         lines.append("| " + " | ".join(cells) + " |")
     if report["comparisons"]:
         lines += ["", "## Fine-tuned vs each baseline", ""]
         for c in report["comparisons"]:
             lines.append(f"- **{c['baseline']}**: " + _comparison_sentence(c, metrics, primary))
+    for name, why in (report.get("skipped") or {}).items():
+        lines.append(f"- **{name}**: not scored ({why})")
+    from ftpipe.evaluation.decision_report import render_decision
+
+    lines += render_decision(report)
     return "\n".join(lines) + "\n"
 
 
@@ -315,6 +328,8 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
         "higher_is_better": {m: hib.get(m, higher_is_better(m)) for m in metrics},
         "variants": variants,
+        "recommendation": {"a": (a.get("recommendation") or {}).get("line"),
+                           "b": (b.get("recommendation") or {}).get("line")},
         "only_in_a": [n for n in va if n not in vb],
         "only_in_b": [n for n in vb if n not in va],
     }
@@ -326,6 +341,12 @@ def render_comparison_markdown(comparison: dict[str, Any], a_label: str | None =
     a_label = a_label or comparison["a"]["run_id"] or "A"
     b_label = b_label or comparison["b"]["run_id"] or "B"
     lines = [f"# {a_label} → {b_label}", ""]
+    rec = comparison.get("recommendation") or {}
+    for label, key in ((a_label, "a"), (b_label, "b")):
+        if rec.get(key):
+            lines.append(f"- Recommendation ({label}): **{rec[key]}**")
+    if any(rec.values()):
+        lines.append("")
     ca, cb = comparison["a"], comparison["b"]
     if (ca["n"], ca["split"]) != (cb["n"], cb["split"]):
         lines += [f"Note: scored on different data ({ca['split']} n={ca['n']} vs {cb['split']} n={cb['n']}).", ""]

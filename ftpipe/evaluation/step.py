@@ -21,6 +21,8 @@ from typing import Any
 from ftpipe.contracts import ModelRef, StepContext, StepResult
 from ftpipe.errors import StepError, UsageError
 from ftpipe.evaluation import metrics as M
+from ftpipe.evaluation.decision_report import add_decision, per_example_scores
+from ftpipe.evaluation.deployed import DEPLOYED, deployed_state, wants_deployed
 from ftpipe.evaluation.fewshot import (
     Example,
     FewShotSelector,
@@ -32,6 +34,7 @@ from ftpipe.evaluation.hosted_access import ENV_PROVIDER
 from ftpipe.evaluation.report import VariantResult, build_report, write_report
 
 FINETUNED = "finetuned"
+JUDGE = "judge"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Variant:
     name: str
     source: ModelSource
     few_shot: bool = False
+    rag: bool = False
 
 
 # --------------------------------------------------------------------------- planning
@@ -135,6 +139,24 @@ def _baseline_source(ctx: StepContext, model: str) -> ModelSource:
     return _local_base(ctx, model, revision=None, token=token)
 
 
+def _deployed_source(ctx: StepContext, train_dir: Path) -> ModelSource | None:
+    """The model at the deploy target now, unless there is none or it is this fine-tune."""
+    state = deployed_state(ctx.pipeline, ctx.base_dir, train_dir.name)
+    if state.status != "other" or state.path is None or state.marker is None:
+        return None
+    ref = ModelRef(kind="local", base=str(state.marker.get("base") or ctx.pipeline.model.base), path=".",
+                   adapter=bool(state.marker.get("adapter")))
+    return _local_trained(ctx, ref, state.path, key=f"deployed:{state.path}", label=f"deployed {state.path.name}")
+
+
+def skipped_baselines(ctx: StepContext) -> dict[str, str]:
+    """Baselines listed but not scored, with the reason (``deployed`` with nothing to compare)."""
+    if not wants_deployed(ctx.pipeline):
+        return {}
+    state = deployed_state(ctx.pipeline, ctx.base_dir, Path(ctx.inputs["train"]).name)
+    return {} if state.status == "other" else {DEPLOYED: state.reason}
+
+
 def plan_variants(ctx: StepContext) -> list[Variant]:
     """The variants to score, fine-tuned first, then the baselines in configured order."""
     cfg = ctx.pipeline.evaluate
@@ -159,9 +181,15 @@ def plan_variants(ctx: StepContext) -> list[Variant]:
         if name == FINETUNED or name in (v.name for v in variants):
             raise UsageError(f"evaluate.baselines: the name {name!r} is used twice (or is reserved)")
         if model is None:
-            if name not in ("base", "few_shot"):
-                raise UsageError(f"evaluate.baselines: unknown baseline {name!r} (base, few_shot, or {{name, model}})")
-            variants.append(Variant(name, base_source, few_shot=name == "few_shot"))
+            if name == DEPLOYED:
+                deployed = _deployed_source(ctx, train_dir)
+                if deployed is not None:
+                    variants.append(Variant(name, deployed))
+                continue
+            if name not in ("base", "few_shot", "rag"):
+                raise UsageError(f"evaluate.baselines: unknown baseline {name!r} "
+                                 "(base, few_shot, rag, deployed, or {name, model})")
+            variants.append(Variant(name, base_source, few_shot=name == "few_shot", rag=name == "rag"))
         else:
             variants.append(Variant(name, _baseline_source(ctx, model)))
     return variants
@@ -179,6 +207,10 @@ class _Job:
     few_shot: list[list[dict]] | None  # the same prompts with k examples in front
     text_metrics: dict[str, M.MetricFn]
     model_metrics: list[str]
+    rag: list[list[dict]] | None = None  # the same prompts with retrieved passages
+    judge: Any = None  # a judge.JudgeSpec when ``judge`` is a metric
+    benchmarks: list[Any] = field(default_factory=list)  # forgetting.BenchmarkSpec
+    benchmark_results: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> task -> result
 
 
 @dataclass
@@ -187,6 +219,7 @@ class _Scored:
     per_example: dict[str, list[float]] = field(default_factory=dict)
     nll: list[tuple[float, int]] | None = None
     prompt_tokens: list[int] | None = None  # counted when nothing was generated
+    generation_seconds: float | None = None  # wall time of answering every prompt (serving cost)
 
 
 def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn]:
@@ -194,7 +227,7 @@ def _resolve_metrics(ctx: StepContext, names: list[str]) -> dict[str, M.MetricFn
     base = str(ctx.base_dir.resolve())
     sys.path.insert(0, base)
     try:
-        return {n: M.resolve_metric(n) for n in names if not M.is_model_metric(n)}
+        return {n: M.resolve_metric(n) for n in names if not M.is_model_metric(n) and n != JUDGE}
     finally:
         if base in sys.path:
             sys.path.remove(base)
@@ -232,15 +265,18 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
     gen_cfg = ctx.pipeline.evaluate.generation
     seed = gen_cfg.seed
     prompts = job.few_shot if variant.few_shot and job.few_shot is not None else job.plain
+    if variant.rag and job.rag is not None:
+        prompts = job.rag
     n = len(prompts)
     what = f"evaluate {variant.name}"
     scored = _Scored()
-    if job.text_metrics:
+    if job.text_metrics or job.judge is not None:
         ctx.progress(0, n, what)
 
         def on_batch(done: int) -> None:
             ctx.progress(done, n, what)
 
+        gen_started = time.monotonic()
         if loaded is not None:
             scored.generations = G.generate_local(
                 loaded[0], loaded[1], prompts, max_new_tokens=gen_cfg.max_new_tokens,
@@ -260,10 +296,16 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
                 )
             finally:
                 client.close()
+        scored.generation_seconds = time.monotonic() - gen_started
         for name, fn in job.text_metrics.items():
             scored.per_example[name] = [
                 M.score(fn, name, g.text, ex.reference) for g, ex in zip(scored.generations, job.test, strict=True)
             ]
+        if job.judge is not None:
+            from ftpipe.evaluation.judge import score_answers
+
+            items = [(ex.query_text, ex.reference, g.text) for g, ex in zip(scored.generations, job.test, strict=False)]
+            scored.per_example[JUDGE] = score_answers(job.judge, items, cache_dir=ctx.cache_dir, log=ctx.log)
     elif loaded is not None:
         scored.prompt_tokens = G.count_prompt_tokens(loaded[1], prompts)
     if job.model_metrics and loaded is not None:
@@ -298,6 +340,8 @@ def _variant_result(variant: Variant, scored: _Scored, job: _Job, seconds: float
         prompt_tokens_mean=_mean([g.prompt_tokens for g in gens]) if gens else _mean(scored.prompt_tokens or []),
         completion_tokens_mean=_mean([g.completion_tokens for g in gens]) if gens else None,
         seconds=seconds,
+        latencies=tuple(g.seconds for g in gens) if gens else (),
+        generation_seconds=scored.generation_seconds,
     )
 
 
@@ -332,10 +376,24 @@ def _score_all(ctx: StepContext, variants: list[Variant], job: _Job) -> tuple[li
                 res = by_name[v.name] = _variant_result(v, scored, job, time.monotonic() - started)
                 ctx.log(f"{v.name}: " + ", ".join(f"{k} {_fmt(x)}" for k, x in res.metrics.items()))
                 predictions.extend(_prediction_rows(v.name, scored, job.test))
+            _benchmark(ctx, members, job, loaded)
         finally:
             loaded = None
             _release_memory()
     return [by_name[v.name] for v in variants], predictions
+
+
+def _benchmark(ctx: StepContext, members: list[Variant], job: _Job, loaded: tuple[Any, Any] | None) -> None:
+    """General-ability checks (lm-eval) on the fine-tuned and the base model, once per model."""
+    from ftpipe.evaluation.forgetting import BENCHMARKED, run_benchmarks
+
+    names = [v.name for v in members if v.name in BENCHMARKED]
+    if not job.benchmarks or not names or loaded is None:
+        return
+    ctx.log(f"benchmarks on {names[0]}: {', '.join(s.task for s in job.benchmarks)}")
+    job.benchmark_results[names[0]] = run_benchmarks(
+        loaded[0], loaded[1], job.benchmarks, base_dir=ctx.base_dir,
+        batch_size=ctx.pipeline.evaluate.generation.batch_size, log=ctx.log)
 
 
 def run_evaluate(ctx: StepContext) -> StepResult:
@@ -354,6 +412,9 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         few_shot=_few_shot_prompts(ctx, cfg, test) if any(v.few_shot for v in variants) else None,
         text_metrics=text_metrics,
         model_metrics=[n for n in names if M.is_model_metric(n)],
+        rag=_rag_prompts(ctx, cfg, test) if any(v.rag for v in variants) else None,
+        judge=_judge_spec(cfg) if JUDGE in names else None,
+        benchmarks=_benchmark_specs(ctx, cfg),
     )
     ctx.log(f"evaluating {len(variants)} variants on {len(test)} {cfg.split} examples: {', '.join(names)}")
     from ftpipe.evaluation.hosted_access import routed
@@ -364,10 +425,69 @@ def run_evaluate(ctx: StepContext) -> StepResult:
         results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,
     )
+    if job.benchmarks:
+        from ftpipe.evaluation.forgetting import benchmark_section
+
+        hosted = {v.name: "a hosted model has no log-likelihoods for lm-eval" for v in variants
+                  if v.name in ("finetuned", "base") and v.source.kind != "local"}
+        report["benchmarks"] = benchmark_section(job.benchmark_results, hosted)
+    add_decision(report, per_example=per_example_scores(predictions), cfg=cfg,
+                 training_seconds=_training_seconds(ctx), skipped=skipped_baselines(ctx),
+                 trained_tokens=(_train_result(ctx).get("metrics") or {}).get("trained_tokens"))
     write_report(ctx.out_dir, report)
     with open(ctx.out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
     return StepResult(metrics=flat_metrics(report), summary=summary_line(report))
+
+
+def _rag_prompts(ctx: StepContext, cfg: Any, test: list[Example]) -> list[list[dict]]:
+    from ftpipe.evaluation.retrieval import (
+        Retriever,
+        build_rag_messages,
+        corpus_files,
+        load_passages,
+    )
+
+    rag = cfg.rag
+    if rag is None:
+        raise UsageError("evaluate.baselines: rag needs an evaluate.rag block: {corpus: <files or glob>, k, chunk_size}")
+    files = corpus_files(ctx.base_dir, rag.corpus)
+    retriever = Retriever(load_passages(files, chunk_size=rag.chunk_size, base_dir=ctx.base_dir), k=rag.k)
+    ctx.log(f"rag: top {retriever.k} of {len(retriever.passages)} passages from {len(files)} files")
+    return [build_rag_messages(ex, retriever.search(ex.query_text)) for ex in test]
+
+
+def _benchmark_specs(ctx: StepContext, cfg: Any) -> list[Any]:
+    if not getattr(cfg, "benchmarks", None):
+        return []
+    from ftpipe.evaluation.forgetting import specs_from_config
+
+    return specs_from_config(cfg.benchmarks, ctx.base_dir)
+
+
+def _judge_spec(cfg: Any) -> Any:
+    from ftpipe.evaluation.judge import spec_from_config
+
+    if cfg.judge is None:
+        raise UsageError("evaluate.metrics: judge needs an evaluate.judge block: {model: ..., rubric: ...}")
+    return spec_from_config(cfg.judge)
+
+
+def _train_result(ctx: StepContext) -> dict[str, Any]:
+    """The train step's record (duration, metrics such as a hosted job's trained_tokens)."""
+    try:
+        doc = json.loads((Path(ctx.inputs["train"]) / "_result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _training_seconds(ctx: StepContext) -> float | None:
+    """How long the train step took (its artifact's record), for the training cost."""
+    try:
+        return float(_train_result(ctx)["duration_s"])
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _prediction_rows(variant: str, scored: _Scored, test: list[Example]) -> list[dict[str, Any]]:
@@ -407,10 +527,18 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
             out[f"{name}.{metric}"] = value
         if v.get("cost_per_1k_requests") is not None:
             out[f"{name}.cost_per_1k_requests"] = v["cost_per_1k_requests"]
+        for q in ("p50_s", "p95_s"):
+            if (v.get("latency") or {}).get(q) is not None:
+                out[f"{name}.latency_{q}"] = v["latency"][q]
     for comp in report["comparisons"]:
         for metric, d in comp["deltas"].items():
             out[f"delta.{comp['baseline']}.{metric}"] = d
     out["n"] = report["n"]
+    for task, t in ((report.get("benchmarks") or {}).get("tasks") or {}).items():
+        for variant, value in t["variants"].items():
+            out[f"benchmark.{task}.{variant}"] = value
+    if report.get("recommendation"):
+        out["recommendation"] = report["recommendation"]["line"]
     return out
 
 

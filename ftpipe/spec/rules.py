@@ -30,9 +30,10 @@ def check(p: Any, *, base_dir: Path, raw: dict) -> list[tuple[tuple, str]]:
     out: list[tuple[tuple, str]] = []
     for rule in (_dataset, _method_vs_format, _peft, _hosted, _evaluate, _deploy, _executor):
         out.extend(rule(p, base_dir))
-    from ftpipe.spec import rules_methods  # methods, formats and mixtures (GRPO, KTO, sources)
+    from ftpipe.spec import rules_decision, rules_methods
 
-    out.extend(rules_methods.check(p, base_dir))
+    out.extend(rules_methods.check(p, base_dir))  # methods, formats and mixtures (GRPO, KTO, sources)
+    out.extend(rules_decision.check(p, base_dir))  # rag corpus, deployed baseline, judge, forgetting gate
     # rules a plugin brings for its own block against the rest (a classmethod
     # ``pipeline_rules(pipeline, base_dir)`` on its config model), once per model class
     models = dict.fromkeys(type(block) for block in (p.trainer, *p.deploy, p.executor))

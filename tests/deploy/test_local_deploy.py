@@ -146,14 +146,18 @@ def test_full_model_is_copied_with_card_and_without_training_leftovers(tmp_path,
 
 
 def test_adapter_keeps_a_pointer_to_its_base_and_loads(tmp_path, artifacts):
-    _deploy_local(tmp_path, artifacts["adapter"], {"type": "local", "path": "deployed"})
+    ctx, _ = _deploy_local(tmp_path, artifacts["adapter"], {"type": "local", "path": "deployed"})
     dest = tmp_path / "deployed"
     files = files_of(dest)
     assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "ftpipe.json"} <= files
     assert "model.safetensors" not in files
     assert json.loads((dest / "adapter_config.json").read_text())["base_model_name_or_path"] == "builtin:tiny"
-    assert json.loads((dest / "ftpipe.json").read_text()) | {"pipeline": None} == {
-        "base": "builtin:tiny", "revision": None, "adapter": True, "merged": False, "pipeline": None}
+    marker = json.loads((dest / "ftpipe.json").read_text())
+    # train_key: which fine-tune this is (the train artifact's key), for `must_beat: [deployed]`
+    assert marker["train_key"] == Path(ctx.inputs["train"]).name and marker["replaced_train_key"] is None
+    assert marker | {"pipeline": None, "train_key": None, "replaced_train_key": None} == {
+        "base": "builtin:tiny", "revision": None, "adapter": True, "merged": False, "pipeline": None,
+        "train_key": None, "replaced_train_key": None}
     card = (dest / "README.md").read_text()
     assert front_matter(card)["library_name"] == "peft"
 

@@ -94,7 +94,8 @@ def test_run_gate_blocks_and_writes_gate_json(tmp_path, helpers, recorder) -> No
     ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": folder}, recorder=recorder, step_id="gate")
     result = run_gate(ctx)
     assert result.outcome == "blocked"
-    assert result.summary == "token_f1 0.41 did not beat few_shot 0.45 by 0.02 (missed by 0.06)"
+    assert result.summary == ("token_f1 0.41 did not beat few_shot 0.45 by 0.02 (missed by 0.06). "
+                              "Recommendation: do not fine-tune: few_shot is as good (token_f1 0.45 vs fine-tuned 0.41)")
     doc = json.loads((ctx.out_dir / "gate.json").read_text())
     assert doc["passed"] is False and doc["reason"] == result.summary
     assert set(doc) >= {"passed", "metric", "min_delta", "comparisons", "reason"}
@@ -108,6 +109,9 @@ def test_run_gate_passes(tmp_path, helpers) -> None:
     ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": folder}, step_id="gate")
     result = run_gate(ctx)
     assert result.outcome == "ok" and json.loads((ctx.out_dir / "gate.json").read_text())["passed"]
+    assert result.summary == ("token_f1 0.6 beat base 0.3 by 0.3 and few_shot 0.45 by 0.15. "
+                              "Recommendation: fine-tune: it meets the gate on token_f1")
+    assert result.metrics["recommendation"] == "finetuned"
 
 
 def test_run_gate_without_a_gate_passes(tmp_path, helpers) -> None:

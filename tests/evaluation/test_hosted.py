@@ -118,7 +118,16 @@ def test_openai_fine_tune_against_base_and_few_shot(tmp_path, helpers, hosted_pr
     gate = run_gate(helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": ctx.out_dir}, step_id="gate"))
     assert gate.outcome == "blocked"
     f1 = f"{ft['metrics']['token_f1']:.4g}"
-    assert gate.summary == f"token_f1 {f1} did not beat few_shot {f1} (a tie is not a win)"
+    few_cost, ft_cost = few["cost_per_1k_requests"], ft["cost_per_1k_requests"]
+    # 3 test rows: the report says so rather than calling a winner
+    assert gate.summary == (f"token_f1 {f1} did not beat few_shot {f1} (a tie is not a win). Recommendation: "
+                            f"inconclusive: {len(TEST)} test examples are too few to call a winner (on these numbers: "
+                            f"do not fine-tune: few_shot is as good (token_f1 {f1} vs fine-tuned {f1}) "
+                            f"and costs ${few_cost:.4f} per 1k requests (fine-tuned: ${ft_cost:.4f}))")
+    # the report says the same on its first line, and that so few examples decide nothing
+    assert report["recommendation"]["line"] in (ctx.out_dir / "report.md").read_text()
+    assert comp["base"]["intervals"]["token_f1"]["verdict"] == "inconclusive"
+    assert f"only {len(TEST)} paired examples" in comp["base"]["intervals"]["token_f1"]["why"]
 
 
 def test_retries_lose_and_duplicate_nothing(openai_server: OpenAIServer) -> None:
@@ -180,7 +189,8 @@ def test_azure_fine_tune_through_a_deployment(tmp_path, helpers, hosted_prepare,
     assert "recipes-eval" not in openai_server.deployments
     assert report["variants"]["finetuned"]["model"] == f"azure-openai:{model_id}"
     gate = run_gate(helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"evaluate": ctx.out_dir}, step_id="gate"))
-    assert gate.outcome == "ok" and gate.summary == "exact_match 1 beat base 0 by 1 (min_delta 0.5)"
+    assert gate.outcome == "ok" and gate.summary.startswith("exact_match 1 beat base 0 by 1 (min_delta 0.5). "
+                                                            "Recommendation: inconclusive: ")
 
 
 def test_azure_undeployed_model_gets_a_hint(openai_server: OpenAIServer) -> None:
@@ -210,3 +220,39 @@ def test_openai_baseline_beside_a_local_fine_tune_uses_the_environment(monkeypat
     client = make_openai_client("openai", trl)
     [gen] = generate_hosted(client, "gpt-4o-mini", [[{"role": "user", "content": "hi"}]], max_new_tokens=50)
     assert gen.text == BASE_MODEL_ANSWER
+
+
+def test_judge_metric_grades_every_answer_and_caches_the_scores(tmp_path, helpers, hosted_prepare, recorder,
+                                                                openai_server: OpenAIServer) -> None:
+    model_id = _fine_tune(openai_client(openai_server), hosted_prepare)
+    train = helpers.write_train_artifact(
+        tmp_path, ModelRef(kind="hosted", base="gpt-4o-mini-2024-07-18", provider="openai", model_id=model_id))
+    judge = {"model": "judge-1", "base_url": openai_server.url + "/v1", "api_key": openai_server.api_key,
+             "rubric": "Full marks when the answer says what the reference says.", "scale": [1, 5]}
+    from ftpipe.spec.models import Evaluate
+
+    cfg = Evaluate.model_validate({"metrics": ["token_f1", "judge"], "baselines": ["base"], "judge": judge,
+                                   "generation": {"max_new_tokens": 16}}, context={"resolved": True})
+
+    def run(step_id: str) -> tuple[dict, list]:
+        ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"prepare": hosted_prepare, "train": train},
+                               trainer=_openai_trainer(openai_server), base="gpt-4o-mini-2024-07-18",
+                               recorder=recorder, step_id=step_id, cache_dir=tmp_path / "cache")
+        before = len(openai_server.requests)
+        run_evaluate(ctx)
+        bodies = [json.loads(r[3]) for r in openai_server.requests[before:] if r[1].endswith("/chat/completions")]
+        return json.loads((ctx.out_dir / "report.json").read_text()), [b for b in bodies if b["model"] == "judge-1"]
+
+    report, judged = run("evaluate-1")
+    assert len(judged) == 2 * len(TEST)  # every answer of both variants, once
+    assert all("Rubric:\nFull marks when the answer says what the reference says." in b["messages"][0]["content"]
+               for b in judged)
+    ft, base = report["variants"]["finetuned"], report["variants"]["base"]
+    # the fine-tune answers with the reference (judge double: 5 of 5 -> 1.0); the base model apologises
+    assert ft["metrics"]["judge"] == 1.0
+    assert base["metrics"]["judge"] == 0.0
+    assert report["comparisons"][0]["intervals"]["judge"]["wins"] == len(TEST)
+    # the same answers again: every score comes from the cache
+    again, judged = run("evaluate-2")
+    assert judged == [] and again["variants"]["finetuned"]["metrics"]["judge"] == 1.0
+    assert any("judge judge-1: 3 cached, 0 to grade" in line for line in recorder.logs)

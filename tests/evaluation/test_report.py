@@ -75,9 +75,11 @@ def test_missing_values_stay_null() -> None:
 def test_markdown(rep: dict) -> None:
     md = render_markdown(rep)
     assert md.startswith("# Evaluation: did fine-tuning pay?")
-    assert "| variant | model | token_f1 | loss ↓ | prompt tok/req | completion tok/req | $ / 1k req |" in md
-    assert "| **finetuned** | tiny + model | 0.5000 | 1.0000 | 100.0 | 20.0 | $0.0540 |" in md
-    assert "| few_shot | tiny | 0.4000 (+0.1000) | 1.5000 (-0.5000) | 400.0 | 25.0 | $0.0750 |" in md
+    head = "| variant | model | token_f1 | loss ↓ | prompt tok/req | completion tok/req | p50 s | p95 s | $ / 1k req |"
+    assert head in md
+    # no latencies were measured for these hand-made results
+    assert "| **finetuned** | tiny + model | 0.5000 | 1.0000 | 100.0 | 20.0 | n/a | n/a | $0.0540 |" in md
+    assert "| few_shot | tiny | 0.4000 (+0.1000) | 1.5000 (-0.5000) | 400.0 | 25.0 | n/a | n/a | $0.0750 |" in md
     assert "- **few_shot**: token_f1 +0.1000 (better), loss -0.5000 (better); 305.0 tokens saved per request (71.8%); $0.0210 saved per 1k requests." in md
     # vs base: the fine-tune answers more briefly but its tokens cost more
     assert "- **base**: token_f1 +0.3000 (better), loss -1.0000 (better); 10.0 tokens saved per request (7.7%); $0.0210 more per 1k requests." in md
@@ -119,3 +121,15 @@ def test_compare_reports(rep: dict) -> None:
     assert "| prompt tok/req | 100.0 | 100.0 | +0.0 |" in md
     assert "Only in r1: few_shot" in md
     assert render_comparison_markdown(cmp, a_label="old", b_label="new").startswith("# old → new")
+
+
+def test_compare_shows_each_runs_recommendation(rep: dict) -> None:
+    a = {**rep, "recommendation": {"variant": "few_shot", "fine_tune": False, "line": "do not fine-tune: few_shot is as good"}}
+    b = {**rep, "run_id": "r2", "recommendation": {"variant": "finetuned", "fine_tune": True, "line": "fine-tune: it meets the gate"}}
+    cmp = compare_reports(a, b)
+    assert cmp["recommendation"] == {"a": "do not fine-tune: few_shot is as good", "b": "fine-tune: it meets the gate"}
+    md = render_comparison_markdown(cmp)
+    assert "- Recommendation (r1): **do not fine-tune: few_shot is as good**" in md
+    assert "- Recommendation (r2): **fine-tune: it meets the gate**" in md
+    # reports from before the decision report have none, and show none
+    assert "Recommendation" not in render_comparison_markdown(compare_reports(rep, rep))

@@ -1,6 +1,7 @@
 """Chat completions (OpenAI ``/chat/completions`` and Azure deployments) and ``/models``."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from tests.fakes.openai_data import (
@@ -9,6 +10,7 @@ from tests.fakes.openai_data import (
     count_tokens,
     nearest_answer,
     truncate_tokens,
+    words,
 )
 from tests.fakes.openai_http import ApiError, Request, Response
 from tests.fakes.openai_jobsim import (
@@ -22,6 +24,28 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from tests.fakes.openai_server import OpenAIServer
 
 BASE_MODEL_ANSWER = "I'm sorry, I don't have enough information to answer that."
+
+# A model id starting with this grades answers deterministically (an LLM-as-judge double):
+# the share of the reference's words the graded answer contains, on the scale the prompt
+# asks for ("... from 1 to 5"), replied as "Score: N". It reads the sections "Reference
+# answer:" and "Answer to grade:" of the last user message (ftpipe's default judge prompt).
+JUDGE_MODEL_PREFIX = "judge-"
+_JUDGE_SECTIONS = re.compile(r"Reference answer:\s*\n(?P<ref>.*?)\n\s*\nAnswer to grade:\s*\n(?P<ans>.*?)(?:\n\s*\n|$)",
+                             re.DOTALL)
+_JUDGE_SCALE = re.compile(r"from (-?\d+) to (-?\d+)")
+
+
+def judge_reply(messages: list[dict[str, Any]]) -> str:
+    """The judge double's reply to a grading prompt."""
+    text = content_text(messages[-1].get("content")) if messages else ""
+    sections = _JUDGE_SECTIONS.search(text)
+    scale = _JUDGE_SCALE.search(text)
+    low, high = (int(scale.group(1)), int(scale.group(2))) if scale else (1, 5)
+    if sections is None:
+        return "I cannot find the answer to grade."
+    ref, ans = words(sections.group("ref")), words(sections.group("ans"))
+    share = len(ref & ans) / len(ref) if ref else 0.0
+    return f"Score: {low + round(share * (high - low))}"
 
 
 def chat(srv: OpenAIServer, req: Request, deployment: str | None = None) -> Response:
@@ -51,11 +75,14 @@ def chat(srv: OpenAIServer, req: Request, deployment: str | None = None) -> Resp
         sim = srv.models.get(model)
         if sim is not None and sim.provider != "openai":
             sim = None
-        known_base = model in OPENAI_FINE_TUNABLE or model in OPENAI_ALIASES
+        known_base = model in OPENAI_FINE_TUNABLE or model in OPENAI_ALIASES or model.startswith(JUDGE_MODEL_PREFIX)
         if sim is None and not known_base:
             raise ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
                             code="model_not_found")
-    answer = model_answer(srv, messages, sim)
+    if isinstance(model, str) and model.startswith(JUDGE_MODEL_PREFIX):
+        answer = judge_reply(messages)
+    else:
+        answer = model_answer(srv, messages, sim)
     n = body.get("n") or 1
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     finish = "stop"
