@@ -200,7 +200,8 @@ def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str], reporter: Repo
     from ftpipe import preflight
 
     steps = preflight.steps_to_run(prepared.plan, rs, rerun)
-    preflight.enforce(prepared, cache_dir=rs.cache_dir(), steps=steps, log=reporter.message)
+    # the executor is checked where the run is submitted (the CLI), not where its steps run
+    preflight.enforce(prepared, cache_dir=rs.cache_dir(), steps=steps, log=reporter.message, with_executor=False)
 
 
 def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], reporter: Reporter,

@@ -102,8 +102,10 @@ def requested(plan: Any, *, force: bool, from_step: str | None) -> set[str]:
     return set()
 
 
-def collect(prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: str | None = None) -> list[Check]:
-    """Every check of the executor and of the steps that will run."""
+def collect(prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: str | None = None,
+            with_executor: bool = True) -> list[Check]:
+    """Every check of the steps that will run, and of the executor (``with_executor``: the
+    submitting side; the engine that runs the steps, on the cluster or here, skips it)."""
     from ftpipe import registry
 
     p = prepared.resolved
@@ -118,7 +120,7 @@ def collect(prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: 
             out.extend(fn(ctx, config))
 
     ex_name = executor or p.executor.type
-    if ex_name == p.executor.type:
+    if with_executor and ex_name == p.executor.type:
         ask("executor", ex_name, p.executor)
     if steps & {"train", "evaluate"}:
         ask("trainer", p.trainer.backend, p.trainer)
@@ -130,11 +132,11 @@ def collect(prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: 
 
 
 def enforce(prepared: Any, *, cache_dir: Path, steps: frozenset[str], log: Callable[[str], None] | None = None,
-            executor: str | None = None) -> list[Check]:
+            executor: str | None = None, with_executor: bool = True) -> list[Check]:
     """Run the checks; raise :class:`PreflightFailed` (exit 2) when any failed."""
     if not steps:
         return []
-    checks = collect(prepared, cache_dir=cache_dir, steps=steps, executor=executor)
+    checks = collect(prepared, cache_dir=cache_dir, steps=steps, executor=executor, with_executor=with_executor)
     failed = [c for c in checks if not c.ok]
     if failed:
         raise PreflightFailed(failed, tuple(prepared.secrets))
@@ -146,8 +148,8 @@ def enforce(prepared: Any, *, cache_dir: Path, steps: frozenset[str], log: Calla
 
 
 def secret_value(value: str | None) -> str | None:
-    """A secret field's value; a default left as a reference (``${env:HF_TOKEN}``) is read
-    from the environment, as the client libraries would."""
+    """A field's value; a default left as a reference (``${env:HF_TOKEN}``,
+    ``${env:RAY_ADDRESS:-http://...}``) is read from the environment, as the run would."""
     import os
 
     from ftpipe.spec.interpolate import ENV_REF_FULL

@@ -11,12 +11,15 @@ from ftpipe.preflight import Check, PreflightContext, attempt, hub_write_access
 def ray_checks(ctx: PreflightContext, ex: Any) -> Iterator[Check]:
     """The Jobs API answers at the address with the auth the submission will use (Ray's
     own client connects and checks the cluster's version: a read-only GET)."""
+    from ftpipe.preflight import secret_value
     from ftpipe.remote.ray import RayJobs
 
-    def probe() -> None:
-        RayJobs(ex.address)  # raises a RemoteError naming the address and the fix
+    address = secret_value(ex.address) or ex.address  # a default may be a reference (RAY_ADDRESS)
 
-    yield attempt("executor", f"Ray cluster reachable at {ex.address}", probe,
+    def probe() -> None:
+        RayJobs(address)  # raises a RemoteError naming the address and the fix
+
+    yield attempt("executor", f"Ray cluster reachable at {address}", probe,
                   fix="start the cluster (`ray start --head`), or set executor.address / RAY_ADDRESS to its "
                       "dashboard (http://<head>:8265); with token auth set RAY_AUTH_MODE=token and the token")
 
