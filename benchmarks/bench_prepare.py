@@ -3,6 +3,7 @@ grows with the data (memory should stay nearly flat: rows stream through a file)
 
     python benchmarks/bench_prepare.py [--sizes 100000 1000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,15 +45,29 @@ def generate(path: Path, n: int) -> None:
     with path.open("w") as f:
         for i in range(n):
             ingredients = rng.sample(WORDS, 4)
-            f.write(json.dumps({"messages": [
-                {"role": "user", "content": f"Recipe {i}: mix " + ", ".join(f"{rng.randint(1, 9)} cups {w}" for w in ingredients)},
-                {"role": "assistant", "content": ", ".join(ingredients)}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {
+                                "role": "user",
+                                "content": f"Recipe {i}: mix "
+                                + ", ".join(f"{rng.randint(1, 9)} cups {w}" for w in ingredients),
+                            },
+                            {"role": "assistant", "content": ", ".join(ingredients)},
+                        ]
+                    }
+                )
+                + "\n"
+            )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--backend", default="trl", help="trl counts tokens with the tiny model's tokenizer; openai approximates")
+    ap.add_argument(
+        "--backend", default="trl", help="trl counts tokens with the tiny model's tokenizer; openai approximates"
+    )
     args = ap.parse_args()
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results = []
@@ -62,13 +77,15 @@ def main() -> None:
             folder.mkdir()
             generate(folder / "data.jsonl", n)
             model = "builtin:tiny" if args.backend == "trl" else "gpt-4o-mini"
-            (folder / "p.yaml").write_text(textwrap.dedent(f"""\
+            (folder / "p.yaml").write_text(
+                textwrap.dedent(f"""\
                 version: 1
                 name: bench-prepare
                 dataset: {{source: {{type: local, path: data.jsonl}}, format: chat}}
                 model: {{base: {model}}}
                 trainer: {{backend: {args.backend}}}
-            """))
+            """)
+            )
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", CHILD, str(folder / "p.yaml")], capture_output=True, text=True)
             if proc.returncode not in (0, 130):
@@ -77,12 +94,16 @@ def main() -> None:
             r["n"] = n
             r["mb"] = (folder / "data.jsonl").stat().st_size / 1e6
             results.append(r)
-            print(f"{n:>9,} rows ({r['mb']:6.1f} MB): {r['seconds']:7.1f} s, {n / r['seconds']:9,.0f} rows/s, "
-                  f"peak RSS {r['peak_rss_mb']:6.0f} MB")
+            print(
+                f"{n:>9,} rows ({r['mb']:6.1f} MB): {r['seconds']:7.1f} s, {n / r['seconds']:9,.0f} rows/s, "
+                f"peak RSS {r['peak_rss_mb']:6.0f} MB"
+            )
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        print(f"{b['n'] // a['n']}x the rows: {b['seconds'] / a['seconds']:.1f}x the time, "
-              f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x the peak memory")
+        print(
+            f"{b['n'] // a['n']}x the rows: {b['seconds'] / a['seconds']:.1f}x the time, "
+            f"{b['peak_rss_mb'] / a['peak_rss_mb']:.2f}x the peak memory"
+        )
     _ = base_rss
 
 

@@ -6,6 +6,7 @@ minutes on a 2-core CPU, and the fine-tune ahead of both baselines.
     python benchmarks/bench_real_model.py            # cold: a fresh cache, so the GGUF conversion counts
     python benchmarks/bench_real_model.py --warm     # reuse the converted model in ftpipe's cache
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,19 +46,29 @@ def main() -> int:
         return 1
     variants = out.report["variants"]
     if args.json:
-        print(json.dumps({
-            "wall_s": out.wall_s, "exit_code": out.exit_code, "cold": not args.warm,
-            "steps": {k: v.get("duration_s") for k, v in out.record.get("steps", {}).items()},
-            "metrics": {k: v["metrics"] for k, v in variants.items()}, "machine": [before, after],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "wall_s": out.wall_s,
+                    "exit_code": out.exit_code,
+                    "cold": not args.warm,
+                    "steps": {k: v.get("duration_s") for k, v in out.record.get("steps", {}).items()},
+                    "metrics": {k: v["metrics"] for k, v in variants.items()},
+                    "machine": [before, after],
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{args.pipeline.name}, {'warm' if args.warm else 'cold'} — machine at start: {before}; at end: {after}\n")
     print(step_table(out) + "\n")
     print(evaluation_table(out.report) + "\n")
     f1 = {k: v["metrics"].get("token_f1") or 0.0 for k, v in variants.items()}
     wins = all(f1["finetuned"] > v for k, v in f1.items() if k != "finetuned")
-    print(f"total {out.wall_s / 60:.1f} min (target ≤ {BUDGET_S // 60} min: {'met' if out.wall_s <= BUDGET_S else 'MISSED'}); "
-          f"fine-tune {'ahead of' if wins else 'NOT ahead of'} every baseline on token_f1")
+    print(
+        f"total {out.wall_s / 60:.1f} min (target ≤ {BUDGET_S // 60} min: {'met' if out.wall_s <= BUDGET_S else 'MISSED'}); "
+        f"fine-tune {'ahead of' if wins else 'NOT ahead of'} every baseline on token_f1"
+    )
     return 0 if out.exit_code in (0, 3) else out.exit_code
 
 

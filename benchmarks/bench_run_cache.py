@@ -1,7 +1,8 @@
 """First `ftpipe run` of a pipeline vs an unchanged rerun (all cache hits; target ≈ 1 s).
 
-    python benchmarks/bench_run_cache.py [pipelines/quickstart.yaml]
+python benchmarks/bench_run_cache.py [pipelines/quickstart.yaml]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ from _common import REPO
 
 def _run(ftpipe: str, pipeline: str, store: Path) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    proc = subprocess.run([ftpipe, "run", pipeline, "--store", str(store), "--json", "--quiet"], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [ftpipe, "run", pipeline, "--store", str(store), "--json", "--quiet"], cwd=REPO, capture_output=True, text=True
+    )
     took = time.perf_counter() - t0
     if proc.returncode not in (0, 3):
         sys.exit(f"ftpipe run exited {proc.returncode}:\n{proc.stderr[-3000:]}")

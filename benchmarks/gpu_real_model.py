@@ -6,6 +6,7 @@ evaluation table. Runs in a few minutes on one GPU (target: under 10).
     python benchmarks/gpu_real_model.py               # needs a CUDA GPU
     python benchmarks/gpu_real_model.py --cpu-smoke   # the same code on CPU, a few steps (no GPU here)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,13 @@ def generation_tokens_per_s(out: Any, *, cache: Path, batch: int, new_tokens: in
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     produced = sum(g.completion_tokens for g in gens)
-    return {"tokens_per_s": produced / seconds, "requests": len(gens), "seconds": seconds,
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "attention": attn}
+    return {
+        "tokens_per_s": produced / seconds,
+        "requests": len(gens),
+        "seconds": seconds,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "attention": attn,
+    }
 
 
 def main() -> int:
@@ -118,12 +124,15 @@ def main() -> int:
             print(out.stderr[-4000:], file=sys.stderr)
             return 1
         train_tps, samples = train_tokens_per_s(out)
-        gen = generation_tokens_per_s(out, cache=cache, batch=2 if args.cpu_smoke else args.batch,
-                                      new_tokens=8 if args.cpu_smoke else 32)
+        gen = generation_tokens_per_s(
+            out, cache=cache, batch=2 if args.cpu_smoke else args.batch, new_tokens=8 if args.cpu_smoke else 32
+        )
     print("\n" + step_table(out) + "\n")
     print(f"training: {train_tps or 0:,.1f} tokens/s ({samples or 0:.2f} samples/s, TRL's count)")
-    print(f"generation (fine-tuned, {gen['dtype']}, attention {gen['attention']}): {gen['tokens_per_s']:,.1f} "
-          f"new tokens/s ({gen['requests']} requests in {gen['seconds']:.1f}s)\n")
+    print(
+        f"generation (fine-tuned, {gen['dtype']}, attention {gen['attention']}): {gen['tokens_per_s']:,.1f} "
+        f"new tokens/s ({gen['requests']} requests in {gen['seconds']:.1f}s)\n"
+    )
     print(evaluation_table(out.report))
     return 0 if out.exit_code in (0, 3) else out.exit_code
 

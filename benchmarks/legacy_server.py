@@ -4,6 +4,7 @@ Kept only as the comparison in ``bench_serve.py`` (the issue asks for the new en
 measured against it in the same run); ``ftpipe serve`` no longer uses it. A hand-written
 ``http.server`` that decodes token by token under one lock.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,12 @@ def generate(lm: LoadedModel, req: Request, outcome: Outcome) -> Iterator[str]:
     outcome.prompt_tokens = len(prompt)
     room = (lm.context_length - len(prompt)) if lm.context_length else None
     if room is not None and room < 1:
-        raise ApiError(400, f"the prompt has {len(prompt)} tokens; this model's context is {lm.context_length}",
-                       param="messages", code="context_length_exceeded")
+        raise ApiError(
+            400,
+            f"the prompt has {len(prompt)} tokens; this model's context is {lm.context_length}",
+            param="messages",
+            code="context_length_exceeded",
+        )
     limit = req.max_tokens or DEFAULT_MAX_TOKENS
     limit = min(limit, room) if room is not None else limit
     eos = _eos_ids(lm)
@@ -109,6 +114,7 @@ def _sample(logits: Any, req: Request, rng: Any) -> int:
 
 # --------------------------------------------------------------------------- HTTP
 
+
 def _completion_id() -> str:
     return "chatcmpl-" + _secrets.token_hex(12)
 
@@ -140,12 +146,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/v1/models":
             self._json(200, {"object": "list", "data": [self._model_obj()]})
         elif path.startswith("/v1/models/"):
-            wanted = path[len("/v1/models/"):]
+            wanted = path[len("/v1/models/") :]
             if wanted == self.lm.name:
                 self._json(200, self._model_obj())
             else:
-                self._error(ApiError(404, f"The model `{wanted}` does not exist", param="model",
-                                     code="model_not_found"))
+                self._error(
+                    ApiError(404, f"The model `{wanted}` does not exist", param="model", code="model_not_found")
+                )
         elif path == "/health":
             self._json(200, {"status": "ok", "model": self.lm.name})
         else:
@@ -176,13 +183,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _complete(self, req: Request) -> None:
         outcome = Outcome()
         text = "".join(generate(self.lm, req, outcome))
-        self._json(200, {
-            "id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": self.lm.name,
-            "system_fingerprint": "ftpipe",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": outcome.finish_reason}],
-            "usage": _usage(outcome),
-        })
+        self._json(
+            200,
+            {
+                "id": _completion_id(),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.lm.name,
+                "system_fingerprint": "ftpipe",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": None,
+                        "finish_reason": outcome.finish_reason,
+                    }
+                ],
+                "usage": _usage(outcome),
+            },
+        )
 
     def _stream(self, req: Request) -> None:
         outcome = Outcome()
@@ -191,9 +210,14 @@ class _Handler(BaseHTTPRequestHandler):
         cid, created = _completion_id(), int(time.time())
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": self.lm.name,
-                    "system_fingerprint": "ftpipe",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.lm.name,
+                "system_fingerprint": "ftpipe",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
 
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -208,8 +232,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(chunk({"content": piece}))
             self._event(chunk({}, outcome.finish_reason))
             if req.include_usage:
-                self._event({"id": cid, "object": "chat.completion.chunk", "created": created,
-                             "model": self.lm.name, "choices": [], "usage": _usage(outcome)})
+                self._event(
+                    {
+                        "id": cid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": self.lm.name,
+                        "choices": [],
+                        "usage": _usage(outcome),
+                    }
+                )
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -222,8 +254,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _usage(outcome: Outcome) -> dict:
-    return {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
-            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+    return {
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+    }
 
 
 def make_server(lm: LoadedModel, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:

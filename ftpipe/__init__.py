@@ -7,6 +7,7 @@ The Python API the CLI is built on::
     plan = ftpipe.plan("pipelines/quickstart.yaml")        # the step graph with cache keys
     outcome = ftpipe.run("pipelines/quickstart.yaml")      # run it here; outcome.exit_code
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """The Python API: load, validate, plan, run. The CLI is a thin layer over these."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,11 +29,26 @@ def plan(path: str | Path):
     return build_plan(load_checked(p).pipeline, p)
 
 
-def run(path: str | Path, *, store: str | Path | None = None, force: bool = False, from_step: str | None = None,
-        wait: bool = False, quiet: bool = True, **kwargs: Any):
+def run(
+    path: str | Path,
+    *,
+    store: str | Path | None = None,
+    force: bool = False,
+    from_step: str | None = None,
+    wait: bool = False,
+    quiet: bool = True,
+    **kwargs: Any,
+):
     """Run the pipeline on this machine (the local executor). Returns a ``RunOutcome``."""
     from ftpipe.engine import execute
     from ftpipe.progress import Reporter
 
-    return execute(Path(path), store=Path(store) if store else None, force=force, from_step=from_step, wait=wait,
-                   reporter=Reporter(quiet=quiet), **kwargs)
+    return execute(
+        Path(path),
+        store=Path(store) if store else None,
+        force=force,
+        from_step=from_step,
+        wait=wait,
+        reporter=Reporter(quiet=quiet),
+        **kwargs,
+    )

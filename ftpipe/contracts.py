@@ -15,6 +15,7 @@ Artifact conventions (what a step leaves in ``StepContext.out_dir``):
 - gate:     ``gate.json`` (``{"passed": bool, "reason": str, ...}``).
 - deploy:   ``deploy.json`` (``{"target": ..., "url": ..., ...}``).
 """
+
 from __future__ import annotations
 
 import json

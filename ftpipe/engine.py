@@ -1,6 +1,7 @@
 """Runs a plan on this machine: cache lookups, the run record, step contexts, locking,
 failure and interrupt handling. Executors other than ``local`` end up calling
 :func:`execute` on the machine where the steps run."""
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,10 @@ def prepare(path: Path, *, env: Mapping[str, str] | None = None) -> Prepared:
         for mpath, var in full.missing:
             line, col = loaded.doc.pos(mpath)
             lines.append(f"  {path}:{line}:{col}  {path_str(mpath)}: environment variable {var} is not set")
-        raise UsageError("the pipeline needs environment variables that are not set:\n" + "\n".join(lines),
-                         hint="export them (or give a default: ${env:NAME:-value}) and run again")
+        raise UsageError(
+            "the pipeline needs environment variables that are not set:\n" + "\n".join(lines),
+            hint="export them (or give a default: ${env:NAME:-value}) and run again",
+        )
     resolved = pipeline_model().model_validate(full.data, context={"resolved": True})
     assert loaded.interpolation is not None
     from ftpipe.spec.secrets import redact_data, resolve_secret_defaults, secret_values
@@ -125,11 +128,16 @@ class RunOutcome:
 
     def summary(self) -> dict:
         steps = self.record.get("steps", {})
-        return {"run_id": self.run_id, "pipeline": self.record.get("pipeline"), "status": self.record.get("status"),
-                "exit_code": self.exit_code, "up_to_date": bool(steps) and all(
-                    s["status"] in ("cached", "skipped") for s in steps.values()),
-                "steps": {k: v["status"] for k, v in steps.items()},
-                "duration_s": self.record.get("duration_s"), "store": self.record.get("store")}
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.record.get("pipeline"),
+            "status": self.record.get("status"),
+            "exit_code": self.exit_code,
+            "up_to_date": bool(steps) and all(s["status"] in ("cached", "skipped") for s in steps.values()),
+            "steps": {k: v["status"] for k, v in steps.items()},
+            "duration_s": self.record.get("duration_s"),
+            "store": self.record.get("store"),
+        }
 
 
 def execute(
@@ -162,8 +170,12 @@ def execute(
         rerun = plan.downstream(from_step)
 
     # the libraries' own progress bars would fight ours; their warnings go to the step logs
-    for var, value in (("TQDM_DISABLE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-                       ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+    for var, value in (
+        ("TQDM_DISABLE", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
         os.environ.setdefault(var, value)
     rs = RunStore((store or default_store(path)).resolve())
     if store is None:
@@ -174,8 +186,12 @@ def execute(
             reporter.message(note)
     if preflight if preflight is not None else step_runner is default_step_runner:
         _preflight(prepared, rs, rerun, reporter)
-    with sigterm_as_interrupt(), rs.lock(plan.pipeline, wait=wait, on_wait=lambda h: reporter.message(
-            f"waiting for the lock held by {h}")) as stale:
+    with (
+        sigterm_as_interrupt(),
+        rs.lock(
+            plan.pipeline, wait=wait, on_wait=lambda h: reporter.message(f"waiting for the lock held by {h}")
+        ) as stale,
+    ):
         if stale:
             reporter.message(stale)
         with reserved_room(rs.root):
@@ -204,8 +220,16 @@ def _preflight(prepared: Prepared, rs: RunStore, rerun: set[str], reporter: Repo
     preflight.enforce(prepared, cache_dir=rs.cache_dir(), steps=steps, log=reporter.message, with_executor=False)
 
 
-def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], reporter: Reporter,
-                step_runner: StepRunner, executor_name: str, run_id: str | None) -> RunOutcome:
+def _run_locked(
+    path: Path,
+    rs: RunStore,
+    prepared: Prepared,
+    rerun: set[str],
+    reporter: Reporter,
+    step_runner: StepRunner,
+    executor_name: str,
+    run_id: str | None,
+) -> RunOutcome:
     plan = prepared.plan
     run_id = run_id or rs.new_run_id()
     rs.note_lock_run(plan.pipeline, run_id)
@@ -214,12 +238,24 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
     (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(prepared.redacted, sort_keys=False))
     t0 = time.monotonic()
     record: dict[str, Any] = {
-        "run_id": run_id, "pipeline": plan.pipeline, "pipeline_path": str(path.resolve()),
-        "store": str(rs.root), "status": "running", "exit_code": None, "started_at": now_iso(), "finished_at": None,
-        "duration_s": None, "pid": os.getpid(), "host": socket.gethostname(), "executor": executor_name,
-        "argv": [redact(a, prepared.secrets) for a in sys.argv], "versions": library_versions(),
+        "run_id": run_id,
+        "pipeline": plan.pipeline,
+        "pipeline_path": str(path.resolve()),
+        "store": str(rs.root),
+        "status": "running",
+        "exit_code": None,
+        "started_at": now_iso(),
+        "finished_at": None,
+        "duration_s": None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "executor": executor_name,
+        "argv": [redact(a, prepared.secrets) for a in sys.argv],
+        "versions": library_versions(),
         "fingerprints": plan.fingerprints,
-        "steps": {s.id: {"kind": s.kind, "status": "pending", "key": s.key, "needs": list(s.needs)} for s in plan.steps},
+        "steps": {
+            s.id: {"kind": s.kind, "status": "pending", "key": s.key, "needs": list(s.needs)} for s in plan.steps
+        },
     }
     rs.write_run(record)
     reporter.message(f"run {run_id} of {plan.pipeline} ({len(plan.steps)} steps) — store {rs.root}")
@@ -243,9 +279,13 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
             if cached is not None:
                 result = rs.artifact_result(step.key) or {}
                 artifacts[step.id] = cached
-                srec.update(status="cached", artifact=str(cached.relative_to(rs.root)),
-                            metrics=result.get("metrics", {}), summary=result.get("summary", ""),
-                            from_run=result.get("run_id"))
+                srec.update(
+                    status="cached",
+                    artifact=str(cached.relative_to(rs.root)),
+                    metrics=result.get("metrics", {}),
+                    summary=result.get("summary", ""),
+                    from_run=result.get("run_id"),
+                )
                 if result.get("outcome") == "blocked":
                     srec["status"] = "blocked"
                     blocked_reason = result.get("summary") or "gate failed"
@@ -271,8 +311,12 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
         _close(record, rs, t0, errors.EXIT_STEP_FAILED, f"internal error: {type(exc).__name__}: {exc}")
         raise
     statuses = {s["status"] for s in record["steps"].values()}
-    record["status"] = {errors.EXIT_OK: "succeeded", errors.EXIT_STEP_FAILED: "failed",
-                        errors.EXIT_GATE_BLOCKED: "blocked", errors.EXIT_INTERRUPTED: "interrupted"}[exit_code]
+    record["status"] = {
+        errors.EXIT_OK: "succeeded",
+        errors.EXIT_STEP_FAILED: "failed",
+        errors.EXIT_GATE_BLOCKED: "blocked",
+        errors.EXIT_INTERRUPTED: "interrupted",
+    }[exit_code]
     if exit_code == errors.EXIT_OK and statuses <= {"cached"}:
         record["up_to_date"] = True
     record.update(exit_code=exit_code, finished_at=now_iso(), duration_s=round(time.monotonic() - t0, 3))
@@ -292,8 +336,9 @@ def _run_locked(path: Path, rs: RunStore, prepared: Prepared, rerun: set[str], r
     elif exit_code == errors.EXIT_OK:
         from ftpipe.store_location import store_arg
 
-        reporter.message(f"run {run_id} succeeded in {record['duration_s']:.1f}s — "
-                         f"ftpipe runs show {run_id}{store_arg(rs.root)}")
+        reporter.message(
+            f"run {run_id} succeeded in {record['duration_s']:.1f}s — ftpipe runs show {run_id}{store_arg(rs.root)}"
+        )
     elif exit_code == errors.EXIT_GATE_BLOCKED:
         reporter.error(f"run {run_id}: the evaluation gate blocked deployment: {blocked_reason}")
     elif exit_code == errors.EXIT_STEP_FAILED:
@@ -308,16 +353,31 @@ def _close(record: dict, rs: RunStore, t0: float, exit_code: int, error: str) ->
             srec.update(status="failed", finished_at=now_iso(), error=error)
         elif srec["status"] == "pending":
             srec["status"] = "not-run"
-    record.update(status="failed", exit_code=exit_code, error=error, finished_at=now_iso(),
-                  duration_s=round(time.monotonic() - t0, 3))
+    record.update(
+        status="failed",
+        exit_code=exit_code,
+        error=error,
+        finished_at=now_iso(),
+        duration_s=round(time.monotonic() - t0, 3),
+    )
     try:
         rs.write_run(record)
     except Exception:  # noqa: BLE001 - the original error matters more
         pass
 
 
-def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, path: Path, run_id: str,
-             artifacts: dict[str, Path], reporter: Reporter, step_runner: StepRunner, forced: set[str]) -> str:
+def _run_one(
+    step: PlannedStep,
+    rs: RunStore,
+    record: dict,
+    prepared: Prepared,
+    path: Path,
+    run_id: str,
+    artifacts: dict[str, Path],
+    reporter: Reporter,
+    step_runner: StepRunner,
+    forced: set[str],
+) -> str:
     srec = record["steps"][step.id]
     log_path = rs.run_dir(run_id) / "logs" / f"{step.id}.log"
     secrets = prepared.secrets
@@ -338,10 +398,21 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
     options: dict[str, Any] = {}
     if step.kind == "deploy" and step.index is not None:
         options["target"] = prepared.resolved.deploy[step.index]
-    ctx = StepContext(run_id=run_id, step_id=step.id, pipeline=prepared.resolved, pipeline_path=path.resolve(),
-                      out_dir=scratch, inputs={n: artifacts[n] for n in step.needs if n in artifacts},
-                      state_dir=rs.state_dir(step.key), cache_dir=rs.cache_dir(), log=log, progress=progress,
-                      secrets=secrets, cache_key=step.key, options=options)
+    ctx = StepContext(
+        run_id=run_id,
+        step_id=step.id,
+        pipeline=prepared.resolved,
+        pipeline_path=path.resolve(),
+        out_dir=scratch,
+        inputs={n: artifacts[n] for n in step.needs if n in artifacts},
+        state_dir=rs.state_dir(step.key),
+        cache_dir=rs.cache_dir(),
+        log=log,
+        progress=progress,
+        secrets=secrets,
+        cache_key=step.key,
+        options=options,
+    )
     srec.update(status="running", started_at=now_iso(), log=str(log_path.relative_to(rs.root)))
     rs.write_run(record)
     reporter.step_started(step.id)
@@ -350,15 +421,26 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
         with library_logs_to(log):
             result = step_runner(step, ctx)
         if not isinstance(result, StepResult):
-            raise TypeError(f"step {step.id} returned {type(result).__name__}, not a StepResult "
-                            f"(a bug in the {step.plugin or step.kind} implementation)")
+            raise TypeError(
+                f"step {step.id} returned {type(result).__name__}, not a StepResult "
+                f"(a bug in the {step.plugin or step.kind} implementation)"
+            )
         seconds = time.monotonic() - t0
         metrics = json.loads(redact(json.dumps(dict(result.metrics), default=str), secrets))
         summary = redact(str(result.summary), secrets)
-        artifact = rs.commit_artifact(step.key, scratch, {"run_id": run_id, "step": step.id, "metrics": metrics,
-                                                          "summary": summary, "outcome": result.outcome,
-                                                          "finished_at": now_iso(),
-                                                          "duration_s": round(seconds, 3)})
+        artifact = rs.commit_artifact(
+            step.key,
+            scratch,
+            {
+                "run_id": run_id,
+                "step": step.id,
+                "metrics": metrics,
+                "summary": summary,
+                "outcome": result.outcome,
+                "finished_at": now_iso(),
+                "duration_s": round(seconds, 3),
+            },
+        )
     except KeyboardInterrupt:
         log("interrupted")
         log_file.close()
@@ -368,8 +450,18 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
             shutil.rmtree(scratch, ignore_errors=True)
             release_room(rs.root)
             msg = redact(str(DiskFull(rs.root, exc)), secrets)
-            return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0,
-                         None if no_room(exc) else redact(traceback.format_exc(), secrets))
+            return _fail(
+                step,
+                srec,
+                rs,
+                record,
+                reporter,
+                log,
+                log_file,
+                msg,
+                t0,
+                None if no_room(exc) else redact(traceback.format_exc(), secrets),
+            )
         if isinstance(exc, FtpipeError):
             return _fail(step, srec, rs, record, reporter, log, log_file, redact(str(exc), secrets), t0, None)
         tb = redact(traceback.format_exc(), secrets)
@@ -377,8 +469,14 @@ def _run_one(step: PlannedStep, rs: RunStore, record: dict, prepared: Prepared, 
         return _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb)
     artifacts[step.id] = artifact
     status = "blocked" if result.outcome == "blocked" else "done"
-    srec.update(status=status, finished_at=now_iso(), duration_s=round(seconds, 3), metrics=metrics,
-                summary=summary, artifact=str(artifact.relative_to(rs.root)))
+    srec.update(
+        status=status,
+        finished_at=now_iso(),
+        duration_s=round(seconds, 3),
+        metrics=metrics,
+        summary=summary,
+        artifact=str(artifact.relative_to(rs.root)),
+    )
     log(f"{status} in {seconds:.2f}s {summary}")
     log_file.close()
     rs.write_run(record)
@@ -400,7 +498,9 @@ def _fail(step, srec, rs, record, reporter, log, log_file, msg, t0, tb) -> str:
             raise
         reporter.error(f"could not record the failure of {step.id}: {DiskFull(rs.root, exc).message}")
     reporter.step_finished(step.id, "failed", seconds)
-    reporter.error(f"{step.id} failed: {msg}" + ("" if not tb else "\n  (traceback in the step log; FTPIPE_DEBUG=1 shows it here)"))
+    reporter.error(
+        f"{step.id} failed: {msg}" + ("" if not tb else "\n  (traceback in the step log; FTPIPE_DEBUG=1 shows it here)")
+    )
     if tb and os.environ.get("FTPIPE_DEBUG"):
         reporter.error(tb)
     return "failed"

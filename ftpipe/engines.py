@@ -14,6 +14,7 @@ same engine on a given machine:
 where it cannot run is a usage error that says why. The probes import nothing heavy unless
 they must (torch only when vllm is installed), so a decision is cheap.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -59,6 +60,8 @@ def choose_engine(requested: str = "auto", *, vllm: bool | None = None, gpus: in
         return EngineChoice("vllm", f"vllm installed and {n_gpus} CUDA GPU(s) visible")
     why = "vllm is not installed" if not has_vllm else "no CUDA GPU is visible"
     if requested == "vllm":
-        raise UsageError(f"engine 'vllm' cannot run here: {why}",
-                         hint="on a CUDA machine: pip install vllm; or use --engine transformers (or auto)")
+        raise UsageError(
+            f"engine 'vllm' cannot run here: {why}",
+            hint="on a CUDA machine: pip install vllm; or use --engine transformers (or auto)",
+        )
     return EngineChoice("transformers", f"{why}: transformers")

@@ -1,4 +1,5 @@
 """ftpipe's typed errors and the exit codes the CLI maps them to (documented in README)."""
+
 from __future__ import annotations
 
 EXIT_OK = 0
@@ -46,10 +47,20 @@ class StepError(FtpipeError):
 class RemoteError(StepError):
     """A remote service (Hub, OpenAI, Azure, Ray) answered with an error."""
 
-    def __init__(self, service: str, message: str, *, status: int | None = None, code: str | None = None,
-                 request_id: str | None = None, job_id: str | None = None, hint: str | None = None) -> None:
-        details = ", ".join(f"{k} {v}" for k, v in (("status", status), ("code", code), ("request", request_id),
-                                                     ("job", job_id)) if v)
+    def __init__(
+        self,
+        service: str,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        details = ", ".join(
+            f"{k} {v}" for k, v in (("status", status), ("code", code), ("request", request_id), ("job", job_id)) if v
+        )
         super().__init__(f"{service}: {message}" + (f" ({details})" if details else ""), hint=hint)
         self.service, self.status, self.code, self.request_id, self.job_id = service, status, code, request_id, job_id
 

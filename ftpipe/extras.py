@@ -1,6 +1,7 @@
 """Which ftpipe extras a pipeline needs, from its plugins' declarations (``caps.extras``):
 the one answer that ``schedule`` (the CI runner's install line), the Spaces executor (the
 Space's image) and ``backends list`` share. Pure: imports no plugin implementation."""
+
 from __future__ import annotations
 
 from typing import Any

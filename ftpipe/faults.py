@@ -1,6 +1,7 @@
 """Faults of the machine rather than of the pipeline: the disk holding the run store (or a
 step's output) filling up. A full disk ends the step with a message that says what to do;
 the store stays readable (every record is written atomically) and the next run resumes."""
+
 from __future__ import annotations
 
 import errno
@@ -39,8 +40,9 @@ class DiskFull(StepError):
         super().__init__(
             f"the disk is full: no room to write in the run store {store}{detail}",
             hint="free space — `ftpipe runs gc --keep N` removes old runs and unreferenced artifacts, or point "
-                 "--store / FTPIPE_STORE at a bigger disk — and run again: finished steps are kept and "
-                 "training resumes from its last checkpoint")
+            "--store / FTPIPE_STORE at a bigger disk — and run again: finished steps are kept and "
+            "training resumes from its last checkpoint",
+        )
 
 
 # Room kept free while a run is in progress, given back when the disk fills, so that the

@@ -4,6 +4,7 @@ its local inputs' fingerprints, touches no network, imports nothing heavy.
 A cache key hashes the step kind, the step's resolved config (secrets left out), the
 keys of the steps it depends on, input fingerprints, and the implementation version.
 """
+
 from __future__ import annotations
 
 import glob
@@ -58,8 +59,12 @@ class Plan:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"pipeline": self.pipeline, "path": self.path, "fingerprints": self.fingerprints,
-                "steps": [s.to_json() for s in self.steps]}
+        return {
+            "pipeline": self.pipeline,
+            "path": self.path,
+            "fingerprints": self.fingerprints,
+            "steps": [s.to_json() for s in self.steps],
+        }
 
 
 def strip_secrets(value: Any) -> Any:
@@ -95,8 +100,15 @@ def data_fingerprint(pipeline: Any, base_dir: Path) -> str:
 
 def _source_fingerprint(src: Any, base_dir: Path) -> str:
     if src.type == "hub":
-        return _hash({"hub": src.repo, "revision": src.revision or "main(unpinned)", "split": src.split,
-                      "splits": src.splits, "subset": src.subset})
+        return _hash(
+            {
+                "hub": src.repo,
+                "revision": src.revision or "main(unpinned)",
+                "split": src.split,
+                "splits": src.splits,
+                "subset": src.subset,
+            }
+        )
     items = sorted(src.path.items()) if isinstance(src.path, dict) else [("all", src.path)]
     parts = []
     for split, rel in items:
@@ -125,8 +137,9 @@ def model_fingerprint(pipeline: Any, base_dir: Path) -> str:
     local = (base_dir / base).expanduser()
     if not base.startswith("builtin:") and local.is_dir():
         # sizes and mtimes: hashing gigabytes of weights would make planning slow
-        files = sorted((str(p.relative_to(local)), p.stat().st_size, p.stat().st_mtime_ns)
-                       for p in local.rglob("*") if p.is_file())
+        files = sorted(
+            (str(p.relative_to(local)), p.stat().st_size, p.stat().st_mtime_ns) for p in local.rglob("*") if p.is_file()
+        )
         return _hash({"local": files})
     return _hash({"id": base, "revision": pipeline.model.revision})
 
@@ -139,33 +152,55 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
     model_cfg = strip_secrets(dump["model"])
     steps: list[PlannedStep] = []
 
-    def add(sid: str, kind: str, needs: tuple[str, ...], config: dict, plugin: str | None = None,
-            index: int | None = None, extra: dict | None = None, plugin_version: int | None = None) -> PlannedStep:
+    def add(
+        sid: str,
+        kind: str,
+        needs: tuple[str, ...],
+        config: dict,
+        plugin: str | None = None,
+        index: int | None = None,
+        extra: dict | None = None,
+        plugin_version: int | None = None,
+    ) -> PlannedStep:
         dep_keys = {n: next(s.key for s in steps if s.id == n) for n in needs}
         version: Any = STEP_VERSIONS[kind]
         if plugin_version is not None and plugin_version != 1:
             version = [version, plugin_version]  # version 1 keeps the keys of runs made before plugins had one
-        key = _hash({"kind": kind, "version": version, "config": config, "needs": dep_keys,
-                     **(extra or {})})
+        key = _hash({"kind": kind, "version": version, "config": config, "needs": dep_keys, **(extra or {})})
         step = PlannedStep(sid, kind, needs, key, config, plugin, index)
         steps.append(step)
         return step
 
     trainer = strip_secrets(dump["trainer"])
-    max_len = (dump["dataset"].get("max_seq_length")
-               or (trainer.get("hyperparameters") or {}).get("max_seq_length"))
-    add("prepare", "prepare", (), {"dataset": strip_secrets(dump["dataset"]), "max_seq_length": max_len,
-                                   "tokenizer": model_cfg["base"]},
-        extra={"data": fp["data"], "model": fp["model"]})
+    max_len = dump["dataset"].get("max_seq_length") or (trainer.get("hyperparameters") or {}).get("max_seq_length")
+    add(
+        "prepare",
+        "prepare",
+        (),
+        {"dataset": strip_secrets(dump["dataset"]), "max_seq_length": max_len, "tokenizer": model_cfg["base"]},
+        extra={"data": fp["data"], "model": fp["model"]},
+    )
     # the executor does not change what a step computes, so it is not part of any key
-    add("train", "train", ("prepare",), {"trainer": trainer, "model": model_cfg}, plugin=pipeline.trainer.backend,
-        extra={"model": fp["model"]}, plugin_version=type(pipeline.trainer).caps.cache_version)
+    add(
+        "train",
+        "train",
+        ("prepare",),
+        {"trainer": trainer, "model": model_cfg},
+        plugin=pipeline.trainer.backend,
+        extra={"model": fp["model"]},
+        plugin_version=type(pipeline.trainer).caps.cache_version,
+    )
     before_deploy: tuple[str, ...] = ("train",)  # a model card shows the evaluation; the gate guards deploying
     if pipeline.evaluate is not None:
         ev = strip_secrets(dump["evaluate"])
         gate = ev.pop("gate", None)
-        add("evaluate", "evaluate", ("prepare", "train"), {"evaluate": ev, "model": model_cfg},
-            extra=_deployed_extra(pipeline, base_dir, steps[-1].key))
+        add(
+            "evaluate",
+            "evaluate",
+            ("prepare", "train"),
+            {"evaluate": ev, "model": model_cfg},
+            extra=_deployed_extra(pipeline, base_dir, steps[-1].key),
+        )
         before_deploy += ("evaluate",)
         if gate is not None:
             add("gate", "gate", ("evaluate",), {"gate": gate})
@@ -181,8 +216,15 @@ def build_plan(pipeline: Any, path: Path) -> Plan:
         served = target.get(caps.consumes) if caps.consumes else None
         if served in published:
             needs = needs + (published[served],)
-        add(sid, "deploy", needs, {"target": cfg, "pipeline": pipeline.name}, plugin=target["type"], index=i,
-            plugin_version=caps.cache_version)
+        add(
+            sid,
+            "deploy",
+            needs,
+            {"target": cfg, "pipeline": pipeline.name},
+            plugin=target["type"],
+            index=i,
+            plugin_version=caps.cache_version,
+        )
         if caps.publishes and target.get(caps.publishes):
             published[target[caps.publishes]] = sid  # the latest publisher of a repo before its consumer
     return Plan(pipeline=pipeline.name, path=str(path), steps=tuple(steps), fingerprints=fp)

@@ -10,6 +10,7 @@ deployment, ...) when ``ctx.runs("evaluate")``.
 ``ftpipe run`` stops with exit 2 listing every failed check with its fix;
 ``ftpipe plan --check`` runs the checks alone; ``--no-preflight`` skips them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -62,12 +63,17 @@ class PreflightFailed(UsageError):
     """At least one prerequisite is missing: nothing was started (exit 2)."""
 
     def __init__(self, failed: list[Check], secrets: tuple[str, ...] = ()) -> None:
-        head = (f"preflight: {len(failed)} prerequisite{'s' if len(failed) > 1 else ''} missing; nothing was "
-                "started (no job created, no file uploaded)")
+        head = (
+            f"preflight: {len(failed)} prerequisite{'s' if len(failed) > 1 else ''} missing; nothing was "
+            "started (no job created, no file uploaded)"
+        )
         lines = [head]
         lines += [_redact(c.line(), secrets) for c in failed]
-        super().__init__("\n".join(lines), hint="fix them and run again (`ftpipe plan --check FILE` runs the checks "
-                                                "alone; `--no-preflight` skips them)")
+        super().__init__(
+            "\n".join(lines),
+            hint="fix them and run again (`ftpipe plan --check FILE` runs the checks "
+            "alone; `--no-preflight` skips them)",
+        )
         self.failed = failed
 
 
@@ -102,15 +108,21 @@ def requested(plan: Any, *, force: bool, from_step: str | None) -> set[str]:
     return set()
 
 
-def collect(prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: str | None = None,
-            with_executor: bool = True) -> list[Check]:
+def collect(
+    prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: str | None = None, with_executor: bool = True
+) -> list[Check]:
     """Every check of the steps that will run, and of the executor (``with_executor``: the
     submitting side; the engine that runs the steps, on the cluster or here, skips it)."""
     from ftpipe import registry
 
     p = prepared.resolved
-    ctx = PreflightContext(pipeline=p, base_dir=Path(prepared.plan.path).parent, cache_dir=cache_dir, steps=steps,
-                           secrets=tuple(prepared.secrets))
+    ctx = PreflightContext(
+        pipeline=p,
+        base_dir=Path(prepared.plan.path).parent,
+        cache_dir=cache_dir,
+        steps=steps,
+        secrets=tuple(prepared.secrets),
+    )
     out: list[Check] = []
 
     def ask(kind: str, name: str, config: Any) -> None:
@@ -131,8 +143,15 @@ def collect(prepared: Any, *, cache_dir: Path, steps: frozenset[str], executor: 
     return out
 
 
-def enforce(prepared: Any, *, cache_dir: Path, steps: frozenset[str], log: Callable[[str], None] | None = None,
-            executor: str | None = None, with_executor: bool = True) -> list[Check]:
+def enforce(
+    prepared: Any,
+    *,
+    cache_dir: Path,
+    steps: frozenset[str],
+    log: Callable[[str], None] | None = None,
+    executor: str | None = None,
+    with_executor: bool = True,
+) -> list[Check]:
     """Run the checks; raise :class:`PreflightFailed` (exit 2) when any failed."""
     if not steps:
         return []
@@ -142,8 +161,10 @@ def enforce(prepared: Any, *, cache_dir: Path, steps: frozenset[str], log: Calla
         raise PreflightFailed(failed, tuple(prepared.secrets))
     if log is not None and checks:
         n_skip = sum(c.skipped for c in checks)
-        log(f"preflight: {len(checks) - n_skip} check{'s' if len(checks) - n_skip != 1 else ''} passed"
-            + (f", {n_skip} could not be checked from here" if n_skip else ""))
+        log(
+            f"preflight: {len(checks) - n_skip} check{'s' if len(checks) - n_skip != 1 else ''} passed"
+            + (f", {n_skip} could not be checked from here" if n_skip else "")
+        )
     return checks
 
 
@@ -187,21 +208,28 @@ def hub_write_access(step: str, *, token: str | None, repo_id: str | None, what:
 
         api = HfApi(token=token)
         with hub_errors("checking the token (whoami)"):  # a 429, 5xx or dropped connection is tried again
-            me = call_with_retries(lambda: api.whoami(token=token), what="whoami", is_transient=is_retryable,
-                                   secrets=(token or "",))
+            me = call_with_retries(
+                lambda: api.whoami(token=token), what="whoami", is_transient=is_retryable, secrets=(token or "",)
+            )
         role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
         if role == "read":
             return f"the token of {me.get('name')} is read-only"
         namespace = repo_id.split("/")[0] if repo_id and "/" in repo_id else me.get("name")
         mine = {me.get("name")} | {o.get("name") for o in me.get("orgs") or []}
         if namespace not in mine:
-            return (f"{me.get('name')} may not write in namespace '{namespace}' "
-                    f"(the token's user and organizations: {', '.join(sorted(n for n in mine if n))})")
+            return (
+                f"{me.get('name')} may not write in namespace '{namespace}' "
+                f"(the token's user and organizations: {', '.join(sorted(n for n in mine if n))})"
+            )
         return None
 
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
         return skipped(step, what, 'huggingface_hub is not installed here (pip install "ftpipe[hub]")')
-    return attempt(step, what, probe, fix="use a token with write access to that namespace (HF_TOKEN): "
-                                          "huggingface.co/settings/tokens")
+    return attempt(
+        step,
+        what,
+        probe,
+        fix="use a token with write access to that namespace (HF_TOKEN): huggingface.co/settings/tokens",
+    )

@@ -1,5 +1,6 @@
 """How a run shows itself: a live line with a progress bar on a terminal, plain
 timestamped lines elsewhere (CI, cron), nothing but errors with --quiet."""
+
 from __future__ import annotations
 
 import sys

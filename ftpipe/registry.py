@@ -13,6 +13,7 @@ targets as ``caps: ClassVar[TrainerCaps | ExecutorCaps | TargetCaps]`` on their 
 ``caps`` attribute of type ``MetricCaps`` on its function (optional: the default is a text
 metric where higher is better). ``Plugin.caps`` is what the core reads.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -34,8 +35,12 @@ KINDS = {
     "target": ("ftpipe.targets", "type", "deploy"),
     "metric": ("ftpipe.metrics", None, None),
 }
-CAPS_TYPES: dict[str, type] = {"trainer": TrainerCaps, "executor": ExecutorCaps, "target": TargetCaps,
-                               "metric": MetricCaps}
+CAPS_TYPES: dict[str, type] = {
+    "trainer": TrainerCaps,
+    "executor": ExecutorCaps,
+    "target": TargetCaps,
+    "metric": MetricCaps,
+}
 Caps = Union[TrainerCaps, ExecutorCaps, TargetCaps, MetricCaps]
 
 
@@ -96,11 +101,14 @@ def declared_caps(kind: str, name: str, holder: Any, *, label: str | None = None
     if caps is None:
         if kind == "metric":
             return MetricCaps()
-        raise PluginError(f"{label} declares no capabilities: add `caps: ClassVar[{expected.__name__}] = "
-                          f"{expected.__name__}(...)` to its config model (see ftpipe.contracts)")
+        raise PluginError(
+            f"{label} declares no capabilities: add `caps: ClassVar[{expected.__name__}] = "
+            f"{expected.__name__}(...)` to its config model (see ftpipe.contracts)"
+        )
     if not isinstance(caps, expected):
-        raise PluginError(f"{label}: `caps` must be a {expected.__name__} (ftpipe.contracts), "
-                          f"not {type(caps).__name__}")
+        raise PluginError(
+            f"{label}: `caps` must be a {expected.__name__} (ftpipe.contracts), not {type(caps).__name__}"
+        )
     return caps
 
 
@@ -154,10 +162,20 @@ def missing_for_caps(obj: Any, caps: Any) -> list[str]:
 def plugins() -> dict[str, dict[str, Plugin]]:
     """All plugins by kind and name: built-ins, then entry points."""
     table: dict[str, dict[str, Plugin]] = {
-        kind: {name: Plugin(kind, name, cm, target,
-                            caps=(_BUILTIN_METRIC_CAPS.get(name, MetricCaps()) if cm is None
-                                  else declared_caps(kind, name, cm, label=f"built-in {kind} '{name}'")))
-               for name, (cm, target) in entries.items()}
+        kind: {
+            name: Plugin(
+                kind,
+                name,
+                cm,
+                target,
+                caps=(
+                    _BUILTIN_METRIC_CAPS.get(name, MetricCaps())
+                    if cm is None
+                    else declared_caps(kind, name, cm, label=f"built-in {kind} '{name}'")
+                ),
+            )
+            for name, (cm, target) in entries.items()
+        }
         for kind, entries in _BUILTIN.items()
     }
     everything = entry_points()  # one scan of the installed distributions, not one per group

@@ -1,5 +1,6 @@
 """The files a user opens after a run (the evaluation report, its chart, the loss curve,
 the predictions), found in the run's step artifacts, which live in hash-named folders."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,6 +8,7 @@ Time zones: GitHub Actions reads cron in UTC. A schedule in another zone is conv
 when that zone keeps one offset all year; a zone with daylight saving time is refused,
 since no UTC cron expression fires at the same local time in winter and in summer.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ class ScheduleError(UsageError):
 
 
 # --------------------------------------------------------------------------- time zones
+
 
 def _offsets(tz: ZoneInfo | None, days: int = 2 * 366) -> list[int]:
     """UTC offsets in minutes, one a day from today on (``tz`` None: this machine's zone)."""
@@ -71,6 +73,7 @@ def _fmt_offset(minutes: int) -> str:
 
 
 # --------------------------------------------------------------------------- cron shifting
+
 
 def _expand(field: str, lo: int, hi: int) -> set[int]:
     out: set[int] = set()
@@ -133,17 +136,21 @@ def _shift_days(cron: str, dom: str, month: str, dow: str, day: int) -> tuple[st
         return dom, dow
     why = f"cron {cron!r}: the time zone conversion moves some runs to the {'previous' if day < 0 else 'next'} day"
     if month != "*":
-        raise ScheduleError(f"{why}, which can cross into another month", hint="write schedule.cron in UTC (timezone: UTC)")
+        raise ScheduleError(
+            f"{why}, which can cross into another month", hint="write schedule.cron in UTC (timezone: UTC)"
+        )
     if dom != "*" and dow != "*":
-        raise ScheduleError(f"{why}, and it restricts both day of month and weekday",
-                            hint="write schedule.cron in UTC (timezone: UTC)")
+        raise ScheduleError(
+            f"{why}, and it restricts both day of month and weekday", hint="write schedule.cron in UTC (timezone: UTC)"
+        )
     if dow != "*":
         days = {d % 7 for d in _expand(dow, 0, 7)}
         return dom, _compress({(d + day) % 7 for d in days}, 0, 6)
     days = _expand(dom, 1, 31)
     if (day < 0 and min(days) < 2) or (day > 0 and max(days) > 27):
-        raise ScheduleError(f"{why}, which crosses a month boundary for day(s) {dom}",
-                            hint="write schedule.cron in UTC (timezone: UTC)")
+        raise ScheduleError(
+            f"{why}, which crosses a month boundary for day(s) {dom}", hint="write schedule.cron in UTC (timezone: UTC)"
+        )
     return _compress({d + day for d in days}, 1, 31), dow
 
 
@@ -162,8 +169,9 @@ def to_zone(cron: str, from_tz: str, to_tz: str | None, *, where: str) -> list[s
             f"{varying} changes its UTC offset during the year"
             + (f" ({_describe_offsets(from_tz)})" if src is None else "")
             + ", so no single cron expression runs at the same local time all year",
-            hint=_utc_suggestion(cron, from_tz) if src is None and to_tz == "UTC" else
-            "write schedule.cron in UTC (timezone: UTC) and accept the seasonal shift in local time",
+            hint=_utc_suggestion(cron, from_tz)
+            if src is None and to_tz == "UTC"
+            else "write schedule.cron in UTC (timezone: UTC) and accept the seasonal shift in local time",
         )
     return shift_cron(cron, dst - src)
 
@@ -182,6 +190,7 @@ def _utc_suggestion(cron: str, tz_name: str) -> str:
 
 
 # --------------------------------------------------------------------------- the pipeline's needs
+
 
 def extras_for(pipeline: Any) -> list[str]:
     """The ftpipe extras the machine that runs ``ftpipe run`` needs (from the plugins' caps)."""
@@ -226,12 +235,15 @@ def _is_ftpipe_source(root: Path) -> bool:
 def _scheduled(loaded: Any, path: Path) -> Any:
     sched = loaded.pipeline.schedule
     if sched is None:
-        raise UsageError(f"{path} has no `schedule:` block, so there is nothing to schedule",
-                         hint='add one, e.g.  schedule: {cron: "17 3 * * 1", timezone: UTC}')
+        raise UsageError(
+            f"{path} has no `schedule:` block, so there is nothing to schedule",
+            hint='add one, e.g.  schedule: {cron: "17 3 * * 1", timezone: UTC}',
+        )
     return sched
 
 
 # --------------------------------------------------------------------------- GitHub Actions
+
 
 @dataclass(frozen=True)
 class Workflow:
@@ -251,8 +263,15 @@ def _gh_expr_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
 
-def github_workflow(path: Path, loaded: Any, *, root: Path | None = None, install: str | None = None,
-                    runs_on: str = "ubuntu-latest", python: str = "3.11") -> Workflow:
+def github_workflow(
+    path: Path,
+    loaded: Any,
+    *,
+    root: Path | None = None,
+    install: str | None = None,
+    runs_on: str = "ubuntu-latest",
+    python: str = "3.11",
+) -> Workflow:
     """A scheduled GitHub Actions workflow for the pipeline at ``path``."""
     sched = _scheduled(loaded, path)
     p = loaded.pipeline
@@ -261,15 +280,23 @@ def github_workflow(path: Path, loaded: Any, *, root: Path | None = None, instal
     try:
         rel = path.resolve().relative_to(root).as_posix()
     except ValueError:
-        raise UsageError(f"{path} is outside the repository at {root}",
-                         hint="run the command inside the repository that holds the pipeline") from None
+        raise UsageError(
+            f"{path} is outside the repository at {root}",
+            hint="run the command inside the repository that holds the pipeline",
+        ) from None
     store_rel = _store_rel(path, root)
     crons = to_zone(sched.cron, sched.timezone, "UTC", where="GitHub Actions")
     refs = env_refs(loaded.doc.data if loaded.doc is not None else {})
     extras = extras_for(p)
-    spec = install or ((".[" + ",".join(extras) + "]") if _is_ftpipe_source(root) and extras else
-                       "." if _is_ftpipe_source(root) else
-                       f"ftpipe[{','.join(extras)}]=={__version__}" if extras else f"ftpipe=={__version__}")
+    spec = install or (
+        (".[" + ",".join(extras) + "]")
+        if _is_ftpipe_source(root) and extras
+        else "."
+        if _is_ftpipe_source(root)
+        else f"ftpipe[{','.join(extras)}]=={__version__}"
+        if extras
+        else f"ftpipe=={__version__}"
+    )
     local_note = "" if sched.timezone in UTC_NAMES else f"  # {sched.cron} in {sched.timezone}"
     cron_lines = "\n".join(f"    - cron: {_q(c)}{local_note}" for c in crons)
     env_lines = []
@@ -282,13 +309,22 @@ def github_workflow(path: Path, loaded: Any, *, root: Path | None = None, instal
     from ftpipe.spec.models import RayExecutor
 
     if isinstance(p.executor, RayExecutor):
-        ray_note = ("          # The Ray cluster must be reachable from the runner (RAY_ADDRESS). With token auth add:\n"
-                    "          #   RAY_AUTH_MODE: token\n"
-                    "          #   RAY_AUTH_TOKEN: ${{ secrets.RAY_AUTH_TOKEN }}\n")
+        ray_note = (
+            "          # The Ray cluster must be reachable from the runner (RAY_ADDRESS). With token auth add:\n"
+            "          #   RAY_AUTH_MODE: token\n"
+            "          #   RAY_AUTH_TOKEN: ${{ secrets.RAY_AUTH_TOKEN }}\n"
+        )
     # secrets reach only the step that runs the pipeline: not pip (third-party build code),
     # not the cache or upload actions
-    run_env = ("        env:  # the pipeline's ${env:...} references, for this step only\n"
-               + "".join(line + "\n" for line in env_lines) + ray_note) if env_lines or ray_note else ""
+    run_env = (
+        (
+            "        env:  # the pipeline's ${env:...} references, for this step only\n"
+            + "".join(line + "\n" for line in env_lines)
+            + ray_note
+        )
+        if env_lines or ray_note
+        else ""
+    )
     torch = ""
     if needs_torch(p):
         torch = "          python -m pip install torch --index-url https://download.pytorch.org/whl/cpu\n"
@@ -394,6 +430,7 @@ jobs:
 
 # --------------------------------------------------------------------------- crontab
 
+
 @dataclass(frozen=True)
 class CronEntry:
     lines: list[str]  # comments, an optional CRON_TZ line, then one entry per cron expression
@@ -410,8 +447,9 @@ def ftpipe_command() -> list[str]:
     return [sys.executable, "-c", "from ftpipe.cli import run_cli; run_cli()"]
 
 
-def crontab_entry(path: Path, loaded: Any, *, log: Path | None = None, env_file: Path | None = None,
-                  machine_tz: str | None = None) -> CronEntry:
+def crontab_entry(
+    path: Path, loaded: Any, *, log: Path | None = None, env_file: Path | None = None, machine_tz: str | None = None
+) -> CronEntry:
     """Crontab line(s) running the pipeline on its schedule, never overlapping (flock -n)."""
     sched = _scheduled(loaded, path)
     name = loaded.pipeline.name
@@ -421,28 +459,36 @@ def crontab_entry(path: Path, loaded: Any, *, log: Path | None = None, env_file:
     cron_dir = locate_store(pipe.parent, environ=False).path / "cron"
     log = (log or cron_dir / f"{name}.log").resolve()
     lock = cron_dir / f"{name}.lock"
-    comments = [f"# ftpipe: run pipeline {name} on its schedule ({sched.cron}, {sched.timezone}); "
-                "a run that finds the previous one still going exits 4 without starting"]
+    comments = [
+        f"# ftpipe: run pipeline {name} on its schedule ({sched.cron}, {sched.timezone}); "
+        "a run that finds the previous one still going exits 4 without starting"
+    ]
     tz_line = None
     try:
         crons = to_zone(sched.cron, sched.timezone, machine_tz, where="cron")
     except ScheduleError:
         crons = [sched.cron]
         tz_line = f"CRON_TZ={sched.timezone}"
-        comments.append(f"# CRON_TZ makes cronie (Fedora, RHEL, Arch) read the times in {sched.timezone}; "
-                        "Debian/Ubuntu cron ignores it and uses the machine's zone")
+        comments.append(
+            f"# CRON_TZ makes cronie (Fedora, RHEL, Arch) read the times in {sched.timezone}; "
+            "Debian/Ubuntu cron ignores it and uses the machine's zone"
+        )
     refs = env_refs(loaded.doc.data if loaded.doc is not None else {})
     needed = [r.name for r in refs if r.default is None]
     if needed and env_file is None:
-        comments.append(f"# needs {', '.join(needed)} in the environment: set them above this line in the "
-                        "crontab (NAME=value) or pass --env-file")
+        comments.append(
+            f"# needs {', '.join(needed)} in the environment: set them above this line in the "
+            "crontab (NAME=value) or pass --env-file"
+        )
     cmd = " ".join(shlex.quote(a) for a in ftpipe_command())
     dirs = " ".join(shlex.quote(str(d)) for d in dict.fromkeys([cron_dir, log.parent]))
     parts = [f"cd {shlex.quote(str(pipe.parent))}", f"mkdir -p {dirs}"]
     if env_file is not None:
         parts.append(f"set -a && . {shlex.quote(str(env_file.resolve()))} && set +a")
-    run = (f"{{ date -u; flock -n -E 4 {shlex.quote(str(lock))} {cmd} run {shlex.quote(pipe.name)} --json "
-           f"|| echo \"ftpipe: exit $?\"; }} >> {shlex.quote(str(log))} 2>&1")
+    run = (
+        f"{{ date -u; flock -n -E 4 {shlex.quote(str(lock))} {cmd} run {shlex.quote(pipe.name)} --json "
+        f'|| echo "ftpipe: exit $?"; }} >> {shlex.quote(str(log))} 2>&1'
+    )
     entries = [f"{c} {' && '.join(parts + [run])}" for c in crons]
     for e in entries:
         if "%" in e:  # cron turns % into a newline
@@ -453,6 +499,7 @@ def crontab_entry(path: Path, loaded: Any, *, log: Path | None = None, env_file:
 
 # --------------------------------------------------------------------------- run summaries
 
+
 def run_summary_markdown(result: dict, record: dict | None, report_md: str | None, pipeline_rel: str) -> str:
     """The Markdown a scheduled run appends to $GITHUB_STEP_SUMMARY."""
     code = result.get("exit_code")
@@ -461,14 +508,20 @@ def run_summary_markdown(result: dict, record: dict | None, report_md: str | Non
     head = f"## {icon} ftpipe: {result.get('pipeline') or pipeline_rel} — {status} (exit {code})"
     lines = [head, ""]
     if code == 3:
-        reason = next((s.get("summary") for s in (record or {}).get("steps", {}).values()
-                       if s.get("status") == "blocked"), None)
+        reason = next(
+            (s.get("summary") for s in (record or {}).get("steps", {}).values() if s.get("status") == "blocked"), None
+        )
         lines += [f"> **The evaluation gate blocked deployment.** {reason or ''}".rstrip(), ""]
     if result.get("up_to_date"):
         lines += ["Up to date: every step's inputs are unchanged, nothing ran.", ""]
     if record:
-        lines += [f"Run `{record.get('run_id')}` · executor `{record.get('executor')}` · "
-                  f"{record.get('duration_s') or 0:.1f}s", "", "| step | status | time | summary |", "|---|---|---|---|"]
+        lines += [
+            f"Run `{record.get('run_id')}` · executor `{record.get('executor')}` · "
+            f"{record.get('duration_s') or 0:.1f}s",
+            "",
+            "| step | status | time | summary |",
+            "|---|---|---|---|",
+        ]
         for sid, s in record.get("steps", {}).items():
             dur = f"{s['duration_s']:.1f}s" if s.get("duration_s") is not None else ""
             text = (s.get("error") or s.get("summary") or s.get("reason") or "").replace("|", "\\|").replace("\n", " ")

@@ -1,4 +1,5 @@
 """The JSON Schema of the pipeline format (what `ftpipe schema` prints)."""
+
 from __future__ import annotations
 
 import json

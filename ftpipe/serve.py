@@ -6,6 +6,7 @@ the pipeline's name (stable across reruns), else the folder's name. An adapter i
 into its base once (cached by content) so every engine loads plain full weights. The HTTP
 side lives in :mod:`ftpipe.serving`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,6 +24,7 @@ from ftpipe.contracts import ModelRef
 from ftpipe.errors import MissingDependency, NotFound, UsageError
 
 # --------------------------------------------------------------------------- finding and loading
+
 
 def find_model_folder(ref: str, *, store: Path | None = None, pipeline: Path | None = None) -> tuple[Path, str]:
     """A folder and a model name for ``ref``: a folder path, or a run id (or 'latest') in
@@ -45,13 +47,17 @@ def find_model_folder(ref: str, *, store: Path | None = None, pipeline: Path | N
     if not (rs.root / "runs").is_dir():
         from ftpipe.store_location import no_runs_hint
 
-        raise NotFound(f"{ref!r} is neither a model folder nor a run in {rs.root}",
-                       hint="give a folder, or a run id; " + no_runs_hint(rs.root))
+        raise NotFound(
+            f"{ref!r} is neither a model folder nor a run in {rs.root}",
+            hint="give a folder, or a run id; " + no_runs_hint(rs.root),
+        )
     run_id = rs.resolve_run(ref)
     record = rs.read_run(run_id)
     art = record.get("steps", {}).get("train", {}).get("artifact")
     if not art or not (rs.root / art / "model.json").is_file():
-        raise NotFound(f"run {run_id} has no finished train step to serve", hint="ftpipe runs show " + run_id + store_arg(rs.root))
+        raise NotFound(
+            f"run {run_id} has no finished train step to serve", hint="ftpipe runs show " + run_id + store_arg(rs.root)
+        )
     # Named after the pipeline, not the run: a cached rerun must not rename the model.
     return rs.root / art, str(record.get("pipeline") or "model")
 
@@ -78,12 +84,15 @@ def model_ref_for(folder: Path) -> tuple[ModelRef, str | None]:
     if (folder / "model.json").is_file():
         ref = ModelRef.read(folder)
         if ref.kind != "local":
-            raise UsageError(f"{folder} holds a hosted model ({ref.provider}:{ref.model_id}): serve it from its provider")
+            raise UsageError(
+                f"{folder} holds a hosted model ({ref.provider}:{ref.model_id}): serve it from its provider"
+            )
         return ref, None
     if (folder / "ftpipe.json").is_file():
         marker = json.loads((folder / "ftpipe.json").read_text())
-        return ModelRef(kind="local", base=marker.get("base") or str(folder), path=".",
-                        adapter=bool(marker.get("adapter"))), marker.get("revision")
+        return ModelRef(
+            kind="local", base=marker.get("base") or str(folder), path=".", adapter=bool(marker.get("adapter"))
+        ), marker.get("revision")
     if (folder / "adapter_config.json").is_file():
         base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
@@ -113,14 +122,13 @@ def load_model(folder: Path, name: str, *, base_dir: Path | None = None) -> Load
         raise MissingDependency("transformers", "train", "ftpipe serve") from None
     ref, revision = model_ref_for(Path(folder))
     try:
-        model, tokenizer = loading.load_for_inference(ref, Path(folder), cache_dir=_cache_dir(),
-                                                      base_dir=base_dir or Path(folder), revision=revision)
+        model, tokenizer = loading.load_for_inference(
+            ref, Path(folder), cache_dir=_cache_dir(), base_dir=base_dir or Path(folder), revision=revision
+        )
     except ImportError as exc:
         raise MissingDependency(exc.name or "transformers", "train", "ftpipe serve") from None
     ctx_len = getattr(model.config, "max_position_embeddings", None)
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, context_length=ctx_len)
-
-
 
 
 def _digest(folder: Path, extra: str) -> str:
@@ -156,8 +164,15 @@ def servable_folder(folder: Path, *, base_dir: Path | None = None, log: Any = No
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
-        loading.merge_adapter(model_dir, ref.base, tmp, cache_dir=cache, base_dir=base_dir or folder,
-                              revision=revision, token=os.environ.get("HF_TOKEN"))
+        loading.merge_adapter(
+            model_dir,
+            ref.base,
+            tmp,
+            cache_dir=cache,
+            base_dir=base_dir or folder,
+            revision=revision,
+            token=os.environ.get("HF_TOKEN"),
+        )
         try:
             os.rename(tmp, dest)
         except OSError:

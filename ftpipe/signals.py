@@ -1,5 +1,6 @@
 """SIGTERM handled like Ctrl-C, so that `kill`, cron timeouts and CI cancellations go
 through the same interrupt path (record the run, leave remote jobs in a known state)."""
+
 from __future__ import annotations
 
 import signal

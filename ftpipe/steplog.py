@@ -6,6 +6,7 @@ prints to stderr, in the middle of ftpipe's progress display. While a step runs,
 :func:`library_logs_to` replaces that logger's handlers with one that writes into the
 step's log function (redacted there like every other line) and puts them back after.
 """
+
 from __future__ import annotations
 
 import logging

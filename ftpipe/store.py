@@ -14,6 +14,7 @@ Layout (the nearest ``.ftpipe/`` walking up, else the repository root's, unless
 Every file that a reader may see is written to a temporary name and renamed, so a run
 killed at any moment leaves the store readable.
 """
+
 from __future__ import annotations
 
 import errno
@@ -213,12 +214,17 @@ class RunStore:
                         on_wait = None
                     time.sleep(0.5)
             previous = _read_holder_json(path)
-            if previous and previous.get("pid") and previous.get("host") == socket.gethostname() \
-                    and not pid_alive(int(previous["pid"])):
+            if (
+                previous
+                and previous.get("pid")
+                and previous.get("host") == socket.gethostname()
+                and not pid_alive(int(previous["pid"]))
+            ):
                 stale = f"cleared a stale lock left by pid {previous['pid']} (run {previous.get('run_id')})"
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "since": now_iso()}).encode(), 0)
+            os.pwrite(
+                fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}).encode(), 0
+            )
             yield stale
         finally:
             if held:
@@ -253,8 +259,7 @@ class RunStore:
                     continue
                 removed_runs.append(r["run_id"])
         removed_runs = _keep_referenced(runs, removed_runs)
-        kept_keys = {s.get("key") for r in runs if r["run_id"] not in removed_runs
-                     for s in r.get("steps", {}).values()}
+        kept_keys = {s.get("key") for r in runs if r["run_id"] not in removed_runs for s in r.get("steps", {}).values()}
         removed_artifacts = []
         for sub in ("cache", "state"):
             d = self.root / sub
@@ -300,8 +305,11 @@ def _read_holder_json(path: Path) -> dict | None:
 
 def _read_holder(path: Path) -> str:
     h = _read_holder_json(path) or {}
-    parts = [f"pid {h['pid']}" if h.get("pid") else None, f"run {h['run_id']}" if h.get("run_id") else None,
-             f"since {h['since']}" if h.get("since") else None]
+    parts = [
+        f"pid {h['pid']}" if h.get("pid") else None,
+        f"run {h['run_id']}" if h.get("run_id") else None,
+        f"since {h['since']}" if h.get("since") else None,
+    ]
     return ", ".join(p for p in parts if p) or "holder unknown"
 
 
@@ -311,6 +319,8 @@ def _with_liveness(record: dict) -> dict:
         pid = record.get("pid")
         if pid and not pid_alive(int(pid)):
             record = dict(record, status="interrupted")
-            record["steps"] = {k: (dict(v, status="interrupted") if v.get("status") == "running" else v)
-                               for k, v in record.get("steps", {}).items()}
+            record["steps"] = {
+                k: (dict(v, status="interrupted") if v.get("status") == "running" else v)
+                for k, v in record.get("steps", {}).items()
+            }
     return record

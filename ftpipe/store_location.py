@@ -10,6 +10,7 @@ In this order:
 3. ``.ftpipe/`` at the root of the git repository holding the start folder;
 4. ``.ftpipe/`` in the start folder (outside any repository).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,13 @@ class StoreLocation:
     how: str  # "option" | "env" | "found" | "repository" | "folder"
 
     def describe(self) -> str:
-        return {"option": "given with --store", "env": "from FTPIPE_STORE", "found": "found walking up",
-                "repository": "at the repository root", "folder": "beside the pipeline"}.get(self.how, self.how)
+        return {
+            "option": "given with --store",
+            "env": "from FTPIPE_STORE",
+            "found": "found walking up",
+            "repository": "at the repository root",
+            "folder": "beside the pipeline",
+        }.get(self.how, self.how)
 
 
 def git_root(start: Path) -> Path | None:
@@ -37,8 +43,7 @@ def git_root(start: Path) -> Path | None:
     return None
 
 
-def locate_store(start: Path | None = None, *, option: str | Path | None = None,
-                 environ: bool = True) -> StoreLocation:
+def locate_store(start: Path | None = None, *, option: str | Path | None = None, environ: bool = True) -> StoreLocation:
     """The run store for a command started in ``start`` (default: the current folder).
     ``environ=False`` ignores ``$FTPIPE_STORE`` (for files generated for another machine)."""
     if option:
@@ -94,10 +99,12 @@ def nested_store_note(store: Path, pipeline: Path | None = None) -> str | None:
     if repo is None or store.resolve() == (repo / STORE_DIR).resolve() or os.environ.get("FTPIPE_STORE"):
         return None
     beside = pipeline is None or pipeline.resolve().parent == store.resolve().parent
-    return (f"using the run store {_shell_path(store)} found {'beside' if beside else 'above'} the pipeline; "
-            f"commands started at the "
-            f"repository root use {_shell_path(repo / STORE_DIR)} unless given --store {_shell_path(store)} "
-            f"(or move {_shell_path(store)} to {_shell_path(repo / STORE_DIR)})")
+    return (
+        f"using the run store {_shell_path(store)} found {'beside' if beside else 'above'} the pipeline; "
+        f"commands started at the "
+        f"repository root use {_shell_path(repo / STORE_DIR)} unless given --store {_shell_path(store)} "
+        f"(or move {_shell_path(store)} to {_shell_path(repo / STORE_DIR)})"
+    )
 
 
 def no_runs_hint(store: Path) -> str:
@@ -107,10 +114,14 @@ def no_runs_hint(store: Path) -> str:
     others = [p for p in other_stores(repo) if p.resolve() != store.resolve()] if repo else []
     if others:
         shown = ", ".join(_shell_path(p) for p in others)
-        return (f"runs are in {shown}: pass --store {_shell_path(others[0])}, or move that folder to "
-                f"{_shell_path(repo / STORE_DIR) if repo else STORE_DIR} so every command finds it")
-    return ("run a pipeline first (`ftpipe run FILE`), or point at a store with --store / -p PIPELINE "
-            "(the store is the nearest .ftpipe/ walking up, else the repository root's)")
+        return (
+            f"runs are in {shown}: pass --store {_shell_path(others[0])}, or move that folder to "
+            f"{_shell_path(repo / STORE_DIR) if repo else STORE_DIR} so every command finds it"
+        )
+    return (
+        "run a pipeline first (`ftpipe run FILE`), or point at a store with --store / -p PIPELINE "
+        "(the store is the nearest .ftpipe/ walking up, else the repository root's)"
+    )
 
 
 def _shell_path(path: Path) -> str:

@@ -9,6 +9,7 @@ line), and greedy generation on the test split for the fine-tuned model, the unt
 base model and the base model prompted with the pipeline's few-shot examples. Prints the
 train step's wall time and each variant's mean token F1 (ftpipe.evaluation.metrics).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,33 @@ def _ctx(pipeline, path: Path, root: Path, step: str, inputs: dict, cache: Path)
         if done and total and (done == total or done % max(1, total // 10) == 0):
             print(f"  {step}: {done}/{total}", flush=True)
 
-    return StepContext(run_id="check", step_id=step, pipeline=pipeline, pipeline_path=path, out_dir=out,
-                       inputs=inputs, state_dir=root / "state" / step, cache_dir=cache,
-                       log=lambda line: None, progress=progress)
+    return StepContext(
+        run_id="check",
+        step_id=step,
+        pipeline=pipeline,
+        pipeline_path=path,
+        out_dir=out,
+        inputs=inputs,
+        state_dir=root / "state" / step,
+        cache_dir=cache,
+        log=lambda line: None,
+        progress=progress,
+    )
 
 
 def _override(pipeline, args):
-    hp = {k: v for k, v in (("epochs", args.epochs), ("learning_rate", args.lr), ("batch_size", args.batch_size),
-                            ("max_steps", args.max_steps), ("warmup_ratio", args.warmup),
-                            ("lr_scheduler", args.scheduler)) if v is not None}
+    hp = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("learning_rate", args.lr),
+            ("batch_size", args.batch_size),
+            ("max_steps", args.max_steps),
+            ("warmup_ratio", args.warmup),
+            ("lr_scheduler", args.scheduler),
+        )
+        if v is not None
+    }
     trainer = pipeline.trainer
     if hp:
         trainer = trainer.model_copy(update={"hyperparameters": trainer.hyperparameters.model_copy(update=hp)})
@@ -99,15 +118,19 @@ def main() -> int:
 
         train = _ctx(pipeline, path, root, "train", {"prepare": prepare.out_dir}, cache)
         hp = pipeline.trainer.hyperparameters
-        print(f"training: {pipeline.trainer.method}, peft {pipeline.trainer.peft.type}, epochs {hp.epochs}, "
-              f"lr {hp.learning_rate}, batch {hp.batch_size}, scheduler {hp.lr_scheduler}, warmup {hp.warmup_ratio}")
+        print(
+            f"training: {pipeline.trainer.method}, peft {pipeline.trainer.peft.type}, epochs {hp.epochs}, "
+            f"lr {hp.learning_rate}, batch {hp.batch_size}, scheduler {hp.lr_scheduler}, warmup {hp.warmup_ratio}"
+        )
         t0 = time.perf_counter()
         result = TrlBackend().train(train)
         wall = time.perf_counter() - t0
         m = result.metrics
-        print(f"train step: {wall:.1f} s wall ({m['train_runtime']:.1f} s in trainer.train, "
-              f"{m['global_step']} steps, {m['train_samples_per_second']:.1f} samples/s), "
-              f"train loss {m['train_loss']:.3f}, eval loss {m.get('eval_loss', float('nan')):.3f}")
+        print(
+            f"train step: {wall:.1f} s wall ({m['train_runtime']:.1f} s in trainer.train, "
+            f"{m['global_step']} steps, {m['train_samples_per_second']:.1f} samples/s), "
+            f"train loss {m['train_loss']:.3f}, eval loss {m.get('eval_loss', float('nan')):.3f}"
+        )
 
         from ftpipe.contracts import ModelRef
         from ftpipe.evaluation.fewshot import (
@@ -129,8 +152,9 @@ def main() -> int:
             model, tok = load_base_for_inference(pipeline.model.base, **opts)
             scores["base"] = _score(model, tok, prompts, refs, gen)
             fs = evaluate.few_shot
-            selector = FewShotSelector(load_examples(prepare.out_dir / "train.jsonl"), k=fs.k,
-                                       selection=fs.selection, seed=fs.seed)
+            selector = FewShotSelector(
+                load_examples(prepare.out_dir / "train.jsonl"), k=fs.k, selection=fs.selection, seed=fs.seed
+            )
             shots = [build_few_shot_messages(ex, selector.select(ex)) for ex in test]
             scores[f"few_shot (k={fs.k}, {fs.selection})"] = _score(model, tok, shots, refs, gen)
     print(f"\ntoken F1 on {len(test)} {evaluate.split} examples (greedy, max_new_tokens {gen.max_new_tokens}):")

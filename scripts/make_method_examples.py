@@ -7,6 +7,7 @@
 - pipelines/data/recipes-alpaca.jsonl: the same task as Alpaca rows (instruction, input,
   output), to mix with the chat data (pipelines/mixture.yaml).
 Deterministic: the same files every time."""
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,14 @@ def main() -> None:
         good = i % 2 == 0
         completion = answer["content"] if good else rows[(i + 7) % len(rows)]["messages"][-1]["content"]
         feedback.append({"prompt": [system, user], "completion": completion, "label": good})
-    alpaca = [{"instruction": "Extract the generic ingredients from this recipe.",
-               "input": row["messages"][1]["content"], "output": row["messages"][2]["content"]}
-              for row in rows[240:]]
+    alpaca = [
+        {
+            "instruction": "Extract the generic ingredients from this recipe.",
+            "input": row["messages"][1]["content"],
+            "output": row["messages"][2]["content"],
+        }
+        for row in rows[240:]
+    ]
     for name, items in (("recipes-feedback.jsonl", feedback), ("recipes-alpaca.jsonl", alpaca)):
         (DATA / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in items))
 

@@ -10,6 +10,7 @@ generic ingredient names as one comma-separated line, in the order the recipe li
 (the cookbook used a JSON list; a plain list keeps each name's tokens the same as in the
 recipe text, which a small model learns to copy much faster).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,7 @@ import sys
 from pathlib import Path
 
 SYSTEM = (
-    "You are a helpful recipe assistant. You are to extract the generic ingredients "
-    "from each of the recipes provided."
+    "You are a helpful recipe assistant. You are to extract the generic ingredients from each of the recipes provided."
 )
 OUT = Path(__file__).resolve().parents[1] / "pipelines" / "data" / "recipes.jsonl"
 
@@ -108,23 +108,103 @@ INGREDIENTS: dict[str, tuple[str, list[str], list[str]]] = {
 
 # staples that do not name a dish ("Vanilla Casserole")
 PLAIN = {
-    "flour", "sugar", "brown sugar", "powdered sugar", "butter", "margarine", "eggs", "egg whites",
-    "milk", "vanilla", "baking soda", "baking powder", "salt", "nutmeg", "lemon juice", "cornstarch",
-    "shortening", "onion", "garlic", "tomato sauce", "chicken broth", "mayonnaise", "mustard",
-    "pepper", "paprika", "oregano", "basil", "parsley", "olive oil", "vegetable oil", "soy sauce",
-    "vinegar", "worcestershire sauce", "bread crumbs", "crackers", "celery", "cream of mushroom soup",
-    "cream of chicken soup", "sour cream", "whipping cream", "buttermilk", "honey",
+    "flour",
+    "sugar",
+    "brown sugar",
+    "powdered sugar",
+    "butter",
+    "margarine",
+    "eggs",
+    "egg whites",
+    "milk",
+    "vanilla",
+    "baking soda",
+    "baking powder",
+    "salt",
+    "nutmeg",
+    "lemon juice",
+    "cornstarch",
+    "shortening",
+    "onion",
+    "garlic",
+    "tomato sauce",
+    "chicken broth",
+    "mayonnaise",
+    "mustard",
+    "pepper",
+    "paprika",
+    "oregano",
+    "basil",
+    "parsley",
+    "olive oil",
+    "vegetable oil",
+    "soy sauce",
+    "vinegar",
+    "worcestershire sauce",
+    "bread crumbs",
+    "crackers",
+    "celery",
+    "cream of mushroom soup",
+    "cream of chicken soup",
+    "sour cream",
+    "whipping cream",
+    "buttermilk",
+    "honey",
 }
 
 QUANTITIES = ["1", "2", "3", "4", "1/2", "1/4", "3/4", "1/3", "2/3", "1 1/2", "2 1/2", "6", "8"]
 SUFFIXES = ["", "", "", "", ", chopped", ", divided", " (optional)", ", at room temperature", ", drained"]
 
-BAKE_DISHES = ["Cookies", "Cake", "Bread", "Muffins", "Bars", "Pie", "Pudding", "Brownies", "Squares",
-               "Coffee Cake", "Cobbler", "Fudge", "Pound Cake", "Crisp"]
-SAVORY_DISHES = ["Casserole", "Soup", "Skillet", "Bake", "Salad", "Stew", "Dip", "Pie", "Stir Fry",
-                 "Supreme", "Hot Dish", "Chowder", "Loaf", "Spread"]
-TITLE_WORDS = ["Easy", "Quick", "Grandma's", "Old-Fashioned", "Best", "No-Bake", "Mom's", "Country",
-               "Sunday", "Simple", "Company", "Holiday", "Aunt Mary's", "Creamy", "Classic", "Family"]
+BAKE_DISHES = [
+    "Cookies",
+    "Cake",
+    "Bread",
+    "Muffins",
+    "Bars",
+    "Pie",
+    "Pudding",
+    "Brownies",
+    "Squares",
+    "Coffee Cake",
+    "Cobbler",
+    "Fudge",
+    "Pound Cake",
+    "Crisp",
+]
+SAVORY_DISHES = [
+    "Casserole",
+    "Soup",
+    "Skillet",
+    "Bake",
+    "Salad",
+    "Stew",
+    "Dip",
+    "Pie",
+    "Stir Fry",
+    "Supreme",
+    "Hot Dish",
+    "Chowder",
+    "Loaf",
+    "Spread",
+]
+TITLE_WORDS = [
+    "Easy",
+    "Quick",
+    "Grandma's",
+    "Old-Fashioned",
+    "Best",
+    "No-Bake",
+    "Mom's",
+    "Country",
+    "Sunday",
+    "Simple",
+    "Company",
+    "Holiday",
+    "Aunt Mary's",
+    "Creamy",
+    "Classic",
+    "Family",
+]
 
 BAKE_STEPS = [
     "Preheat oven to {temp} degrees.",
@@ -177,9 +257,15 @@ def _recipe(rng: random.Random) -> tuple[str, list[str], str, list[str]]:
     directions = []
     for template in rng.sample(steps, rng.randint(1, 2)):
         a, b = rng.sample(names, 2)
-        directions.append(template.format(a=a, b=b, temp=rng.choice([325, 350, 375, 400]),
-                                          mins=rng.choice([10, 15, 20, 25, 30, 45, 60]),
-                                          pan=rng.choice(PANS)))
+        directions.append(
+            template.format(
+                a=a,
+                b=b,
+                temp=rng.choice([325, 350, 375, 400]),
+                mins=rng.choice([10, 15, 20, 25, 30, 45, 60]),
+                pan=rng.choice(PANS),
+            )
+        )
     return title, [_line(rng, n) for n in names], " ".join(directions), names
 
 
@@ -189,13 +275,20 @@ def make_examples(n: int = 480, seed: int = 42) -> list[dict]:
     examples = []
     for _ in range(n):
         title, lines, directions, names = _recipe(rng)
-        user = (f"Title: {title}\n\nIngredients:\n" + "\n".join(f"- {line}" for line in lines)
-                + f"\n\nDirections: {directions}")
-        examples.append({"messages": [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": ", ".join(names)},
-        ]})
+        user = (
+            f"Title: {title}\n\nIngredients:\n"
+            + "\n".join(f"- {line}" for line in lines)
+            + f"\n\nDirections: {directions}"
+        )
+        examples.append(
+            {
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": ", ".join(names)},
+                ]
+            }
+        )
     return examples
 
 

@@ -1,5 +1,6 @@
 """Test isolation: every test gets its own home, cache and run store, and no real token
 or endpoint from the developer's environment can reach a test."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-_SCRUB = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_API_KEY",
-          "AZURE_OPENAI_ENDPOINT", "AZURE_MANAGEMENT_TOKEN", "WANDB_API_KEY", "RAY_ADDRESS", "FTPIPE_STORE",
-          "HF_ENDPOINT")
+_SCRUB = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_ENDPOINT",
+    "AZURE_MANAGEMENT_TOKEN",
+    "WANDB_API_KEY",
+    "RAY_ADDRESS",
+    "FTPIPE_STORE",
+    "HF_ENDPOINT",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
 """Helpers for tests that start processes and signal them."""
+
 from __future__ import annotations
 
 import signal

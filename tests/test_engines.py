@@ -1,5 +1,6 @@
 """Which engine runs a local model (serve and evaluation): the decision, and that the
 transformers path answers exactly as before."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,10 +12,16 @@ from ftpipe.engines import choose_engine, cuda_gpu_count
 from ftpipe.errors import UsageError
 
 
-@pytest.mark.parametrize(("vllm", "gpus", "engine"), [
-    (True, 1, "vllm"), (True, 8, "vllm"), (True, 0, "transformers"), (False, 4, "transformers"),
-    (False, 0, "transformers"),
-])
+@pytest.mark.parametrize(
+    ("vllm", "gpus", "engine"),
+    [
+        (True, 1, "vllm"),
+        (True, 8, "vllm"),
+        (True, 0, "transformers"),
+        (False, 4, "transformers"),
+        (False, 0, "transformers"),
+    ],
+)
 def test_auto_takes_vllm_only_with_a_gpu(vllm, gpus, engine):
     choice = choose_engine("auto", vllm=vllm, gpus=gpus)
     assert choice.name == engine
@@ -44,8 +51,13 @@ def test_probes_on_this_machine(monkeypatch):
 
 def test_serve_refuses_an_engine_that_cannot_run_here(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "serve", str(tmp_path), "--engine", "vllm"],
-                          capture_output=True, text=True, check=False, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "serve", str(tmp_path), "--engine", "vllm"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "engine 'vllm' cannot run here" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -78,15 +90,25 @@ def test_continuous_batching_answers_like_padded_batches():
     lm = load_model(tiny_model_dir(), "tiny")
     assert not engines.prefers_continuous_batching(lm.model)  # 0.3M parameters: padded batches
     assert engines.prefers_continuous_batching(lm.model, min_params=1)
-    prompts = [[{"role": "system", "content": "You are a recipe assistant."},
-                {"role": "user", "content": f"What goes in {dish}?"}]
-               for dish in ("soup", "a cake with eggs and milk", "bread", "a long stew of beef, onions and carrots")]
+    prompts = [
+        [
+            {"role": "system", "content": "You are a recipe assistant."},
+            {"role": "user", "content": f"What goes in {dish}?"},
+        ]
+        for dish in ("soup", "a cake with eggs and milk", "bread", "a long stew of beef, onions and carrots")
+    ]
     padded = generate_local(lm.model, lm.tokenizer, prompts, max_new_tokens=12, batch_size=4)
     encoded = [_encode_prompt(lm.tokenizer, p) for p in prompts]
     done: list[int] = []
-    cb = engines.continuous_batching_generate(lm.model, lm.tokenizer, encoded, _stop_ids(lm.model, lm.tokenizer),
-                                              max_new_tokens=12, pad_id=lm.tokenizer.pad_token_id,
-                                              on_batch=done.append)
+    cb = engines.continuous_batching_generate(
+        lm.model,
+        lm.tokenizer,
+        encoded,
+        _stop_ids(lm.model, lm.tokenizer),
+        max_new_tokens=12,
+        pad_id=lm.tokenizer.pad_token_id,
+        on_batch=done.append,
+    )
     assert cb == padded and done == [len(prompts)]
 
 

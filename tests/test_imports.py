@@ -1,4 +1,5 @@
 """validate and plan stay light: none of the heavy libraries is imported."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,16 @@ print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)), file=
 """ % (HEAVY,)
 
 
-@pytest.mark.parametrize("args", [["validate", "pipelines/quickstart.yaml"], ["plan", "pipelines/quickstart.yaml"],
-                                  ["plan", "--json", "pipelines/openai-recipes.yaml"], ["--help"], ["schema"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "pipelines/quickstart.yaml"],
+        ["plan", "pipelines/quickstart.yaml"],
+        ["plan", "--json", "pipelines/openai-recipes.yaml"],
+        ["--help"],
+        ["schema"],
+    ],
+)
 def test_light_commands_import_no_heavy_library(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], cwd=REPO, capture_output=True, text=True)
     loaded = json.loads(proc.stderr.strip().splitlines()[-1])

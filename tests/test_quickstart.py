@@ -1,4 +1,5 @@
 """The README's main job, as a new user runs it: `ftpipe run pipelines/quickstart.yaml`."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def _copy_quickstart(tmp_path: Path, replace: tuple[str, str] | None = None) -> 
 
 
 def _run(path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json", *args], capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", "run", str(path), "--json", *args], capture_output=True, text=True, timeout=900
+    )
 
 
 def test_quickstart_trains_beats_the_baselines_deploys_and_reruns_as_cached(tmp_path: Path) -> None:
@@ -47,10 +49,12 @@ def test_quickstart_trains_beats_the_baselines_deploys_and_reruns_as_cached(tmp_
     assert (store / record["steps"]["train"]["artifact"] / "loss.png").exists()
 
     # an unchanged rerun is all cache hits and never imports torch
-    script = ("import json, sys\nfrom pathlib import Path\nfrom ftpipe.engine import execute\n"
-              "from ftpipe.progress import Reporter\n"
-              f"o = execute(Path({str(path)!r}), reporter=Reporter(quiet=True))\n"
-              "print(json.dumps({'summary': o.summary(), 'torch': 'torch' in sys.modules}))")
+    script = (
+        "import json, sys\nfrom pathlib import Path\nfrom ftpipe.engine import execute\n"
+        "from ftpipe.progress import Reporter\n"
+        f"o = execute(Path({str(path)!r}), reporter=Reporter(quiet=True))\n"
+        "print(json.dumps({'summary': o.summary(), 'torch': 'torch' in sys.modules}))"
+    )
     again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     result = json.loads(again.stdout.strip().splitlines()[-1])
     assert result["summary"]["up_to_date"] and result["summary"]["exit_code"] == 0
@@ -58,7 +62,9 @@ def test_quickstart_trains_beats_the_baselines_deploys_and_reruns_as_cached(tmp_
 
 
 def test_a_deliberately_untrained_model_is_blocked_by_the_gate(tmp_path: Path) -> None:
-    path = _copy_quickstart(tmp_path, ("epochs: 4, learning_rate: 5.0e-3", "epochs: 4, max_steps: 1, learning_rate: 1.0e-9"))
+    path = _copy_quickstart(
+        tmp_path, ("epochs: 4, learning_rate: 5.0e-3", "epochs: 4, max_steps: 1, learning_rate: 1.0e-9")
+    )
     out = _run(path)
     assert out.returncode == 3, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,5 +1,6 @@
 """Scheduled runs: GitHub Actions workflows, crontab lines, the composite action, and a
 scheduled-style run of an unchanged pipeline."""
+
 from __future__ import annotations
 
 import fcntl
@@ -26,8 +27,9 @@ from ftpipe.schedule import (
 
 REPO = Path(__file__).resolve().parents[1]
 FTPIPE = [sys.executable, "-c", "from ftpipe.cli import run_cli; run_cli()"]
-SCHEDULED = [p for p in sorted((REPO / "pipelines").glob("*.yaml"))
-             if (yaml.safe_load(p.read_text()) or {}).get("schedule")]
+SCHEDULED = [
+    p for p in sorted((REPO / "pipelines").glob("*.yaml")) if (yaml.safe_load(p.read_text()) or {}).get("schedule")
+]
 
 sys.path.insert(0, str(REPO / "tests" / "executors"))
 import sleepy_plugin  # noqa: E402
@@ -94,7 +96,7 @@ def test_cron_line_for_each_scheduled_pipeline(path: Path) -> None:
     assert len(lines) == len(crons)
     for line, cron in zip(lines, crons, strict=True):
         assert line.startswith(cron + " ")
-        command = line[len(cron) + 1:]
+        command = line[len(cron) + 1 :]
         assert f"flock -n -E 4 {entry.lock}" in command and f">> {entry.log} 2>&1" in command
         assert f"run {path.name} --json" in command and "%" not in command
         assert subprocess.run(["sh", "-n", "-c", command]).returncode == 0  # valid shell
@@ -125,12 +127,18 @@ def test_day_of_month_that_would_cross_a_month_boundary_is_refused() -> None:
 
 
 def test_a_pipeline_without_schedule_is_a_usage_error() -> None:
-    r = subprocess.run([*FTPIPE, "schedule", "github", "pipelines/quickstart.yaml", "-o", "-"], cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*FTPIPE, "schedule", "github", "pipelines/quickstart.yaml", "-o", "-"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "has no `schedule:` block" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([*FTPIPE, "schedule", "cron", "pipelines/quickstart.yaml"], cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*FTPIPE, "schedule", "cron", "pipelines/quickstart.yaml"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 2
 
 
@@ -139,8 +147,14 @@ def test_schedule_github_writes_into_the_repository(tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "pipes", name="nightly")
     path.write_text(path.read_text().replace("executor:\n  type: ray\n", "schedule: {cron: '5 4 * * *'}\n"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])))
-    r = subprocess.run([*FTPIPE, "schedule", "github", str(path), "--json"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [*FTPIPE, "schedule", "github", str(path), "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["workflow"] == str(tmp_path / ".github" / "workflows" / "ftpipe-nightly.yml")
@@ -180,10 +194,17 @@ jobs:
 
 
 def test_run_summary_shows_a_blocked_gate() -> None:
-    record = {"run_id": "r1", "executor": "local", "duration_s": 2.0, "status": "blocked", "steps": {
-        "train": {"status": "done", "duration_s": 1.0, "summary": "loss 1.2"},
-        "gate": {"status": "blocked", "summary": "token_f1 0.31 does not beat few_shot 0.35 by 0.05"},
-        "deploy.local": {"status": "skipped", "reason": "gate blocked deployment"}}}
+    record = {
+        "run_id": "r1",
+        "executor": "local",
+        "duration_s": 2.0,
+        "status": "blocked",
+        "steps": {
+            "train": {"status": "done", "duration_s": 1.0, "summary": "loss 1.2"},
+            "gate": {"status": "blocked", "summary": "token_f1 0.31 does not beat few_shot 0.35 by 0.05"},
+            "deploy.local": {"status": "skipped", "reason": "gate blocked deployment"},
+        },
+    }
     md = run_summary_markdown({"exit_code": 3, "pipeline": "p"}, record, "| metric | x |", "p.yaml")
     assert md.startswith("## ■ ftpipe: p — blocked (exit 3)")
     assert "The evaluation gate blocked deployment.** token_f1 0.31" in md

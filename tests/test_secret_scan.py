@@ -3,6 +3,7 @@ in a real `ftpipe run` process, with the token in a secret field, in a plain fie
 another variable holding the same value, and in the well-known variables of the
 environment. Every file under the run store, the outputs, the cache and the home folder,
 and the run's console output, is scanned for it."""
+
 from __future__ import annotations
 
 import json
@@ -51,10 +52,23 @@ def _leaks(root: Path, needles: tuple[str, ...]) -> list[str]:
 
 def test_a_planted_token_reaches_no_file_the_run_writes(tmp_path: Path) -> None:
     path = _pipeline(tmp_path)
-    env = dict(os.environ, HF_TOKEN=TOKEN, OWNER_NOTE=TOKEN, OPENAI_API_KEY=OTHER,
-               FTPIPE_CACHE=str(tmp_path / "cache"), FTPIPE_STORE=str(tmp_path / "repo" / ".ftpipe"))
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json"], capture_output=True,
-                          text=True, timeout=900, env=env, cwd=tmp_path / "repo", check=False)
+    env = dict(
+        os.environ,
+        HF_TOKEN=TOKEN,
+        OWNER_NOTE=TOKEN,
+        OPENAI_API_KEY=OTHER,
+        FTPIPE_CACHE=str(tmp_path / "cache"),
+        FTPIPE_STORE=str(tmp_path / "repo" / ".ftpipe"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "run", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path / "repo",
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["steps"]["deploy.local"] == "done", summary

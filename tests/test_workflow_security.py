@@ -2,6 +2,7 @@
 least-privilege permissions, is never triggered by pull_request_target, keeps the job token
 out of .git/config, and gives secrets only to the step that runs the pipeline (not to pip,
 whose build code is third-party, nor to the cache and upload actions)."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,7 @@ def _scheduled_pipeline(tmp_path: Path) -> Path:
     (folder / "data" / "recipes.jsonl").write_bytes((REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
     text = (REPO / "pipelines" / "quickstart.yaml").read_text()
     text = text.replace("  base: builtin:tiny\n", '  base: builtin:tiny\n  token: "${env:HUB_READ_TOKEN}"\n')
-    text += ('  - {type: hf-hub, repo: me/recipes, token: "${env:HF_TOKEN}"}\n'
-             'schedule: {cron: "17 3 * * 1"}\n')
+    text += '  - {type: hf-hub, repo: me/recipes, token: "${env:HF_TOKEN}"}\nschedule: {cron: "17 3 * * 1"}\n'
     path = folder / "recipes.yaml"
     path.write_text(text)
     return path

@@ -2,6 +2,7 @@
 :data:`COMMANDS` (registered explicitly, imported when first used); heavy libraries are
 imported inside the commands that need them so that --help, validate and plan stay fast.
 :func:`report_error` is the one place an exception becomes a message and an exit code."""
+
 from __future__ import annotations
 
 import importlib
@@ -47,8 +48,11 @@ def report_error(exc: BaseException) -> int:
     if no_room(exc):  # the machine's fault, not a bug: say what to do
         click.echo(f"error: the disk is full ({exc}): free space and run again; finished steps are kept", err=True)
         return EXIT_STEP_FAILED
-    click.echo(f"internal error: {type(exc).__name__}: {exc}\n  (a bug in ftpipe; FTPIPE_DEBUG=1 shows the "
-               "traceback — please report it)", err=True)
+    click.echo(
+        f"internal error: {type(exc).__name__}: {exc}\n  (a bug in ftpipe; FTPIPE_DEBUG=1 shows the "
+        "traceback — please report it)",
+        err=True,
+    )
     return EXIT_STEP_FAILED
 
 

@@ -4,6 +4,7 @@ environment for the ones that cannot share ftpipe's interpreter (AutoTrain).
 Everything shown comes from each plugin's declaration (``TrainerCaps``): the extras it
 needs, whether it has a managed environment (its plugin then provides
 ``environment_status()`` and ``install_environment(force=, log=)``), its description."""
+
 from __future__ import annotations
 
 import sys
@@ -27,12 +28,23 @@ def backend_status() -> list[dict]:
     out = []
     for name, plugin in sorted(registry.plugins()["trainer"].items()):
         caps = plugin.caps
-        row: dict = {"backend": name, "hosted": caps.hosted, "can_cancel": caps.can_cancel,
-                     "extras": list(caps.extras), "managed": caps.managed_env, "builtin": plugin.builtin}
+        row: dict = {
+            "backend": name,
+            "hosted": caps.hosted,
+            "can_cancel": caps.can_cancel,
+            "extras": list(caps.extras),
+            "managed": caps.managed_env,
+            "builtin": plugin.builtin,
+        }
         if caps.managed_env:
             st = plugin.load().environment_status()
-            row.update(installed=bool(st["installed"]), what=st.get("what") or _describe(plugin),
-                       missing=list(st.get("missing") or []), needs=st["needs"], environment=st["path"])
+            row.update(
+                installed=bool(st["installed"]),
+                what=st.get("what") or _describe(plugin),
+                missing=list(st.get("missing") or []),
+                needs=st["needs"],
+                environment=st["path"],
+            )
             if st["installed"] and st.get("size_bytes") is not None:
                 row["size_bytes"] = st["size_bytes"]
         else:
@@ -41,8 +53,9 @@ def backend_status() -> list[dict]:
             if not plugin.builtin:
                 source = plugin.target if isinstance(plugin.target, str) else type(plugin.target).__module__
                 needs = f"the package that provides {source}" + (f", and {needs}" if caps.extras else "")
-            row.update(installed=not missing, what=_describe(plugin), missing=missing, needs=needs,
-                       environment="ftpipe's own")
+            row.update(
+                installed=not missing, what=_describe(plugin), missing=missing, needs=needs, environment="ftpipe's own"
+            )
         out.append(row)
     return out
 
@@ -84,13 +97,17 @@ def install_backend(backend: str, force: bool, as_json: bool) -> None:
     trainers = registry.plugins()["trainer"]
     managed = sorted(n for n, p in trainers.items() if p.caps.managed_env)
     if backend in trainers and not trainers[backend].caps.managed_env:
-        raise UsageError(f"the {backend} backend runs in ftpipe's own environment; nothing to manage",
-                         hint=install_hint(trainers[backend].caps.extras))
+        raise UsageError(
+            f"the {backend} backend runs in ftpipe's own environment; nothing to manage",
+            hint=install_hint(trainers[backend].caps.extras),
+        )
     if backend not in managed:
         from ftpipe.spec.validate import did_you_mean
 
-        raise UsageError(f"no managed environment for backend {backend!r}.{did_you_mean(backend, managed)} "
-                         f"(managed: {', '.join(managed) or 'none'})")
+        raise UsageError(
+            f"no managed environment for backend {backend!r}.{did_you_mean(backend, managed)} "
+            f"(managed: {', '.join(managed) or 'none'})"
+        )
 
     def progress(line: str) -> None:
         click.echo(line, err=as_json)

@@ -5,6 +5,7 @@ trainer) -> dict`` method): it reads its job from the train step's state folder 
 store. The credentials come from the pipeline file recorded in ``run.json`` (or ``-p``),
 with its ``${env:...}`` references resolved as ``ftpipe run`` resolves them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,26 +30,37 @@ def cancel_run(rs: Any, run_ref: str, *, pipeline_path: Path | None = None) -> d
         raise NotFound(f"run {run_id} has no train step")
     path = pipeline_path or Path(record.get("pipeline_path", ""))
     if not path.is_file():
-        raise UsageError(f"the pipeline file of run {run_id} is gone ({path})",
-                         hint="give it with -p PIPELINE to read the credentials from it")
+        raise UsageError(
+            f"the pipeline file of run {run_id} is gone ({path})",
+            hint="give it with -p PIPELINE to read the credentials from it",
+        )
     trainer = prepare(path).resolved.trainer
     plugin = registry.get("trainer", trainer.backend)
     if not plugin.caps.can_cancel:
         cancellable = sorted(n for n, p in registry.plugins()["trainer"].items() if p.caps.can_cancel)
-        raise NotFound(f"run {run_id}: its train step has no hosted fine-tuning job to cancel "
-                       f"(the {trainer.backend} backend runs none)",
-                       hint=f"cancel works for {', '.join(cancellable) or 'no installed backend'}; "
-                            "a local run stops with Ctrl-C")
+        raise NotFound(
+            f"run {run_id}: its train step has no hosted fine-tuning job to cancel "
+            f"(the {trainer.backend} backend runs none)",
+            hint=f"cancel works for {', '.join(cancellable) or 'no installed backend'}; a local run stops with Ctrl-C",
+        )
     try:
         done = plugin.load().cancel(rs.root / "state" / train["key"], trainer)
     except (NotFound, UsageError) as exc:
         exc.message = f"run {run_id}: {exc.message}"
         raise
     what = done["what"]
-    out = {"run_id": run_id, "provider": plugin.caps.provider or trainer.backend, "job_id": done["job_id"],
-           "status": done["status"], "cancelled": bool(done["cancelled"])}
-    out["message"] = (f"cancelled {what} of run {run_id} (now {done['status']})" if out["cancelled"]
-                      else f"{what} of run {run_id} has already ended: {done['status']}")
+    out = {
+        "run_id": run_id,
+        "provider": plugin.caps.provider or trainer.backend,
+        "job_id": done["job_id"],
+        "status": done["status"],
+        "cancelled": bool(done["cancelled"]),
+    }
+    out["message"] = (
+        f"cancelled {what} of run {run_id} (now {done['status']})"
+        if out["cancelled"]
+        else f"{what} of run {run_id} has already ended: {done['status']}"
+    )
     return out
 
 

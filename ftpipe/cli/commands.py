@@ -1,4 +1,5 @@
 """validate, plan, schema, run, runs."""
+
 from __future__ import annotations
 
 import json
@@ -50,10 +51,16 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 @click.command()
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
-@click.option("--store", type=click.Path(), help="Run store to check for cached steps (default: the one `ftpipe run FILE` uses).")
-@click.option("--check", "check", is_flag=True,
-              help="Also run the preflight checks (credentials, models, deployments, clusters) of the steps that "
-                   "would run; exit 2 if any fails.")
+@click.option(
+    "--store", type=click.Path(), help="Run store to check for cached steps (default: the one `ftpipe run FILE` uses)."
+)
+@click.option(
+    "--check",
+    "check",
+    is_flag=True,
+    help="Also run the preflight checks (credentials, models, deployments, clusters) of the steps that "
+    "would run; exit 2 if any fails.",
+)
 def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
     """Show the step graph, each step's cache key, and which steps are cached."""
     from ftpipe.engine import load_checked
@@ -79,8 +86,10 @@ def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
             sys.exit(EXIT_INVALID)
         return
     p = loaded.pipeline
-    click.echo(f"pipeline {the_plan.pipeline} ({path}) — {len(the_plan.steps)} steps, "
-               f"trainer {p.trainer.backend}, executor {p.executor.type}")
+    click.echo(
+        f"pipeline {the_plan.pipeline} ({path}) — {len(the_plan.steps)} steps, "
+        f"trainer {p.trainer.backend}, executor {p.executor.type}"
+    )
     width = max(len(s.id) for s in the_plan.steps)
     for s in the_plan.steps:
         needs = f"← {', '.join(s.needs)}" if s.needs else ""
@@ -91,8 +100,11 @@ def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
         click.echo("up to date: every step is cached")
     if checks is not None:
         failed = [c for c in checks if not c.ok]
-        click.echo(f"preflight: {len(checks)} check{'s' if len(checks) != 1 else ''}, {len(failed)} failed"
-                   if checks else "preflight: nothing to check (every step is cached, or no step needs a remote)")
+        click.echo(
+            f"preflight: {len(checks)} check{'s' if len(checks) != 1 else ''}, {len(failed)} failed"
+            if checks
+            else "preflight: nothing to check (every step is cached, or no step needs a remote)"
+        )
         for c in checks:
             click.echo(c.line(), err=not c.ok)
         if failed:
@@ -105,8 +117,7 @@ def _preflight_checks(path: Path, rs: RunStore) -> list:
     from ftpipe.engine import prepare
 
     prepared = prepare(path)
-    return preflight.collect(prepared, cache_dir=rs.cache_dir(),
-                             steps=preflight.steps_to_run(prepared.plan, rs, set()))
+    return preflight.collect(prepared, cache_dir=rs.cache_dir(), steps=preflight.steps_to_run(prepared.plan, rs, set()))
 
 
 @click.command()
@@ -125,17 +136,33 @@ def schema(output: str | None) -> None:
 @click.command()
 @click.argument("file")
 @click.option("--executor", type=str, help="Override the pipeline's executor (local, ray, hf-spaces, hf-jobs).")
-@click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up from "
-              "the file, else the repository root's).")
+@click.option(
+    "--store",
+    type=click.Path(),
+    help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up from "
+    "the file, else the repository root's).",
+)
 @click.option("--force", is_flag=True, help="Rerun every step, cached or not.")
 @click.option("--from", "from_step", help="Rerun this step and everything after it.")
 @click.option("--wait", is_flag=True, help="If another run holds the lock, wait for it instead of exiting 4.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-object JSON summary on stdout at the end.")
-@click.option("--no-preflight", is_flag=True,
-              help="Skip the read-only checks of credentials, models, deployments and clusters before the first step.")
-def run(file: str, executor: str | None, store: str | None, force: bool, from_step: str | None, wait: bool,
-        quiet: bool, as_json: bool, no_preflight: bool) -> None:
+@click.option(
+    "--no-preflight",
+    is_flag=True,
+    help="Skip the read-only checks of credentials, models, deployments and clusters before the first step.",
+)
+def run(
+    file: str,
+    executor: str | None,
+    store: str | None,
+    force: bool,
+    from_step: str | None,
+    wait: bool,
+    quiet: bool,
+    as_json: bool,
+    no_preflight: bool,
+) -> None:
     """Run a pipeline: cached steps are skipped, interrupted ones resume."""
     from ftpipe import registry
     from ftpipe.contracts import RunRequest
@@ -146,8 +173,16 @@ def run(file: str, executor: str | None, store: str | None, force: bool, from_st
     name = executor or loaded.pipeline.executor.type
     plugin = registry.get("executor", name)
     impl = plugin.load()
-    request = RunRequest(pipeline_path=path, store=Path(store) if store else None, force=force, from_step=from_step,
-                         wait_lock=wait, quiet=quiet, json_output=as_json, preflight=not no_preflight)
+    request = RunRequest(
+        pipeline_path=path,
+        store=Path(store) if store else None,
+        force=force,
+        from_step=from_step,
+        wait_lock=wait,
+        quiet=quiet,
+        json_output=as_json,
+        preflight=not no_preflight,
+    )
     caps = getattr(plugin.config_model, "caps", None)
     if request.preflight and caps is not None and caps.remote:
         _remote_preflight(request, name)  # before anything is uploaded or submitted
@@ -163,8 +198,13 @@ def _remote_preflight(request: RunRequest, executor: str) -> None:
     prepared = prepare(request.pipeline_path)
     rs = RunStore(request.store or default_store(request.pipeline_path))
     rerun = preflight.requested(prepared.plan, force=request.force, from_step=request.from_step)
-    preflight.enforce(prepared, cache_dir=rs.cache_dir(), steps=preflight.steps_to_run(prepared.plan, rs, rerun),
-                      log=Reporter(quiet=request.quiet).message, executor=executor)
+    preflight.enforce(
+        prepared,
+        cache_dir=rs.cache_dir(),
+        steps=preflight.steps_to_run(prepared.plan, rs, rerun),
+        log=Reporter(quiet=request.quiet).message,
+        executor=executor,
+    )
 
 
 @click.group()
@@ -183,9 +223,14 @@ def _store_for(file: str | None, store: str | None) -> RunStore:
     return RunStore(locate_store().path)
 
 
-store_option = click.option("--store", type=click.Path(), help="Run store folder (default: FTPIPE_STORE, else the "
-                            "nearest .ftpipe/ walking up, else the repository root's).")
-pipeline_option = click.option("-p", "--pipeline", "pipeline_file", help="Use the store that runs of this pipeline use.")
+store_option = click.option(
+    "--store",
+    type=click.Path(),
+    help="Run store folder (default: FTPIPE_STORE, else the nearest .ftpipe/ walking up, else the repository root's).",
+)
+pipeline_option = click.option(
+    "-p", "--pipeline", "pipeline_file", help="Use the store that runs of this pipeline use."
+)
 
 
 @runs.command("list")
@@ -197,9 +242,25 @@ def runs_list(store: str | None, pipeline_file: str | None, as_json: bool) -> No
     rs = _store_for(pipeline_file, store)
     records = rs.list_runs()
     if as_json:
-        emit_json([{k: r.get(k) for k in ("run_id", "pipeline", "status", "exit_code", "started_at", "duration_s",
-                                          "executor", "up_to_date")} | {"steps": {s: v["status"] for s, v in r["steps"].items()}}
-                   for r in records])
+        emit_json(
+            [
+                {
+                    k: r.get(k)
+                    for k in (
+                        "run_id",
+                        "pipeline",
+                        "status",
+                        "exit_code",
+                        "started_at",
+                        "duration_s",
+                        "executor",
+                        "up_to_date",
+                    )
+                }
+                | {"steps": {s: v["status"] for s, v in r["steps"].items()}}
+                for r in records
+            ]
+        )
         return
     if not records:
         from ftpipe.store_location import no_runs_hint
@@ -210,8 +271,10 @@ def runs_list(store: str | None, pipeline_file: str | None, as_json: bool) -> No
     for r in records:
         done = sum(v["status"] in ("done", "cached") for v in r["steps"].values())
         dur = f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-"
-        click.echo(f"{r['run_id']}  {r['pipeline']:<24} {r['status']:<12} {dur:>8}  {done}/{len(r['steps'])} steps"
-                   + ("  up to date" if r.get("up_to_date") else ""))
+        click.echo(
+            f"{r['run_id']}  {r['pipeline']:<24} {r['status']:<12} {dur:>8}  {done}/{len(r['steps'])} steps"
+            + ("  up to date" if r.get("up_to_date") else "")
+        )
 
 
 @runs.command("show")
@@ -228,11 +291,15 @@ def runs_show(run_id: str, store: str | None, pipeline_file: str | None, as_json
 
     files = run_files(rs.root, record)
     if as_json:
-        emit_json(record | ({"evaluation": report} if report else {}) | {"files": {k: str(v) for k, v in files.items()}})
+        emit_json(
+            record | ({"evaluation": report} if report else {}) | {"files": {k: str(v) for k, v in files.items()}}
+        )
         return
-    click.echo(f"run {record['run_id']}  {record['pipeline']}  {record['status']}"
-               + (f"  exit {record['exit_code']}" if record.get("exit_code") is not None else "")
-               + (f"  {record['duration_s']:.1f}s" if record.get("duration_s") is not None else ""))
+    click.echo(
+        f"run {record['run_id']}  {record['pipeline']}  {record['status']}"
+        + (f"  exit {record['exit_code']}" if record.get("exit_code") is not None else "")
+        + (f"  {record['duration_s']:.1f}s" if record.get("duration_s") is not None else "")
+    )
     click.echo(f"  started {record['started_at']} on {record.get('host')} ({record.get('executor')})")
     if record.get("error"):
         click.echo(f"  error: {record['error']}")

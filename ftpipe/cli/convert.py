@@ -1,4 +1,5 @@
 """ftpipe convert autotrain: import an AutoTrain Advanced LLM config as a pipeline."""
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,15 @@ def convert_autotrain(config: str, output: str | None, force: bool, as_json: boo
         tmp.write_text(conv.text, encoding="utf-8")
         os.replace(tmp, out)
     if as_json:
-        emit_json({**conv.to_json(), "output": str(out) if out else None, "text": conv.text,
-                   "valid": not problems, "problems": problems})
+        emit_json(
+            {
+                **conv.to_json(),
+                "output": str(out) if out else None,
+                "text": conv.text,
+                "valid": not problems,
+                "problems": problems,
+            }
+        )
         return
     if out is None:
         click.echo(conv.text, nl=False)

@@ -1,5 +1,6 @@
 """Kept so that older imports (``from ftpipe.cli import more``) still work: every command,
 core or optional, is now listed in :data:`ftpipe.cli.COMMANDS` and imported on first use."""
+
 from __future__ import annotations
 
 from ftpipe.cli import COMMANDS

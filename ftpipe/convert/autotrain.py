@@ -4,6 +4,7 @@ Every key of the AutoTrain file is either mapped onto the pipeline (``mapped``) 
 with its line as unsupported (``unsupported``); judgement calls are ``notes``. AutoTrain's
 ``${VAR}`` references become ``${env:VAR}``; a literal Hub token is never copied.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,23 +19,41 @@ from ftpipe.errors import UsageError
 from ftpipe.spec.yamlpos import Document, YamlProblem, load_yaml
 
 SCHEMA_FILE = ("schemas", "pipeline.schema.json")
-SCHEMA_HINT = ("# Editor checks: `ftpipe schema -o pipeline.schema.json`, then put "
-               "`# yaml-language-server: $schema=pipeline.schema.json` on this line")
+SCHEMA_HINT = (
+    "# Editor checks: `ftpipe schema -o pipeline.schema.json`, then put "
+    "`# yaml-language-server: $schema=pipeline.schema.json` on this line"
+)
 # optimizers that bitsandbytes implements on CUDA only
 CUDA_OPTIMIZERS = ("8bit", "paged")
-LLM_TASKS = {"llm-sft": "sft", "llm-dpo": "dpo", "llm-orpo": "orpo", "llm-reward": "reward",
-             "llm": "sft", "llm-generic": "sft"}
+LLM_TASKS = {
+    "llm-sft": "sft",
+    "llm-dpo": "dpo",
+    "llm-orpo": "orpo",
+    "llm-reward": "reward",
+    "llm": "sft",
+    "llm-generic": "sft",
+}
 LOCAL_BACKENDS = ("local", "local-cli", "local-ui")
 TEMPLATES = ("none", "zephyr", "chatml", "tokenizer")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # params key -> (hyperparameters key, converter)
 HYPER = {
-    "epochs": "epochs", "lr": "learning_rate", "batch_size": "batch_size", "block_size": "block_size",
-    "model_max_length": "model_max_length", "gradient_accumulation": "gradient_accumulation",
-    "mixed_precision": "mixed_precision", "optimizer": "optimizer", "scheduler": "scheduler",
-    "warmup_ratio": "warmup_ratio", "weight_decay": "weight_decay", "padding": "padding",
-    "logging_steps": "logging_steps", "dpo_beta": "beta", "max_prompt_length": "max_prompt_length",
+    "epochs": "epochs",
+    "lr": "learning_rate",
+    "batch_size": "batch_size",
+    "block_size": "block_size",
+    "model_max_length": "model_max_length",
+    "gradient_accumulation": "gradient_accumulation",
+    "mixed_precision": "mixed_precision",
+    "optimizer": "optimizer",
+    "scheduler": "scheduler",
+    "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "padding": "padding",
+    "logging_steps": "logging_steps",
+    "dpo_beta": "beta",
+    "max_prompt_length": "max_prompt_length",
     "max_completion_length": "max_completion_length",
 }
 PEFT_KEYS = ("peft", "quantization", "lora_r", "lora_alpha", "lora_dropout", "target_modules")
@@ -71,9 +90,13 @@ class Conversion:
     warnings: list[str] = field(default_factory=list)  # what will fail where it is run (needs CUDA, ...)
 
     def to_json(self) -> dict:
-        return {"pipeline": self.pipeline, "mapped": [asdict(e) for e in self.mapped],
-                "unsupported": [asdict(e) for e in self.unsupported], "notes": self.notes,
-                "warnings": self.warnings}
+        return {
+            "pipeline": self.pipeline,
+            "mapped": [asdict(e) for e in self.mapped],
+            "unsupported": [asdict(e) for e in self.unsupported],
+            "notes": self.notes,
+            "warnings": self.warnings,
+        }
 
 
 def env_refs(value: Any) -> Any:
@@ -109,8 +132,10 @@ class _Converter:
 
     def fail(self, path: tuple, message: str) -> UsageError:
         line, col = self.doc.pos(path, key=True) if path else (1, 1)
-        return UsageError(f"{self.source}:{line}:{col}  {message}",
-                          hint="ftpipe converts AutoTrain's LLM configs: task llm-sft, llm-dpo, llm-orpo, llm-reward")
+        return UsageError(
+            f"{self.source}:{line}:{col}  {message}",
+            hint="ftpipe converts AutoTrain's LLM configs: task llm-sft, llm-dpo, llm-orpo, llm-reward",
+        )
 
     # -- the conversion ---------------------------------------------------------
     def run(self) -> Conversion:
@@ -119,8 +144,11 @@ class _Converter:
         if task is None:
             raise self.fail((), "missing 'task': an AutoTrain config names its task (e.g. task: llm-sft)")
         if task not in LLM_TASKS:
-            raise self.fail(("task",), f"task {task!r} is not an LLM fine-tuning task; ftpipe pipelines fine-tune "
-                                       f"LLMs (AutoTrain tasks: {', '.join(k for k in LLM_TASKS if '-' in k)})")
+            raise self.fail(
+                ("task",),
+                f"task {task!r} is not an LLM fine-tuning task; ftpipe pipelines fine-tune "
+                f"LLMs (AutoTrain tasks: {', '.join(k for k in LLM_TASKS if '-' in k)})",
+            )
         self.mapped(("task",), "trainer.method")
         method = self._method(task)
         for key in ("base_model", "data"):
@@ -136,8 +164,10 @@ class _Converter:
         template = data.get("chat_template")
         template = "none" if template in (None, "none", "None") else template
         if template not in TEMPLATES:
-            raise self.fail(("data", "chat_template"), f"unknown chat_template {template!r} "
-                                                       f"(AutoTrain knows: {', '.join(TEMPLATES)})")
+            raise self.fail(
+                ("data", "chat_template"),
+                f"unknown chat_template {template!r} (AutoTrain knows: {', '.join(TEMPLATES)})",
+            )
         pipe: dict[str, Any] = {"version": 1, "name": self._name()}
         pipe["description"] = f"Converted from the AutoTrain config {Path(self.source).name} ({task})."
         pipe["dataset"] = self._dataset(data, method, template)
@@ -173,13 +203,17 @@ class _Converter:
         else:
             self.mapped(("params", "trainer"), "trainer.method")
         if trainer in ("default", "generic"):
-            self.out.notes.append(f"task {task} uses AutoTrain's default trainer (plain causal-LM training): it "
-                                  "becomes method sft, which trains the same way on text data")
+            self.out.notes.append(
+                f"task {task} uses AutoTrain's default trainer (plain causal-LM training): it "
+                "becomes method sft, which trains the same way on text data"
+            )
             return "sft"
         if trainer not in ("sft", "dpo", "orpo", "reward"):
             where = ("params", "trainer") if params and "trainer" in params else ("task",)
-            raise self.fail(where, f"trainer {trainer!r} is not an LLM fine-tuning trainer ftpipe runs "
-                                   "(sft, dpo, orpo, reward, default)")
+            raise self.fail(
+                where,
+                f"trainer {trainer!r} is not an LLM fine-tuning trainer ftpipe runs (sft, dpo, orpo, reward, default)",
+            )
         return trainer
 
     def _name(self) -> str:
@@ -217,12 +251,14 @@ class _Converter:
         # AutoTrain trains on every row and evaluates nothing; so does this pipeline until
         # an evaluate block is added (then hold out validation/test rows).
         ds["split"] = {"validation": 0.0, "test": 0.0}
-        self.out.notes.append("AutoTrain trains on every row: the pipeline holds out nothing (split 0/0); add an "
-                              "evaluate block and raise dataset.split to compare against baselines")
+        self.out.notes.append(
+            "AutoTrain trains on every row: the pipeline holds out nothing (split 0/0); add an "
+            "evaluate block and raise dataset.split to compare against baselines"
+        )
         return ds
 
     def _source(self, path: str, train: str, valid: str | None) -> dict:
-        base = (self.config_dir / os.path.expanduser(path))
+        base = self.config_dir / os.path.expanduser(path)
         found = {}
         for split in (train, valid):
             if split is None:
@@ -234,8 +270,9 @@ class _Converter:
         looks_local = looks_like_path(path) or base.is_dir()
         if found or looks_local:
             if train not in found:
-                self.out.notes.append(f"no {train}.jsonl or {train}.csv under {base}: the pipeline expects "
-                                      f"{train}.jsonl there")
+                self.out.notes.append(
+                    f"no {train}.jsonl or {train}.csv under {base}: the pipeline expects {train}.jsonl there"
+                )
 
             def rel(split: str) -> str:
                 target = base / found.get(split, f"{split}.jsonl")
@@ -269,8 +306,11 @@ class _Converter:
             if "text_column" in mapping:
                 self.mapped(where + ("text_column",), f"dataset.columns.{field_name}")
         else:
-            for key, fld in (("text_column", "chosen"), ("rejected_text_column", "rejected"),
-                             ("prompt_text_column", "prompt")):
+            for key, fld in (
+                ("text_column", "chosen"),
+                ("rejected_text_column", "rejected"),
+                ("prompt_text_column", "prompt"),
+            ):
                 if key not in mapping:
                     continue
                 if fld == "prompt" and method == "reward":
@@ -280,25 +320,32 @@ class _Converter:
                     cols[fld] = str(mapping[key])
                 self.mapped(where + (key,), f"dataset.columns.{fld}")
             if method == "reward":
-                self.out.notes.append("ftpipe's preference format reads prompt/chosen/rejected: reward data whose "
-                                      "chosen and rejected hold whole conversations needs a prompt column too "
-                                      "(dataset.columns.prompt)")
+                self.out.notes.append(
+                    "ftpipe's preference format reads prompt/chosen/rejected: reward data whose "
+                    "chosen and rejected hold whole conversations needs a prompt column too "
+                    "(dataset.columns.prompt)"
+                )
             elif "prompt_text_column" not in mapping:
-                self.out.notes.append("no prompt_text_column: ftpipe's preference format reads the prompt from a "
-                                      "'prompt' column (map yours with dataset.columns.prompt); data whose chosen "
-                                      "conversations carry the prompt need one added")
+                self.out.notes.append(
+                    "no prompt_text_column: ftpipe's preference format reads the prompt from a "
+                    "'prompt' column (map yours with dataset.columns.prompt); data whose chosen "
+                    "conversations carry the prompt need one added"
+                )
             elif template != "none":
-                self.out.notes.append("with a chat template AutoTrain takes the prompt from the chosen conversation; "
-                                      "ftpipe reads it from the prompt column and the reply from the last "
-                                      "assistant message of chosen/rejected")
+                self.out.notes.append(
+                    "with a chat template AutoTrain takes the prompt from the chosen conversation; "
+                    "ftpipe reads it from the prompt column and the reply from the last "
+                    "assistant message of chosen/rejected"
+                )
         if method == "sft":
             for key in ("rejected_text_column", "prompt_text_column"):
                 if key in mapping:
                     self.unsupported(where + (key,), f"{key} applies to dpo, orpo and reward; sft reads text_column")
         for key in mapping:
             if key not in ("text_column", "rejected_text_column", "prompt_text_column"):
-                self.unsupported(where + (key,), "not an LLM column (text_column, rejected_text_column, "
-                                                 "prompt_text_column)")
+                self.unsupported(
+                    where + (key,), "not an LLM column (text_column, rejected_text_column, prompt_text_column)"
+                )
         for key in data_keys_unknown(self.raw.get("data") or {}):
             self.unsupported(("data", key), "not an AutoTrain data key for LLM tasks")
         return cols
@@ -326,7 +373,9 @@ class _Converter:
                     self.mapped(where, f"trainer.hyperparameters.{target}")
                     continue
                 value = env_refs(value)
-                hp[target] = value if key in ("mixed_precision", "optimizer", "scheduler", "padding") else _number(value)
+                hp[target] = (
+                    value if key in ("mixed_precision", "optimizer", "scheduler", "padding") else _number(value)
+                )
                 self.mapped(where, f"trainer.hyperparameters.{target}")
             elif key == "seed":
                 trainer["seed"] = value
@@ -338,11 +387,24 @@ class _Converter:
                 continue  # below; trainer: see _method
             elif key in NOT_EXPOSED:
                 self.unsupported(where, NOT_EXPOSED[key])
-            elif key in ("text_column", "rejected_text_column", "prompt_text_column", "chat_template",
-                         "project_name", "model", "data_path", "train_split", "valid_split", "username", "token",
-                         "push_to_hub", "log"):
-                self.unsupported(where, "belongs in its own block of the AutoTrain config (data, hub, top level), "
-                                        "not in params")
+            elif key in (
+                "text_column",
+                "rejected_text_column",
+                "prompt_text_column",
+                "chat_template",
+                "project_name",
+                "model",
+                "data_path",
+                "train_split",
+                "valid_split",
+                "username",
+                "token",
+                "push_to_hub",
+                "log",
+            ):
+                self.unsupported(
+                    where, "belongs in its own block of the AutoTrain config (data, hub, top level), not in params"
+                )
             else:
                 self.unsupported(where, "not an AutoTrain LLM parameter")
         trainer["peft"] = self._peft(params)
@@ -373,8 +435,9 @@ class _Converter:
         if "quantization" in params and quant in (None, "none", "None", "int4", "int8"):
             self.mapped(("params", "quantization"), "trainer.peft.type/bits")
         if "quantization" not in params:
-            self.out.notes.append("params.quantization is not set: AutoTrain's default int4 becomes peft qlora "
-                                  "with 4 bits")
+            self.out.notes.append(
+                "params.quantization is not set: AutoTrain's default int4 becomes peft qlora with 4 bits"
+            )
         # AutoTrain's LoRA defaults differ from ftpipe's: write them out
         peft["r"] = params.get("lora_r", 16)
         peft["alpha"] = params.get("lora_alpha", 32)
@@ -396,8 +459,10 @@ class _Converter:
             return None
         if _is_ref(token):
             return env_refs(str(token).strip())
-        self.out.notes.append("hub.token holds a literal value: it is not copied (secrets are read from the "
-                              "environment); the pipeline reads ${env:HF_TOKEN}")
+        self.out.notes.append(
+            "hub.token holds a literal value: it is not copied (secrets are read from the "
+            "environment); the pipeline reads ${env:HF_TOKEN}"
+        )
         return "${env:HF_TOKEN}"
 
     def _hub(self, hub: dict, token: str | None) -> list[dict]:
@@ -410,15 +475,21 @@ class _Converter:
                 self.mapped(where + ("push_to_hub",), "deploy (none)")
             for key in ("username", "token"):
                 if key in hub:
-                    self.mapped(where + (key,), "not needed without push_to_hub"
-                                if not str(self.raw.get("backend", "")).startswith("spaces-") else "executor")
+                    self.mapped(
+                        where + (key,),
+                        "not needed without push_to_hub"
+                        if not str(self.raw.get("backend", "")).startswith("spaces-")
+                        else "executor",
+                    )
             return []
         self.mapped(where + ("push_to_hub",), "deploy[0] (hf-hub)")
         user = hub.get("username")
         project = self.raw.get("project_name")
         if not user or not project:
-            self.unsupported(where + ("push_to_hub",), "push_to_hub needs hub.username and project_name to name the "
-                                                       "repo; add a deploy target by hand")
+            self.unsupported(
+                where + ("push_to_hub",),
+                "push_to_hub needs hub.username and project_name to name the repo; add a deploy target by hand",
+            )
             return []
         self.mapped(where + ("username",), "deploy[0].repo")
         target: dict[str, Any] = {"type": "hf-hub", "repo": f"{env_refs(str(user))}/{project}", "private": True}
@@ -443,8 +514,11 @@ class _Converter:
             if token and token != "${env:HF_TOKEN}":
                 ex["token"] = token
             return ex
-        self.unsupported(("backend",), f"backend {backend!r} (endpoints, NGC, NVCF, DGX) has no ftpipe executor: "
-                                       "the pipeline runs locally (executor hf-spaces or ray run it elsewhere)")
+        self.unsupported(
+            ("backend",),
+            f"backend {backend!r} (endpoints, NGC, NVCF, DGX) has no ftpipe executor: "
+            "the pipeline runs locally (executor hf-spaces or ray run it elsewhere)",
+        )
         return {"type": "local"}
 
     def _log(self) -> None:
@@ -453,8 +527,11 @@ class _Converter:
         if str(self.raw["log"]).lower() in ("none", "null"):
             self.mapped(("log",), "(nothing: no tracker)")
         else:
-            self.unsupported(("log",), f"log {self.raw['log']!r}: the autotrain backend runs AutoTrain without an "
-                                       "experiment tracker; ftpipe records loss and metrics per run (ftpipe runs show)")
+            self.unsupported(
+                ("log",),
+                f"log {self.raw['log']!r}: the autotrain backend runs AutoTrain without an "
+                "experiment tracker; ftpipe records loss and metrics per run (ftpipe runs show)",
+            )
 
 
 def _number(value: Any) -> Any:
@@ -485,8 +562,12 @@ def looks_like_path(value: str) -> bool:
     relative or absolute by its form, ends with a slash, has more than one slash or a
     backslash, or names a data file. Checked before the folder exists (it may be created
     later), so ``data/`` stays local."""
-    return (value.startswith(("./", "../", "/", "~", ".")) or "\\" in value or value.count("/") > 1
-            or value.endswith(("/", ".jsonl", ".json", ".csv", ".parquet")))
+    return (
+        value.startswith(("./", "../", "/", "~", "."))
+        or "\\" in value
+        or value.count("/") > 1
+        or value.endswith(("/", ".jsonl", ".json", ".csv", ".parquet"))
+    )
 
 
 def cuda_warnings(params: dict) -> list[str]:
@@ -494,11 +575,15 @@ def cuda_warnings(params: dict) -> list[str]:
     out = []
     if params.get("peft") and params.get("quantization", "int4") in ("int4", "int8"):
         quant = params.get("quantization", "int4")
-        out.append(f"quantization {quant} (QLoRA) needs a CUDA GPU with bitsandbytes: on a CPU set "
-                   "params.quantization: none (peft lora)")
+        out.append(
+            f"quantization {quant} (QLoRA) needs a CUDA GPU with bitsandbytes: on a CPU set "
+            "params.quantization: none (peft lora)"
+        )
     if str(params.get("mixed_precision") or "").lower() == "bf16":
-        out.append("mixed_precision bf16 needs a GPU with bf16 support (CUDA, Ampere or newer): on a CPU set "
-                   "trainer.hyperparameters.mixed_precision: 'no'")
+        out.append(
+            "mixed_precision bf16 needs a GPU with bf16 support (CUDA, Ampere or newer): on a CPU set "
+            "trainer.hyperparameters.mixed_precision: 'no'"
+        )
     optimizer = str(params.get("optimizer") or "")
     if any(tag in optimizer.lower() for tag in CUDA_OPTIMIZERS):
         out.append(f"optimizer {optimizer} (bitsandbytes) needs a CUDA GPU: on a CPU use adamw_torch")
@@ -511,13 +596,16 @@ def data_keys_unknown(data: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- text
 
+
 def render(conv: Conversion, *, source: str, output: str | None) -> str:
     """The pipeline as YAML with the modeline, the command that runs it, and what was
     not carried over."""
     run_as = output or "pipeline.yaml"
-    lines = [schema_modeline(Path(output).parent if output else Path(source).parent),
-             f"# Run it:  ftpipe run {run_as}",
-             f"# Converted from the AutoTrain config {source} by `ftpipe convert autotrain`."]
+    lines = [
+        schema_modeline(Path(output).parent if output else Path(source).parent),
+        f"# Run it:  ftpipe run {run_as}",
+        f"# Converted from the AutoTrain config {source} by `ftpipe convert autotrain`.",
+    ]
     if conv.unsupported:
         lines.append("# Not carried over (AutoTrain keys with no ftpipe equivalent):")
         lines += [f"#   {source}:{e.line}  {e.key}: {e.reason}" for e in conv.unsupported]
@@ -552,7 +640,7 @@ def convert_file(path: Path, *, output: Path | None = None) -> Conversion:
         raise UsageError(f"no AutoTrain config at {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
-    out_dir = (output.parent if output else path.parent)
+    out_dir = output.parent if output else path.parent
     conv = convert_text(text, source=str(path), config_dir=path.parent, out_dir=out_dir)
     conv.text = render(conv, source=str(path), output=str(output) if output else None)
     return conv

@@ -13,6 +13,7 @@ schemas) is kept as ``tools`` on the record. Content given as a list of text par
 
 Every problem raises ``Invalid(rule, message)``; the prepare step adds file and row.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ ROLES = ("system", "user", "assistant", "tool")
 # ShareGPT speaker names (``from``) and the role each becomes; LLaMA-Factory's
 # function_call/observation turns are a tool call and its result.
 SHAREGPT_ROLES = {
-    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
-    "tool": "tool", "observation": "tool", "function_call": "assistant",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "observation": "tool",
+    "function_call": "assistant",
 }
 TRUE_LABELS = (True, 1, "true", "True", "1", "desirable", "good")
 FALSE_LABELS = (False, 0, "false", "False", "0", "undesirable", "bad")
@@ -37,6 +44,7 @@ class Invalid(Exception):
 
 # --------------------------------------------------------------------------- message parts
 
+
 def content_text(content: Any, where: str) -> str:
     """A message's content as text: a string, or a list of text parts joined."""
     if isinstance(content, str):
@@ -47,10 +55,17 @@ def content_text(content: Any, where: str) -> str:
             if isinstance(part, str):
                 texts.append(part)
                 continue
-            if not isinstance(part, dict) or part.get("type", "text") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type", "text") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise Invalid("content part", f"{where} content part {j} must be {{type: text, text: ...}}, "
-                                              f"got {kind!r} (only text parts can be trained on)")
+                raise Invalid(
+                    "content part",
+                    f"{where} content part {j} must be {{type: text, text: ...}}, "
+                    f"got {kind!r} (only text parts can be trained on)",
+                )
             texts.append(part["text"])
         return "".join(texts)
     raise Invalid("wrong type", f"{where} content must be text, got {type(content).__name__}")
@@ -77,21 +92,30 @@ def tool_calls(value: Any, where: str) -> list[dict]:
             raise Invalid("tool call", f"{at}: arguments are not valid JSON ({exc.msg})") from None
         if not isinstance(parsed, dict):
             raise Invalid("tool call", f"{at}: arguments must be a JSON object")
-        out.append({"id": str(call.get("id") or f"call_{j}"), "type": "function",
-                    "function": {"name": fn["name"], "arguments": args}})
+        out.append(
+            {
+                "id": str(call.get("id") or f"call_{j}"),
+                "type": "function",
+                "function": {"name": fn["name"], "arguments": args},
+            }
+        )
     return out
 
 
 def messages(value: Any, field_name: str, *, need_assistant: bool) -> list[dict]:
     """A list of OpenAI-style messages, checked and cleaned."""
     if not isinstance(value, list):
-        raise Invalid("wrong type", f"'{field_name}' must be a list of {{role, content}} messages, got {type(value).__name__}")
+        raise Invalid(
+            "wrong type", f"'{field_name}' must be a list of {{role, content}} messages, got {type(value).__name__}"
+        )
     if not value:
         raise Invalid("empty conversation", f"'{field_name}' is an empty list")
     out = []
     for i, msg in enumerate(value, 1):
         if not isinstance(msg, dict):
-            raise Invalid("wrong type", f"message {i} must be an object with role and content, got {type(msg).__name__}")
+            raise Invalid(
+                "wrong type", f"message {i} must be an object with role and content, got {type(msg).__name__}"
+            )
         role = msg.get("role")
         if role is None:
             raise Invalid("missing role", f"message {i} has no 'role'")
@@ -135,8 +159,11 @@ def check_tool_ids(msgs: list[dict]) -> None:
         for call in m.get("tool_calls") or ():
             made.add(call["id"])
         if m["role"] == "tool" and m["tool_call_id"] not in made:
-            raise Invalid("tool call", f"message {i} (tool) answers tool_call_id {m['tool_call_id']!r}, "
-                                       "which no earlier assistant message called")
+            raise Invalid(
+                "tool call",
+                f"message {i} (tool) answers tool_call_id {m['tool_call_id']!r}, "
+                "which no earlier assistant message called",
+            )
 
 
 def tools_column(value: Any, name: str) -> list[dict] | None:
@@ -162,6 +189,7 @@ def tools_column(value: Any, name: str) -> list[dict] | None:
 
 
 # --------------------------------------------------------------------------- formats
+
 
 def get(row: dict, fmt_field: str, columns: dict[str, str], *, optional: bool = False) -> Any:
     col = columns.get(fmt_field, fmt_field)
@@ -206,23 +234,28 @@ def sharegpt(row: dict, columns: dict[str, str], system_prompt: str | None) -> d
     role_key, value_key = columns.get("from", "from"), columns.get("value", "value")
     turns = get(row, "conversations", columns)
     if not isinstance(turns, list):
-        raise Invalid("wrong type", f"'{conv_col}' must be a list of {{{role_key}, {value_key}}} turns, "
-                                    f"got {type(turns).__name__}")
+        raise Invalid(
+            "wrong type",
+            f"'{conv_col}' must be a list of {{{role_key}, {value_key}}} turns, got {type(turns).__name__}",
+        )
     if not turns:
         raise Invalid("empty conversation", f"'{conv_col}' is an empty list")
     msgs: list[dict] = []
     pending: list[str] = []  # ids of function calls not yet answered
     for i, turn in enumerate(turns, 1):
         if not isinstance(turn, dict):
-            raise Invalid("wrong type", f"turn {i} must be an object with {role_key!r} and {value_key!r}, "
-                                        f"got {type(turn).__name__}")
+            raise Invalid(
+                "wrong type",
+                f"turn {i} must be an object with {role_key!r} and {value_key!r}, got {type(turn).__name__}",
+            )
         speaker = turn.get(role_key)
         if speaker is None:
             raise Invalid("missing role", f"turn {i} has no {role_key!r}")
         role = SHAREGPT_ROLES.get(speaker)
         if role is None:
-            raise Invalid("unknown role", f"turn {i} has unknown {role_key} {speaker!r} "
-                                          f"(allowed: {', '.join(SHAREGPT_ROLES)})")
+            raise Invalid(
+                "unknown role", f"turn {i} has unknown {role_key} {speaker!r} (allowed: {', '.join(SHAREGPT_ROLES)})"
+            )
         if value_key not in turn:
             raise Invalid("missing content", f"turn {i} ({speaker}) has no {value_key!r}")
         value = turn[value_key]
@@ -299,8 +332,9 @@ def binary_preference(row: dict, columns: dict[str, str], system_prompt: str | N
     elif label in FALSE_LABELS and not isinstance(label, float):
         value = False
     else:
-        raise Invalid("label", f"'{columns.get('label', 'label')}' must be true or false (desirable or not), "
-                               f"got {label!r}")
+        raise Invalid(
+            "label", f"'{columns.get('label', 'label')}' must be true or false (desirable or not), got {label!r}"
+        )
     return {"prompt": with_system(prompt, system_prompt), "completion": completion, "label": value}
 
 

@@ -6,6 +6,7 @@ A mixture (``dataset.sources``) reads each source with its own format and column
 does with ``stopping_strategy="first_exhausted"``: the mixture then holds the sources in
 the proportions of their weights. ``concatenate`` reads every row of every source in order.
 Rows stream: nothing is held in memory but one pending row per source."""
+
 from __future__ import annotations
 
 import random
@@ -29,8 +30,10 @@ class SourceSpec:
 def specs(dataset: Any) -> list[SourceSpec]:
     if dataset.sources is None:
         return [SourceSpec("source", dataset.format, dict(dataset.columns))]
-    return [SourceSpec(s.name or f"source{i}", s.format, dict(s.columns), s.weight)
-            for i, s in enumerate(dataset.sources, 1)]
+    return [
+        SourceSpec(s.name or f"source{i}", s.format, dict(s.columns), s.weight)
+        for i, s in enumerate(dataset.sources, 1)
+    ]
 
 
 def iter_rows(ctx: StepContext) -> Iterator[tuple[int, str | None, tuple]]:

@@ -4,6 +4,7 @@ Rows stream through a temporary file, so memory stays flat however large the inp
 the only per-row state kept is an 8-byte digest for de-duplication and a 1-byte split
 label. Every invalid row is reported with its file and row number; none is dropped
 silently (``skip_invalid`` drops them, still counted in the stats)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,6 +30,7 @@ BATCH = 512
 
 
 # --------------------------------------------------------------------------- normalise
+
 
 def _messages(value: Any, field_name: str, *, need_assistant: bool) -> list[dict]:
     return formats.messages(value, field_name, need_assistant=need_assistant)
@@ -59,7 +61,9 @@ def normalise(row: dict, fmt: str, columns: dict[str, str], system_prompt: str |
     if fmt == "instruction":
         prompt = _text(_get(row, "prompt", columns), columns.get("prompt", "prompt"))
         completion = _text(_get(row, "completion", columns), columns.get("completion", "completion"))
-        return {"messages": system + [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]}
+        return {
+            "messages": system + [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        }
     if fmt == "preference":
         raw_prompt = _get(row, "prompt", columns)
         turns: list[dict[str, Any]]
@@ -108,6 +112,7 @@ def record_messages(rec: dict) -> int:
 
 # --------------------------------------------------------------------------- tokens
 
+
 class TokenCounter:
     """Counts tokens with the base model's tokenizer, chat examples rendered by its chat
     template (ftpipe.data.template_tokens), or approximately (4 characters a token) for
@@ -132,8 +137,14 @@ class TokenCounter:
         from ftpipe.remote.hf import hub_errors
 
         model = ctx.pipeline.model
-        base = resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=model.revision,
-                            token=model.token or None, log=ctx.log)
+        base = resolve_base(
+            model.base,
+            cache_dir=ctx.cache_dir,
+            base_dir=ctx.base_dir,
+            revision=model.revision,
+            token=model.token or None,
+            log=ctx.log,
+        )
         with hub_errors(f"tokenizer of {model.base}"):
             self.tok = AutoTokenizer.from_pretrained(base, revision=model.revision, token=model.token or None)
         self.exact = True
@@ -171,6 +182,7 @@ class TokenCounter:
 
 # --------------------------------------------------------------------------- sources
 
+
 def iter_source(ctx: StepContext, src: Any = None) -> Iterator[tuple[str | None, tuple]]:
     """(given split or None, (where, row number, row)) for every row of ``src`` (default:
     ``dataset.source``)."""
@@ -194,6 +206,7 @@ def iter_source(ctx: StepContext, src: Any = None) -> Iterator[tuple[str | None,
 
 # --------------------------------------------------------------------------- step
 
+
 @dataclass
 class Stats:
     source_rows: int = 0
@@ -213,8 +226,11 @@ class Stats:
 def run_prepare(ctx: StepContext) -> StepResult:
     ds = ctx.pipeline.dataset
     trainer_hp = getattr(ctx.pipeline.trainer, "hyperparameters", None)
-    max_len = ds.max_seq_length or getattr(trainer_hp, "max_seq_length", None) or getattr(
-        trainer_hp, "model_max_length", None)
+    max_len = (
+        ds.max_seq_length
+        or getattr(trainer_hp, "max_seq_length", None)
+        or getattr(trainer_hp, "model_max_length", None)
+    )
     counter = TokenCounter(ctx)
     stats = Stats()
     tmp = ctx.out_dir / ".rows.tmp"
@@ -234,8 +250,12 @@ def run_prepare(ctx: StepContext) -> StepResult:
             for (split, where, n, rec, i), ntok in zip(batch, lengths, strict=True):
                 if max_len and ntok > max_len:
                     stats.too_long += 1
-                    stats.problem(where, n, "too long",
-                                  f"{ntok} tokens{'' if counter.exact else ' (approx.)'}, longer than max_seq_length {max_len}")
+                    stats.problem(
+                        where,
+                        n,
+                        "too long",
+                        f"{ntok} tokens{'' if counter.exact else ' (approx.)'}, longer than max_seq_length {max_len}",
+                    )
                     continue
                 if ntok > stats.longest["tokens"]:
                     stats.longest = {"tokens": ntok, "where": f"{where} row {n}"}
@@ -275,42 +295,67 @@ def run_prepare(ctx: StepContext) -> StepResult:
     if bad and not ds.skip_invalid:
         by_rule = ", ".join(f"{rule}: {n}" for rule, n in stats.invalid.most_common() if n)
         shown = "\n".join(f"  {p}" for p in stats.problems)
-        more = f"\n  ... and {bad - len(stats.problems)} more (all in the step log)" if bad > len(stats.problems) else ""
-        raise StepError(f"{bad} invalid rows of {stats.source_rows} ({by_rule}):\n{shown}{more}",
-                        hint="fix the data, or set dataset.skip_invalid: true to drop them (they stay counted in stats.json)")
+        more = (
+            f"\n  ... and {bad - len(stats.problems)} more (all in the step log)" if bad > len(stats.problems) else ""
+        )
+        raise StepError(
+            f"{bad} invalid rows of {stats.source_rows} ({by_rule}):\n{shown}{more}",
+            hint="fix the data, or set dataset.skip_invalid: true to drop them (they stay counted in stats.json)",
+        )
     kept = len(labels)
     if kept < ds.min_examples:
-        raise StepError(f"only {kept} usable examples (of {stats.source_rows} rows; {stats.duplicates} duplicates, "
-                        f"{bad} invalid); dataset.min_examples is {ds.min_examples}")
+        raise StepError(
+            f"only {kept} usable examples (of {stats.source_rows} rows; {stats.duplicates} duplicates, "
+            f"{bad} invalid); dataset.min_examples is {ds.min_examples}"
+        )
     _assign_splits(labels, ds.split)
     counts = _write_splits(tmp, labels, tokens, ctx.out_dir)
     tmp.unlink()
     result = {
-        "format": ds.format, "source_rows": stats.source_rows, "kept": kept, "duplicates_removed": stats.duplicates,
-        "invalid": dict(stats.invalid), "invalid_dropped": bad, "max_seq_length": max_len,
-        "tokens_exact": counter.exact, "longest_example": stats.longest, "splits": counts,
+        "format": ds.format,
+        "source_rows": stats.source_rows,
+        "kept": kept,
+        "duplicates_removed": stats.duplicates,
+        "invalid": dict(stats.invalid),
+        "invalid_dropped": bad,
+        "max_seq_length": max_len,
+        "tokens_exact": counter.exact,
+        "longest_example": stats.longest,
+        "splits": counts,
         "problems_shown": stats.problems,
     }
     if ds.sources is not None:
         result["sources"] = _source_counts(sources, per_source, labels, origin)
     (ctx.out_dir / "stats.json").write_text(json.dumps(result, indent=2) + "\n")
-    summary = " · ".join(f"{s} {counts[s]['rows']}" for s in SPLITS) + f" rows · longest {stats.longest['tokens']} tokens"
+    summary = (
+        " · ".join(f"{s} {counts[s]['rows']}" for s in SPLITS) + f" rows · longest {stats.longest['tokens']} tokens"
+    )
     if bad:
         summary += f" · {bad} invalid dropped"
     metrics = {f"{s}_rows": counts[s]["rows"] for s in SPLITS} | {f"{s}_tokens": counts[s]["tokens"] for s in SPLITS}
-    metrics |= {"duplicates_removed": stats.duplicates, "invalid_dropped": bad, "longest_tokens": stats.longest["tokens"]}
+    metrics |= {
+        "duplicates_removed": stats.duplicates,
+        "invalid_dropped": bad,
+        "longest_tokens": stats.longest["tokens"],
+    }
     return StepResult(metrics=metrics, summary=summary)
 
 
-def _source_counts(sources: list[mixture.SourceSpec], read: list[Counter], labels: bytearray,
-                   origin: bytearray) -> dict[str, dict[str, Any]]:
+def _source_counts(
+    sources: list[mixture.SourceSpec], read: list[Counter], labels: bytearray, origin: bytearray
+) -> dict[str, dict[str, Any]]:
     """Per source of a mixture: rows read, rows kept, and rows in each split."""
     names = {1: "train", 2: "validation", 3: "test"}
     kept = Counter(zip(origin, labels, strict=True))
     total = sum(s.weight for s in sources)
     return {
-        s.name: {"format": s.format, "weight": round(s.weight / total, 6), "rows_read": read[i]["rows_read"],
-                 "kept": sum(kept[(i, lab)] for lab in names)} | {names[lab]: kept[(i, lab)] for lab in names}
+        s.name: {
+            "format": s.format,
+            "weight": round(s.weight / total, 6),
+            "rows_read": read[i]["rows_read"],
+            "kept": sum(kept[(i, lab)] for lab in names),
+        }
+        | {names[lab]: kept[(i, lab)] for lab in names}
         for i, s in enumerate(sources)
     }
 

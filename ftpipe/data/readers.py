@@ -3,6 +3,7 @@
 Each yields ``(row_number, row_or_error)`` lazily so that large files stream: a row is a
 dict, or a ``RowError`` for a line that is not a JSON object. Row numbers are 1-based
 per file (the line number for jsonl and csv, counting the header line for csv)."""
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,10 @@ def _fmt_of(path: Path, file_format: str | None) -> str:
         return "jsonl"
     if ext in ("json", "csv", "parquet"):
         return ext
-    raise StepError(f"{path}: cannot tell the file format from '.{ext}'",
-                    hint="set dataset.source.file_format: jsonl | json | csv | parquet")
+    raise StepError(
+        f"{path}: cannot tell the file format from '.{ext}'",
+        hint="set dataset.source.file_format: jsonl | json | csv | parquet",
+    )
 
 
 def read_local(path: Path, file_format: str | None, label: str) -> Iterator[Row]:
@@ -50,7 +53,11 @@ def read_local(path: Path, file_format: str | None, label: str) -> Iterator[Row]
                 except RecursionError:  # hostile input: [[[[...]]]] thousands deep
                     yield label, n, RowError("invalid JSON (nested too deeply)")
                     continue
-                yield label, n, obj if isinstance(obj, dict) else RowError(f"expected a JSON object, got {type(obj).__name__}")
+                yield (
+                    label,
+                    n,
+                    obj if isinstance(obj, dict) else RowError(f"expected a JSON object, got {type(obj).__name__}"),
+                )
     elif fmt == "json":
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
@@ -61,7 +68,7 @@ def read_local(path: Path, file_format: str | None, label: str) -> Iterator[Row]
         if isinstance(data, dict) and isinstance(data.get("data"), list):
             data = data["data"]
         if not isinstance(data, list):
-            raise StepError(f"{label}: a .json data file holds a list of rows (or {{\"data\": [...]}})")
+            raise StepError(f'{label}: a .json data file holds a list of rows (or {{"data": [...]}})')
         for n, obj in enumerate(data, 1):
             yield label, n, obj if isinstance(obj, dict) else RowError(f"expected an object, got {type(obj).__name__}")
     elif fmt == "csv":

@@ -4,6 +4,7 @@ A chat example costs what the trainer feeds the model: the conversation rendered
 template (role markers, turn ends, a default system prompt some templates add), not the
 sum of the messages plus a guessed per-message overhead.
 """
+
 from __future__ import annotations
 
 from typing import Any

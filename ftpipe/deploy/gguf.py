@@ -7,6 +7,7 @@ is quantised from the f16 file by llama.cpp's quantizer. Beside it: an Ollama ``
 says which engine and quantisation the file is for, and ``ftpipe.json``. With ``push`` the
 folder is uploaded to a Hub model repo through the hf-hub target's upload machinery.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,9 @@ def _quoted(text: str) -> str:
     return '"""' + text.replace('"""', '\\"\\"\\"') + '"""'
 
 
-def modelfile(gguf_name: str, *, chat_template: str | None, eos_token: str | None, system: str | None,
-              parameters: dict) -> str:
+def modelfile(
+    gguf_name: str, *, chat_template: str | None, eos_token: str | None, system: str | None, parameters: dict
+) -> str:
     """An Ollama Modelfile for ``gguf_name`` (in the same folder)."""
     lines = ["# Ollama: ollama create <name> -f Modelfile   (written by ftpipe)", f"FROM ./{gguf_name}"]
     if chat_template and "<|im_start|>" in chat_template:
@@ -100,29 +102,59 @@ def write_gguf_folder(ctx: StepContext, target: GgufTarget, folder: Path, *, loc
         # some shapes the result does not run. Check before publishing it.
         status = llama_cpp_runs(folder / name)
         if status not in (0, None):
-            raise StepError(f"gguf deploy: llama.cpp cannot run the {quant} file it made for this model "
-                            f"(exit {status}; k-quants need rows that are multiples of 256 weights)",
-                            hint="use quantization: q8_0 (or f16) for this model")
+            raise StepError(
+                f"gguf deploy: llama.cpp cannot run the {quant} file it made for this model "
+                f"(exit {status}; k-quants need rows that are multiples of 256 weights)",
+                hint="use quantization: q8_0 (or f16) for this model",
+            )
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(weights))
     system = getattr(ctx.pipeline.dataset, "system_prompt", None)
-    (folder / "Modelfile").write_text(modelfile(name, chat_template=getattr(tokenizer, "chat_template", None),
-                                                eos_token=tokenizer.eos_token, system=system,
-                                                parameters=dict(target.parameters)))
+    (folder / "Modelfile").write_text(
+        modelfile(
+            name,
+            chat_template=getattr(tokenizer, "chat_template", None),
+            eos_token=tokenizer.eos_token,
+            system=system,
+            parameters=dict(target.parameters),
+        )
+    )
     shutil.rmtree(weights)
-    usage = "\n".join([
-        "```bash", "ollama create " + ctx.pipeline.name.lower() + " -f Modelfile   # Ollama",
-        f"llama-cli -m {name} -cnv                     # llama.cpp", "```", "",
-        "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-        f'model = AutoModelForCausalLM.from_pretrained("<this folder>", gguf_file="{name}")',
-        f'tokenizer = AutoTokenizer.from_pretrained("<this folder>", gguf_file="{name}")', "```"])
-    card = build_model_card(ctx, ref, adapter=False, repo_id=target.push.repo if target.push else None,
-                            location=location, artifacts=[(name, ENGINES, quant), ("Modelfile", "Ollama", quant)],
-                            usage=usage, library="gguf")
+    usage = "\n".join(
+        [
+            "```bash",
+            "ollama create " + ctx.pipeline.name.lower() + " -f Modelfile   # Ollama",
+            f"llama-cli -m {name} -cnv                     # llama.cpp",
+            "```",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("<this folder>", gguf_file="{name}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("<this folder>", gguf_file="{name}")',
+            "```",
+        ]
+    )
+    card = build_model_card(
+        ctx,
+        ref,
+        adapter=False,
+        repo_id=target.push.repo if target.push else None,
+        location=location,
+        artifacts=[(name, ENGINES, quant), ("Modelfile", "Ollama", quant)],
+        usage=usage,
+        library="gguf",
+    )
     write_model_card(folder, card)
-    marker = {"base": ref.base, "pipeline": ctx.pipeline.name, "format": "gguf", "file": name,
-              "quantization": quant, "engine": "llama.cpp"}
+    marker = {
+        "base": ref.base,
+        "pipeline": ctx.pipeline.name,
+        "format": "gguf",
+        "file": name,
+        "quantization": quant,
+        "engine": "llama.cpp",
+    }
     (folder / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return marker
 
@@ -144,8 +176,10 @@ class GgufDeploy:
         target: GgufTarget = ctx.options["target"]
         dest = resolve_path(ctx, target)
         if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / MARKER).exists())):
-            raise StepError(f"gguf deploy: refusing to replace {dest}: it exists and was not written by ftpipe",
-                            hint="choose another deploy path, or move that folder away")
+            raise StepError(
+                f"gguf deploy: refusing to replace {dest}: it exists and was not written by ftpipe",
+                hint="choose another deploy path, or move that folder away",
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{_secrets.token_hex(3)}")
         tmp.mkdir()
@@ -156,9 +190,16 @@ class GgufDeploy:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         gguf = dest / marker["file"]
-        doc = {"target": "gguf", "path": str(dest), "url": gguf.as_uri(), "file": marker["file"],
-               "quantization": marker["quantization"], "bytes": gguf.stat().st_size, "sha256": _sha256(gguf),
-               "files": list_files(dest)}
+        doc = {
+            "target": "gguf",
+            "path": str(dest),
+            "url": gguf.as_uri(),
+            "file": marker["file"],
+            "quantization": marker["quantization"],
+            "bytes": gguf.stat().st_size,
+            "sha256": _sha256(gguf),
+            "files": list_files(dest),
+        }
         shutil.copy2(dest / "README.md", ctx.out_dir / "README.md")
         summary = f"{marker['file']} ({doc['bytes'] / 1e6:.1f} MB) in {dest}"
         if target.push:
@@ -175,14 +216,34 @@ class GgufDeploy:
         assert push is not None
         api = hf_api(push.token)
         with hub_errors(f"create repo {push.repo}"):
-            with_retries(lambda: api.create_repo(push.repo, private=push.private, exist_ok=True),
-                         what=f"create {push.repo}", log=ctx.log, secrets=ctx.secrets)
+            with_retries(
+                lambda: api.create_repo(push.repo, private=push.private, exist_ok=True),
+                what=f"create {push.repo}",
+                log=ctx.log,
+                secrets=ctx.secrets,
+            )
             if push.revision != "main":
-                with_retries(lambda: api.create_branch(push.repo, branch=push.revision, exist_ok=True),
-                             what=f"create branch {push.revision}", log=ctx.log, secrets=ctx.secrets)
+                with_retries(
+                    lambda: api.create_branch(push.repo, branch=push.revision, exist_ok=True),
+                    what=f"create branch {push.revision}",
+                    log=ctx.log,
+                    secrets=ctx.secrets,
+                )
         ctx.log(f"gguf deploy: uploading to {push.repo}@{push.revision}")
         with hub_errors(f"upload to {push.repo}"):
-            info = upload_folder(api, folder, repo_id=push.repo, repo_type="model", revision=push.revision,
-                                 message=f"ftpipe: {ctx.pipeline.name} GGUF (run {ctx.run_id})", ctx=ctx)
-        return {"repo": push.repo, "revision": push.revision, "commit": info.oid, "url": repo_url(api, push.repo),
-                "private": push.private}
+            info = upload_folder(
+                api,
+                folder,
+                repo_id=push.repo,
+                repo_type="model",
+                revision=push.revision,
+                message=f"ftpipe: {ctx.pipeline.name} GGUF (run {ctx.run_id})",
+                ctx=ctx,
+            )
+        return {
+            "repo": push.repo,
+            "revision": push.revision,
+            "commit": info.oid,
+            "url": repo_url(api, push.repo),
+            "private": push.private,
+        }

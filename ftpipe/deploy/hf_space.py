@@ -5,6 +5,7 @@ matter; it loads the model with transformers (PEFT for an adapter repo) and stre
 answers. The token is never written into a file: when the model repo is private it goes
 to the Space as the secret ``HF_TOKEN``, which ``app.py`` reads from its environment.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -92,15 +93,29 @@ def space_files(ctx: StepContext, target: SpaceTarget) -> dict[str, str]:
     title = f"{pipeline.name} chat"
     description = pipeline.description or f"Chat with {target.model_repo}, fine-tuned with ftpipe."
     meta: dict[str, Any] = {
-        "title": title[:60], "emoji": "💬", "colorFrom": "indigo", "colorTo": "blue", "sdk": "gradio",
-        "app_file": "app.py", "pinned": False, "models": [target.model_repo], "tags": ["ftpipe", "chat"],
+        "title": title[:60],
+        "emoji": "💬",
+        "colorFrom": "indigo",
+        "colorTo": "blue",
+        "sdk": "gradio",
+        "app_file": "app.py",
+        "pinned": False,
+        "models": [target.model_repo],
+        "tags": ["ftpipe", "chat"],
         "short_description": description[:60],
     }
-    readme = ("---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
-              f"# {title}\n\n{description}\n\nA chat demo of [{target.model_repo}](/{target.model_repo}), "
-              f"deployed by the ftpipe pipeline `{pipeline.name}`.\n")
-    app = APP.format(model_repo=target.model_repo, pipeline=pipeline.name, title=title, description=description,
-                     system_prompt=pipeline.dataset.system_prompt or "")
+    readme = (
+        "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
+        f"# {title}\n\n{description}\n\nA chat demo of [{target.model_repo}](/{target.model_repo}), "
+        f"deployed by the ftpipe pipeline `{pipeline.name}`.\n"
+    )
+    app = APP.format(
+        model_repo=target.model_repo,
+        pipeline=pipeline.name,
+        title=title,
+        description=description,
+        system_prompt=pipeline.dataset.system_prompt or "",
+    )
     files = {"README.md": readme, "app.py": app, "requirements.txt": REQUIREMENTS}
     return {path: redact(text, ctx.secrets) for path, text in files.items()}
 
@@ -123,30 +138,69 @@ class SpaceDeploy:
         with hub_errors(f"model {target.model_repo}"):
             model_private = bool(api.model_info(target.model_repo).private)
         with hub_errors(f"space {target.repo}"):
-            url = str(with_retries(lambda: api.create_repo(
-                target.repo, repo_type="space", space_sdk="gradio", private=target.private, exist_ok=True,
-                space_hardware=target.hardware), what=f"create space {target.repo}", log=ctx.log, secrets=ctx.secrets))
+            url = str(
+                with_retries(
+                    lambda: api.create_repo(
+                        target.repo,
+                        repo_type="space",
+                        space_sdk="gradio",
+                        private=target.private,
+                        exist_ok=True,
+                        space_hardware=target.hardware,
+                    ),
+                    what=f"create space {target.repo}",
+                    log=ctx.log,
+                    secrets=ctx.secrets,
+                )
+            )
             if model_private:
                 # Before the upload, so that the first build can read the model.
-                with_retries(lambda: api.add_space_secret(
-                    target.repo, TOKEN_SECRET, target.token,
-                    description="Read access to the private model repo (set by ftpipe)"),
-                    what="set the Space secret", log=ctx.log, secrets=ctx.secrets)
+                with_retries(
+                    lambda: api.add_space_secret(
+                        target.repo,
+                        TOKEN_SECRET,
+                        target.token,
+                        description="Read access to the private model repo (set by ftpipe)",
+                    ),
+                    what="set the Space secret",
+                    log=ctx.log,
+                    secrets=ctx.secrets,
+                )
             runtime = api.get_space_runtime(target.repo)
             if (runtime.requested_hardware or runtime.hardware) != target.hardware:
                 ctx.log(f"space {target.repo}: requesting hardware {target.hardware}")
-                with_retries(lambda: api.request_space_hardware(target.repo, target.hardware),
-                             what="request hardware", log=ctx.log, secrets=ctx.secrets)
+                with_retries(
+                    lambda: api.request_space_hardware(target.repo, target.hardware),
+                    what="request hardware",
+                    log=ctx.log,
+                    secrets=ctx.secrets,
+                )
             with tempfile.TemporaryDirectory(prefix="hf-space-", dir=ctx.state_dir) as tmp:
                 folder = Path(tmp)
                 for path, text in space_files(ctx, target).items():
                     (folder / path).write_text(text, encoding="utf-8")
                 files = list_files(folder)
-                info = upload_folder(api, folder, repo_id=target.repo, repo_type="space", revision="main",
-                                     message=f"ftpipe: chat demo for {target.model_repo}", ctx=ctx)
+                info = upload_folder(
+                    api,
+                    folder,
+                    repo_id=target.repo,
+                    repo_type="space",
+                    revision="main",
+                    message=f"ftpipe: chat demo for {target.model_repo}",
+                    ctx=ctx,
+                )
             stage = api.get_space_runtime(target.repo).stage
-        doc = {"target": "hf-space", "space": target.repo, "url": url or repo_url(api, target.repo, "space"),
-               "commit": info.oid, "model_repo": target.model_repo, "hardware": target.hardware,
-               "private": target.private, "token_secret": model_private, "stage": str(stage), "files": files}
+        doc = {
+            "target": "hf-space",
+            "space": target.repo,
+            "url": url or repo_url(api, target.repo, "space"),
+            "commit": info.oid,
+            "model_repo": target.model_repo,
+            "hardware": target.hardware,
+            "private": target.private,
+            "token_secret": model_private,
+            "stage": str(stage),
+            "files": files,
+        }
         write_json(ctx.out_dir / "deploy.json", doc)
         return StepResult(summary=f"space {target.repo}@{info.oid[:10]} ({stage}, {target.hardware})")

@@ -6,6 +6,7 @@ base (``adapter_config.json`` ``base_model_name_or_path`` and ``ftpipe.json``); 
 tokenizer; ``README.md``. Nothing from training (checkpoints, optimizer state, pickled
 arguments) is copied.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -23,11 +24,27 @@ from ftpipe.spec.models import LocalTarget
 from ftpipe.store import write_json
 
 MARKER = "ftpipe.json"
-_SKIP = ("checkpoint-*", "runs", "optimizer.pt", "scheduler.pt", "rng_state*.pth", "training_args.bin",
-         "trainer_state.json", "README.md", MARKER, ".*")
+_SKIP = (
+    "checkpoint-*",
+    "runs",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_state*.pth",
+    "training_args.bin",
+    "trainer_state.json",
+    "README.md",
+    MARKER,
+    ".*",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-_TOKENIZER_PATTERNS = ("tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt",
-                       "chat_template*")
+_TOKENIZER_PATTERNS = (
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab*",
+    "merges.txt",
+    "chat_template*",
+)
 
 
 def local_model(ctx: StepContext, what: str) -> tuple[ModelRef, Path]:
@@ -37,9 +54,11 @@ def local_model(ctx: StepContext, what: str) -> tuple[ModelRef, Path]:
         raise StepError(f"{what}: no train artifact (the deploy step needs the train step)")
     ref = ModelRef.read(Path(train))
     if ref.kind != "local":
-        raise StepError(f"{what} publishes a local model folder, but the trainer produced a hosted model "
-                        f"({ref.provider}:{ref.model_id})",
-                        hint="deploy hosted fine-tunes with their provider's target (e.g. azure-openai)")
+        raise StepError(
+            f"{what} publishes a local model folder, but the trainer produced a hosted model "
+            f"({ref.provider}:{ref.model_id})",
+            hint="deploy hosted fine-tunes with their provider's target (e.g. azure-openai)",
+        )
     folder = Path(train) / (ref.path or "model")
     if not folder.is_dir():
         raise StepError(f"{what}: the train artifact has no model folder {folder}")
@@ -65,8 +84,7 @@ def _merge(ctx: StepContext, ref: ModelRef, train_dir: Path, dest: Path) -> None
     """Merged full weights and the tokenizer into ``dest``."""
     from ftpipe.models import loading
 
-    loading.merge_adapter(ref, train_dir, dest, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir,
-                          **_model_opts(ctx))
+    loading.merge_adapter(ref, train_dir, dest, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, **_model_opts(ctx))
 
 
 def _ensure_tokenizer(ctx: StepContext, ref: ModelRef, dest: Path) -> None:
@@ -78,12 +96,14 @@ def _ensure_tokenizer(ctx: StepContext, ref: ModelRef, dest: Path) -> None:
     from ftpipe.models import loading
 
     base = loading.resolve_base(ref.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, **_model_opts(ctx))
-    AutoTokenizer.from_pretrained(str(base), **({"token": ctx.pipeline.model.token} if ctx.pipeline.model.token
-                                                else {})).save_pretrained(dest)
+    AutoTokenizer.from_pretrained(
+        str(base), **({"token": ctx.pipeline.model.token} if ctx.pipeline.model.token else {})
+    ).save_pretrained(dest)
 
 
-def export_model(ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_id: str | None = None,
-                 location: str | None = None) -> dict[str, Any]:
+def export_model(
+    ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_id: str | None = None, location: str | None = None
+) -> dict[str, Any]:
     """Write the publishable model folder into the empty folder ``dest``. Returns the
     contents of ``ftpipe.json`` (base, adapter, merged)."""
     ref, folder = local_model(ctx, what)
@@ -108,16 +128,22 @@ def export_model(ctx: StepContext, dest: Path, *, merge: bool, what: str, repo_i
         # Point at the base by the name the pipeline uses, not a path on the training machine.
         cfg["base_model_name_or_path"] = ref.base
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    marker = {"base": ref.base, "revision": ctx.pipeline.model.revision, "adapter": adapter, "merged": merged,
-              "pipeline": ctx.pipeline.name,
-              # the train step's cache key (its artifact folder's name): `must_beat: [deployed]`
-              # knows a re-deploy of the same fine-tune from another model
-              "train_key": train_dir.name,
-              # and the model this one replaced, which the evaluation that approved it compared with
-              "replaced_train_key": _replaced_key(location, train_dir.name)}
+    marker = {
+        "base": ref.base,
+        "revision": ctx.pipeline.model.revision,
+        "adapter": adapter,
+        "merged": merged,
+        "pipeline": ctx.pipeline.name,
+        # the train step's cache key (its artifact folder's name): `must_beat: [deployed]`
+        # knows a re-deploy of the same fine-tune from another model
+        "train_key": train_dir.name,
+        # and the model this one replaced, which the evaluation that approved it compared with
+        "replaced_train_key": _replaced_key(location, train_dir.name),
+    }
     (dest / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    card = build_model_card(ctx, ref, adapter=adapter, repo_id=repo_id, location=location,
-                            artifacts=weight_artifacts(dest, adapter=adapter))
+    card = build_model_card(
+        ctx, ref, adapter=adapter, repo_id=repo_id, location=location, artifacts=weight_artifacts(dest, adapter=adapter)
+    )
     write_model_card(dest, card)
     return marker
 
@@ -129,8 +155,7 @@ def weight_artifacts(folder: Path, *, adapter: bool) -> list[tuple[str, str, str
         dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
     except (OSError, ValueError):
         dtype = "base model's dtype"
-    engines = ("transformers + PEFT (merged by `ftpipe serve`)" if adapter
-               else "transformers, vLLM (`ftpipe serve`)")
+    engines = "transformers + PEFT (merged by `ftpipe serve`)" if adapter else "transformers, vLLM (`ftpipe serve`)"
     return [(p.name, engines, f"none ({dtype})") for p in sorted(folder.glob("*.safetensors"))]
 
 
@@ -198,8 +223,10 @@ class LocalDeploy:
         target: LocalTarget = ctx.options["target"]
         dest = resolve_path(ctx, target)
         if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / MARKER).exists())):
-            raise StepError(f"local deploy: refusing to replace {dest}: it exists and was not written by ftpipe",
-                            hint="choose another deploy path, or move that folder away")
+            raise StepError(
+                f"local deploy: refusing to replace {dest}: it exists and was not written by ftpipe",
+                hint="choose another deploy path, or move that folder away",
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{_secrets.token_hex(3)}")
         tmp.mkdir()
@@ -211,8 +238,16 @@ class LocalDeploy:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         shutil.copy2(dest / "README.md", ctx.out_dir / "README.md")
-        write_json(ctx.out_dir / "deploy.json", {"target": "local", "path": str(dest), "url": dest.as_uri(),
-                                                 "adapter": marker["adapter"], "merged": marker["merged"],
-                                                 "files": files})
+        write_json(
+            ctx.out_dir / "deploy.json",
+            {
+                "target": "local",
+                "path": str(dest),
+                "url": dest.as_uri(),
+                "adapter": marker["adapter"],
+                "merged": marker["merged"],
+                "files": files,
+            },
+        )
         kind = "merged model" if marker["merged"] else ("adapter" if marker["adapter"] else "model")
         return StepResult(metrics={"files": len(files)}, summary=f"{kind} in {dest}")

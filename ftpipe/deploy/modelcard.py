@@ -6,6 +6,7 @@ name and hash, hyperparameters, the evaluation table and the command that reprod
 The trainer config goes through :func:`ftpipe.plan.strip_secrets` and the finished text
 through :func:`ftpipe.spec.interpolate.redact`: a card never carries a secret.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -104,14 +105,24 @@ def _usage(ref: ModelRef, adapter: bool, repo_id: str | None, location: str | No
     where = repo_id or location or "<this folder>"
     lines = ["```python"]
     if adapter:
-        lines += ["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
-                  f'model = AutoPeftModelForCausalLM.from_pretrained("{where}")']
+        lines += [
+            "from peft import AutoPeftModelForCausalLM",
+            "from transformers import AutoTokenizer",
+            "",
+            f'model = AutoPeftModelForCausalLM.from_pretrained("{where}")',
+        ]
     else:
-        lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-                  f'model = AutoModelForCausalLM.from_pretrained("{where}")']
+        lines += [
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            "",
+            f'model = AutoModelForCausalLM.from_pretrained("{where}")',
+        ]
     lines += [f'tokenizer = AutoTokenizer.from_pretrained("{where}")', "```"]
     if adapter and ref.base.startswith("builtin:"):
-        lines += ["", f"The base is ftpipe's built-in `{ref.base}` model: load it with ftpipe (`ftpipe serve {where}`)."]
+        lines += [
+            "",
+            f"The base is ftpipe's built-in `{ref.base}` model: load it with ftpipe (`ftpipe serve {where}`).",
+        ]
     elif location and not repo_id:
         lines += ["", f"Or serve it with an OpenAI-compatible API: `ftpipe serve {location}`."]
     return "\n".join(lines)
@@ -142,8 +153,11 @@ def front_matter(ctx: StepContext, ref: ModelRef, adapter: bool) -> dict[str, An
 
 def _describe_source(source: Any) -> str:
     if source.type == "hub":
-        return f"Hub dataset `{source.repo}`" + (f" at `{source.revision}`" if source.revision else "") \
+        return (
+            f"Hub dataset `{source.repo}`"
+            + (f" at `{source.revision}`" if source.revision else "")
             + f", split `{source.split}`"
+        )
     if isinstance(source.path, str):
         return f"local files `{source.path}`"
     return "local files " + ", ".join(f"{k}: `{v}`" for k, v in source.path.items())
@@ -156,9 +170,17 @@ def artifacts_table(rows: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
-def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id: str | None = None,
-                     location: str | None = None, artifacts: list[tuple[str, str, str]] | None = None,
-                     usage: str | None = None, library: str | None = None) -> str:
+def build_model_card(
+    ctx: StepContext,
+    ref: ModelRef,
+    *,
+    adapter: bool,
+    repo_id: str | None = None,
+    location: str | None = None,
+    artifacts: list[tuple[str, str, str]] | None = None,
+    usage: str | None = None,
+    library: str | None = None,
+) -> str:
     """The README.md text for the model of ``ref`` as deployed (``adapter``: the folder
     holds a PEFT adapter; ``repo_id``/``location``: where it can be loaded from;
     ``artifacts``: the files with the engine and quantisation each is for; ``usage`` and
@@ -175,13 +197,20 @@ def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id:
     base_line = f"`{ref.base}`" + (f" at revision `{pipeline.model.revision}`" if pipeline.model.revision else "")
     kind = "a PEFT adapter on top of the base model" if adapter else "full weights"
     parts = [
-        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-        f"# {pipeline.name}", "",
+        "---",
+        yaml.safe_dump(meta, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {pipeline.name}",
+        "",
         *([f"**Recommendation: {rec}**", ""] if (rec := _recommendation(ctx)) else []),
         *([pipeline.description, ""] if pipeline.description else []),
-        f"Fine-tuned from {base_line} with ftpipe. This repository holds {kind}.", "",
-        "## Provenance", "",
-        "| | |", "|---|---|",
+        f"Fine-tuned from {base_line} with ftpipe. This repository holds {kind}.",
+        "",
+        "## Provenance",
+        "",
+        "| | |",
+        "|---|---|",
         f"| Base model | {base_line} |",
         f"| Training data | {data} (format `{pipeline.dataset.format}`) |",
         f"| Data fingerprint | `{data_fingerprint(ctx)}` |",
@@ -190,8 +219,12 @@ def build_model_card(ctx: StepContext, ref: ModelRef, *, adapter: bool, repo_id:
         *([f"| Training run | `{run_id}` |"] if run_id else []),
         f"| Trainer | `{getattr(pipeline.trainer, 'backend', '?')}` ({getattr(pipeline.trainer, 'method', '?')}) |",
         "",
-        "## Hyperparameters", "",
-        "```yaml", yaml.safe_dump(hyper, sort_keys=False).strip(), "```", "",
+        "## Hyperparameters",
+        "",
+        "```yaml",
+        yaml.safe_dump(hyper, sort_keys=False).strip(),
+        "```",
+        "",
     ]
     evaluation = _evaluation(ctx)
     parts += ["## Evaluation", "", evaluation if evaluation else "This pipeline has no evaluate step.", ""]

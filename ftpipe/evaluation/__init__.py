@@ -3,6 +3,7 @@
 ``run_evaluate`` and ``run_gate`` are the evaluate and gate steps; nothing here imports
 torch, transformers, openai or matplotlib until a step runs.
 """
+
 from __future__ import annotations
 
 from ftpipe.evaluation.gate import check_gate, run_gate

@@ -1,6 +1,7 @@
 """Azure OpenAI serves a model only through a deployment, so scoring an Azure fine-tune
 before the deploy step needs one: a temporary deployment in the account of the
 pipeline's azure-openai deploy target, removed when the evaluation ends."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -24,23 +25,28 @@ def evaluation_deployment(ctx: StepContext, model_id: str) -> Iterator[str]:
 
     targets = [t for t in ctx.pipeline.deploy if isinstance(t, AzureDeployTarget)]
     if not targets:
-        raise StepError("Azure OpenAI serves a fine-tune only through a deployment, and this pipeline names no "
-                        "Azure account to create one in",
-                        hint="add an azure-openai deploy target: evaluate deploys the fine-tune there under a "
-                             "temporary name and removes it afterwards")
+        raise StepError(
+            "Azure OpenAI serves a fine-tune only through a deployment, and this pipeline names no "
+            "Azure account to create one in",
+            hint="add an azure-openai deploy target: evaluate deploys the fine-tune there under a "
+            "temporary name and removes it afterwards",
+        )
     target = targets[0]
-    name = (target.deployment[: 64 - len(EVAL_SUFFIX)] + EVAL_SUFFIX)
+    name = target.deployment[: 64 - len(EVAL_SUFFIX)] + EVAL_SUFFIX
     temp = target.model_copy(update={"deployment": name})
     token = management_token(temp)
     url = deployment_url(temp)
     ctx.log(f"creating temporary deployment {name} of {model_id} for evaluation")
-    _, dep = arm_request("PUT", url, token, what=f"creating evaluation deployment {name}",
-                         body=deployment_body(temp, model_id))
+    _, dep = arm_request(
+        "PUT", url, token, what=f"creating evaluation deployment {name}", body=deployment_body(temp, model_id)
+    )
     try:
         dep = AzureDeploy()._wait(ctx, temp, url, token, dep, poll=getattr(ctx.pipeline.trainer, "poll", None))
         if (dep or {}).get("properties", {}).get("provisioningState") != "Succeeded":
-            raise StepError(f"the evaluation deployment {name} of {model_id} did not succeed",
-                            hint="check the account's quota for this model (Azure portal → Deployments)")
+            raise StepError(
+                f"the evaluation deployment {name} of {model_id} did not succeed",
+                hint="check the account's quota for this model (Azure portal → Deployments)",
+            )
         yield name
     finally:
         try:

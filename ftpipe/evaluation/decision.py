@@ -5,6 +5,7 @@ break-even, and the one-line recommendation.
 Everything here is pure arithmetic on per-example scores and measured times, so it is
 unit-tested against hand-computed cases (tests/evaluation/test_decision.py).
 """
+
 from __future__ import annotations
 
 import math
@@ -68,8 +69,15 @@ def paired_bootstrap(
     wins = sum(1 for d in diffs if sign * d > _TIE)
     losses = sum(1 for d in diffs if sign * d < -_TIE)
     out: dict[str, Any] = {
-        "n": n, "confidence": confidence, "resamples": 0, "delta": None, "low": None, "high": None,
-        "wins": wins, "ties": n - wins - losses, "losses": losses,
+        "n": n,
+        "confidence": confidence,
+        "resamples": 0,
+        "delta": None,
+        "low": None,
+        "high": None,
+        "wins": wins,
+        "ties": n - wins - losses,
+        "losses": losses,
     }
     if n == 0:
         return {**out, "verdict": "inconclusive", "why": "no paired examples"}
@@ -82,8 +90,11 @@ def paired_bootstrap(
     if wins == 0 and losses == 0:
         return {**out, "verdict": "tie", "why": "every example ties"}
     if n < min_examples:
-        return {**out, "verdict": "inconclusive",
-                "why": f"only {n} paired examples (at least {min_examples} are needed to call a winner)"}
+        return {
+            **out,
+            "verdict": "inconclusive",
+            "why": f"only {n} paired examples (at least {min_examples} are needed to call a winner)",
+        }
     improvement_low, improvement_high = (low, high) if higher_is_better else (-high, -low)
     if improvement_low > _TIE:
         return {**out, "verdict": "better", "why": f"the {pct} interval excludes 0"}
@@ -142,7 +153,9 @@ def local_cost_per_1k(seconds_per_request: float | None, hourly: float | None) -
     return 1000.0 * seconds_per_request * hourly / 3600.0
 
 
-def training_cost(*, usd: float | None = None, seconds: float | None = None, hourly: float | None = None) -> float | None:
+def training_cost(
+    *, usd: float | None = None, seconds: float | None = None, hourly: float | None = None
+) -> float | None:
     """The fine-tune's cost: a given price (a hosted job's bill), else hours × price per hour."""
     if usd is not None:
         return float(usd)
@@ -151,8 +164,9 @@ def training_cost(*, usd: float | None = None, seconds: float | None = None, hou
     return seconds / 3600.0 * hourly
 
 
-def break_even_requests(training_usd: float | None, baseline_per_1k: float | None,
-                        finetuned_per_1k: float | None) -> int | None:
+def break_even_requests(
+    training_usd: float | None, baseline_per_1k: float | None, finetuned_per_1k: float | None
+) -> int | None:
     """Requests after which the fine-tune's per-request savings have paid for its training:
     ceil(training / (baseline − finetuned per request)). None when it never does (no
     savings) or a number is missing; 0 when training was free."""
@@ -187,12 +201,18 @@ def recommend(
     an interval to call a winner, the line says the result is inconclusive first."""
     rec = _recommend(report, gate)
     metric = (gate or {}).get("metric") or report.get("primary_metric")
-    few = [iv for c in report.get("comparisons", []) if (iv := (c.get("intervals") or {}).get(metric))
-           and str(iv.get("why", "")).startswith("only ")]
+    few = [
+        iv
+        for c in report.get("comparisons", [])
+        if (iv := (c.get("intervals") or {}).get(metric)) and str(iv.get("why", "")).startswith("only ")
+    ]
     if few:
-        rec = {**rec, "inconclusive": True,
-               "line": f"inconclusive: {few[0]['n']} test examples are too few to call a winner "
-                       f"(on these numbers: {rec['line']})"}
+        rec = {
+            **rec,
+            "inconclusive": True,
+            "line": f"inconclusive: {few[0]['n']} test examples are too few to call a winner "
+            f"(on these numbers: {rec['line']})",
+        }
     return rec
 
 
@@ -208,16 +228,23 @@ def _recommend(report: Mapping[str, Any], gate: Mapping[str, Any] | None) -> dic
         not_beaten = [n for n in not_beaten if n not in skipped]
     else:
         comps = report.get("comparisons", [])
-        not_beaten = [c["baseline"] for c in comps
-                      if (c.get("intervals", {}).get(metric) or {}).get("verdict") != "better"]
+        not_beaten = [
+            c["baseline"] for c in comps if (c.get("intervals", {}).get(metric) or {}).get("verdict") != "better"
+        ]
         passed = not not_beaten
     forgetting = list((gate or {}).get("forgetting") or [])
     if forgetting and not not_beaten:
-        return {"variant": "base", "fine_tune": False,
-                "line": "do not deploy this fine-tune: it loses general ability (" + forgetting[0] + ")"}
+        return {
+            "variant": "base",
+            "fine_tune": False,
+            "line": "do not deploy this fine-tune: it loses general ability (" + forgetting[0] + ")",
+        }
     if passed:
-        be = [c.get("break_even_requests") for c in report.get("comparisons", [])
-              if c.get("break_even_requests") is not None]
+        be = [
+            c.get("break_even_requests")
+            for c in report.get("comparisons", [])
+            if c.get("break_even_requests") is not None
+        ]
         line = f"fine-tune: it meets the gate on {metric}"
         if ft_cost is not None:
             line += f" and costs {_money(ft_cost)} per 1k requests"
@@ -227,8 +254,10 @@ def _recommend(report: Mapping[str, Any], gate: Mapping[str, Any] | None) -> dic
     if "deployed" in not_beaten:
         deployed = variants.get("deployed", {}).get("metrics", {}).get(metric)
         ft = variants.get(FINETUNED, {}).get("metrics", {}).get(metric)
-        line = "keep the deployed model: the new fine-tune does not beat it on " + \
-            f"{metric} ({_num(ft)} vs {_num(deployed)})"
+        line = (
+            "keep the deployed model: the new fine-tune does not beat it on "
+            + f"{metric} ({_num(ft)} vs {_num(deployed)})"
+        )
         return {"variant": "deployed", "fine_tune": False, "line": line}
     # the cheapest alternative the fine-tune did not beat (unknown cost sorts last)
     order = sorted(not_beaten, key=lambda n: (cost.get(n) is None, cost.get(n) or 0.0))

@@ -13,6 +13,7 @@ Added to report.json::
     decision: {"confidence", "hourly", "training_cost_usd", "training_seconds"}
     recommendation: {"variant", "fine_tune", "line"}
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -63,9 +64,15 @@ def _local_costs(report: dict[str, Any], hourly: float | None) -> None:
         c["cost_saved_per_1k_requests"] = None if other is None or mine is None else other - mine
 
 
-def add_decision(report: dict[str, Any], *, per_example: Mapping[str, Mapping[str, Sequence[float]]], cfg: Any,
-                 training_seconds: float | None, skipped: Mapping[str, str] | None = None,
-                 trained_tokens: int | None = None) -> dict[str, Any]:
+def add_decision(
+    report: dict[str, Any],
+    *,
+    per_example: Mapping[str, Mapping[str, Sequence[float]]],
+    cfg: Any,
+    training_seconds: float | None,
+    skipped: Mapping[str, str] | None = None,
+    trained_tokens: int | None = None,
+) -> dict[str, Any]:
     """Add intervals, costs, break-even and the recommendation to ``report`` (in place)."""
     iv_cfg = cfg.intervals
     cost_cfg = cfg.cost
@@ -80,24 +87,36 @@ def add_decision(report: dict[str, Any], *, per_example: Mapping[str, Mapping[st
     for c in report["comparisons"]:
         base_scores = per_example.get(c["baseline"], {})
         c["intervals"] = {
-            m: paired_bootstrap(ft_scores[m], base_scores[m], higher_is_better=higher_is_better(m),
-                                confidence=iv_cfg.confidence, resamples=iv_cfg.resamples, seed=iv_cfg.seed,
-                                min_examples=iv_cfg.min_examples)
-            for m in report["metrics"] if m in ft_scores and m in base_scores
-            and len(ft_scores[m]) == len(base_scores[m])
+            m: paired_bootstrap(
+                ft_scores[m],
+                base_scores[m],
+                higher_is_better=higher_is_better(m),
+                confidence=iv_cfg.confidence,
+                resamples=iv_cfg.resamples,
+                seed=iv_cfg.seed,
+                min_examples=iv_cfg.min_examples,
+            )
+            for m in report["metrics"]
+            if m in ft_scores and m in base_scores and len(ft_scores[m]) == len(base_scores[m])
         }
         c["break_even_requests"] = break_even_requests(
-            train_usd, report["variants"][c["baseline"]].get("cost_per_1k_requests"), ft_cost)
+            train_usd, report["variants"][c["baseline"]].get("cost_per_1k_requests"), ft_cost
+        )
     report["skipped"] = dict(skipped or {})
-    report["decision"] = {"confidence": iv_cfg.confidence, "hourly": cost_cfg.hourly,
-                          "training_cost_usd": train_usd, "training_seconds": training_seconds,
-                          "trained_tokens": trained_tokens}
+    report["decision"] = {
+        "confidence": iv_cfg.confidence,
+        "hourly": cost_cfg.hourly,
+        "training_cost_usd": train_usd,
+        "training_seconds": training_seconds,
+        "trained_tokens": trained_tokens,
+    }
     report["recommendation"] = recommend(report, _gate_doc(report, per_example, cfg))
     return report
 
 
-def _gate_doc(report: dict[str, Any], per_example: Mapping[str, Mapping[str, Sequence[float]]],
-              cfg: Any) -> dict[str, Any] | None:
+def _gate_doc(
+    report: dict[str, Any], per_example: Mapping[str, Mapping[str, Sequence[float]]], cfg: Any
+) -> dict[str, Any] | None:
     """What the gate will say, so report.md's recommendation agrees with it."""
     gate = cfg.gate
     if gate is None:
@@ -106,8 +125,15 @@ def _gate_doc(report: dict[str, Any], per_example: Mapping[str, Mapping[str, Seq
 
     scores = {v: s[gate.metric] for v, s in per_example.items() if gate.metric in s}
     try:
-        return check_gate(report, metric=gate.metric, must_beat=list(gate.must_beat), min_delta=float(gate.min_delta),
-                          confidence=gate.confidence, per_example=scores, max_forgetting=gate.max_forgetting)
+        return check_gate(
+            report,
+            metric=gate.metric,
+            must_beat=list(gate.must_beat),
+            min_delta=float(gate.min_delta),
+            confidence=gate.confidence,
+            per_example=scores,
+            max_forgetting=gate.max_forgetting,
+        )
     except StepError:
         return None
 
@@ -127,13 +153,20 @@ def _render_benchmarks(report: Mapping[str, Any]) -> list[str]:
     tasks = bench.get("tasks") or {}
     if not tasks and not bench.get("skipped"):
         return []
-    lines = ["", "## General ability (lm-evaluation-harness)", "",
-             "| task | metric | n | base | finetuned | Δ |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## General ability (lm-evaluation-harness)",
+        "",
+        "| task | metric | n | base | finetuned | Δ |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for task, t in tasks.items():
         v = t["variants"]
         delta = "n/a" if t.get("delta") is None else f"{t['delta']:+.4f}"
-        lines.append(f"| {task} | {t['metric']} | {t.get('n') or 'n/a'} | {_num(v.get('base'))} | "
-                     f"{_num(v.get('finetuned'))} | {delta} |")
+        lines.append(
+            f"| {task} | {t['metric']} | {t.get('n') or 'n/a'} | {_num(v.get('base'))} | "
+            f"{_num(v.get('finetuned'))} | {delta} |"
+        )
     for name, why in (bench.get("skipped") or {}).items():
         lines.append(f"- {name}: not benchmarked ({why})")
     return lines
@@ -148,14 +181,20 @@ def _render_intervals_and_cost(report: Mapping[str, Any]) -> list[str]:
     if not comps:
         return []
     conf = report.get("decision", {}).get("confidence", 0.95)
-    lines = ["", f"## Confidence (paired bootstrap, {conf * 100:g}%)", "",
-             "| baseline | metric | Δ finetuned − baseline [CI] | win / tie / loss | verdict |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Confidence (paired bootstrap, {conf * 100:g}%)",
+        "",
+        "| baseline | metric | Δ finetuned − baseline [CI] | win / tie / loss | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for c in comps:
         for m, iv in c["intervals"].items():
             verdict = iv["verdict"] + (f" ({iv['why']})" if iv["verdict"] == "inconclusive" else "")
-            lines.append(f"| {c['baseline']} | {m} | {fmt_interval(iv)} | "
-                         f"{iv['wins']} / {iv['ties']} / {iv['losses']} | {verdict} |")
+            lines.append(
+                f"| {c['baseline']} | {m} | {fmt_interval(iv)} | "
+                f"{iv['wins']} / {iv['ties']} / {iv['losses']} | {verdict} |"
+            )
     d = report.get("decision", {})
     lines += ["", "## Cost", ""]
     if d.get("hourly") is not None:

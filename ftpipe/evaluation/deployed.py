@@ -9,6 +9,7 @@ deployed model being this very fine-tune (a cached re-run), skips the comparison
 Light on purpose: planning reads :func:`deployed_state` for the evaluate step's cache key
 (so evaluation re-runs when someone else's model lands at the target).
 """
+
 from __future__ import annotations
 
 import json

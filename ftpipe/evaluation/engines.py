@@ -11,6 +11,7 @@
   costs more than the model itself (4.2 s against 1.0 s), so below
   :data:`CONTINUOUS_BATCHING_MIN_PARAMS` the padded batches stay.
 """
+
 from __future__ import annotations
 
 import gc
@@ -37,25 +38,38 @@ def prefers_continuous_batching(model: Any, *, min_params: int = CONTINUOUS_BATC
     return sum(p.numel() for p in model.parameters()) >= min_params
 
 
-def continuous_batching_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], stop_ids: Sequence[int],
-                                 *, max_new_tokens: int, pad_id: int,
-                                 on_batch: Callable[[int], None] | None = None) -> list[Any]:
+def continuous_batching_generate(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[list[int]],
+    stop_ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    pad_id: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Any]:
     """Greedy answers through ``model.generate_batch`` (continuous batching), in order, with
     the same text and token counts :func:`~ftpipe.evaluation.generate.generate_local` reports."""
     from transformers import ContinuousBatchingConfig, GenerationConfig
 
     from ftpipe.evaluation.generate import Generation
 
-    config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids) or None,
-                              pad_token_id=pad_id)
+    config = GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids) or None, pad_token_id=pad_id
+    )
     longest = max((len(ids) for ids in encoded), default=1)
     # A cache sized for a CPU: the defaults reserve so much that every step pays for it.
     cb_config = ContinuousBatchingConfig(num_blocks=256, max_batch_tokens=max(1024, longest + 1))
     was_training = model.training
     model.eval()
     try:
-        outputs = model.generate_batch(inputs=[list(ids) for ids in encoded], generation_config=config,
-                                       continuous_batching_config=cb_config, progress_bar=False, warmup=False)
+        outputs = model.generate_batch(
+            inputs=[list(ids) for ids in encoded],
+            generation_config=config,
+            continuous_batching_config=cb_config,
+            progress_bar=False,
+            warmup=False,
+        )
     finally:
         model.train(was_training)
     ordered = [outputs[k] for k in sorted(outputs, key=lambda rid: int(str(rid).rsplit("_", 1)[-1]))]
@@ -72,8 +86,16 @@ def continuous_batching_generate(model: Any, tokenizer: Any, encoded: Sequence[l
     return results
 
 
-def vllm_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], stop_ids: Sequence[int], *,
-                  max_new_tokens: int, seed: int, on_batch: Callable[[int], None] | None = None) -> list[Any]:
+def vllm_generate(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[list[int]],
+    stop_ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    seed: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[Any]:
     """Greedy answers from vLLM for prompts given as token ids, in order."""
     from vllm import LLM, SamplingParams  # GPU machines only
 
@@ -84,8 +106,9 @@ def vllm_generate(model: Any, tokenizer: Any, encoded: Sequence[list[int]], stop
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         llm = LLM(model=folder, seed=seed, gpu_memory_utilization=0.5)
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_ids),
-                                skip_special_tokens=True)
+        params = SamplingParams(
+            temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_ids), skip_special_tokens=True
+        )
         outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in encoded], params, use_tqdm=False)
         results = []
         for ids, out in zip(encoded, outputs, strict=True):

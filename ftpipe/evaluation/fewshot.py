@@ -4,6 +4,7 @@ An :class:`Example` is a prompt (a list of chat messages) and the reference answ
 few-shot baseline puts ``k`` training examples in front of each query, chosen either by
 BM25 similarity to the query (scored by ``bm25s``) or at random.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,9 @@ def load_examples(path: Path, *, limit: int | None = None) -> list[Example]:
                 break
             try:
                 record = json.loads(line)
-                if isinstance(record, dict) and record.get("label") is False:  # an undesirable completion is no reference answer
+                if (
+                    isinstance(record, dict) and record.get("label") is False
+                ):  # an undesirable completion is no reference answer
                     continue
                 examples.append(example_from_record(record))
             except (ExampleError, ValueError, KeyError, TypeError) as exc:

@@ -8,6 +8,7 @@ questions, tasks/general_mini.*). Other tasks: a folder of lm-eval task YAMLs
 (``include``, relative to the pipeline file; their data paths too), or a task of
 lm-eval's own registry by name (that one downloads its data set).
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,15 @@ def _quiet_and_in(folder: Path) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def run_benchmarks(model: Any, tokenizer: Any, specs: Sequence[BenchmarkSpec], *, base_dir: Path,
-                   batch_size: int = 8, log: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+def run_benchmarks(
+    model: Any,
+    tokenizer: Any,
+    specs: Sequence[BenchmarkSpec],
+    *,
+    base_dir: Path,
+    batch_size: int = 8,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """``{task: {"metric", "value", "stderr", "n", "seconds"}}`` for one loaded model."""
     try:
         import lm_eval
@@ -94,28 +102,38 @@ def run_benchmarks(model: Any, tokenizer: Any, specs: Sequence[BenchmarkSpec], *
         for spec in specs:
             started = time.monotonic()
             try:
-                out = lm_eval.simple_evaluate(model=lm, tasks=[spec.task], task_manager=manager, limit=spec.limit,
-                                              log_samples=False)
+                out = lm_eval.simple_evaluate(
+                    model=lm, tasks=[spec.task], task_manager=manager, limit=spec.limit, log_samples=False
+                )
             except (KeyError, ValueError, FileNotFoundError) as exc:
-                raise StepError(f"evaluate.benchmarks: lm-eval cannot run task {spec.task!r}: {exc}",
-                                hint="ship the task as lm-eval YAML in a folder and name it in include") from None
+                raise StepError(
+                    f"evaluate.benchmarks: lm-eval cannot run task {spec.task!r}: {exc}",
+                    hint="ship the task as lm-eval YAML in a folder and name it in include",
+                ) from None
             row = (out or {}).get("results", {}).get(spec.task, {})
             key = next((k for k in row if k.split(",")[0] == spec.metric), None)
             if key is None:
-                raise StepError(f"evaluate.benchmarks: task {spec.task!r} reports no metric {spec.metric!r} "
-                                f"(it reports {', '.join(k.split(',')[0] for k in row if ',' in k) or 'nothing'})")
+                raise StepError(
+                    f"evaluate.benchmarks: task {spec.task!r} reports no metric {spec.metric!r} "
+                    f"(it reports {', '.join(k.split(',')[0] for k in row if ',' in k) or 'nothing'})"
+                )
             stderr = row.get(key.replace(",", "_stderr,", 1))
             n = ((out.get("n-samples") or {}).get(spec.task) or {}).get("effective")
-            results[spec.task] = {"metric": spec.metric, "value": float(row[key]),
-                                  "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                                  "n": n, "seconds": round(time.monotonic() - started, 3)}
+            results[spec.task] = {
+                "metric": spec.metric,
+                "value": float(row[key]),
+                "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
+                "n": n,
+                "seconds": round(time.monotonic() - started, 3),
+            }
             if log:
                 log(f"benchmark {spec.task}: {spec.metric} {row[key]:.4g}")
     return results
 
 
-def benchmark_section(per_variant: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                      skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
+def benchmark_section(
+    per_variant: Mapping[str, Mapping[str, Mapping[str, Any]]], skipped: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """report.json ``benchmarks``: per task the value of each variant and finetuned − base."""
     tasks: dict[str, Any] = {}
     for variant, by_task in per_variant.items():
@@ -135,7 +153,9 @@ def forgetting_failures(report: Mapping[str, Any], max_forgetting: float) -> lis
     for task, t in ((report.get("benchmarks") or {}).get("tasks") or {}).items():
         d = t.get("delta")
         if d is not None and d < -max_forgetting - 1e-9:
-            out.append(f"forgetting: {task} {t['metric']} fell by {-d:.4g} against the base model "
-                       f"({t['variants']['base']:.4g} -> {t['variants']['finetuned']:.4g}; "
-                       f"max_forgetting {max_forgetting:g})")
+            out.append(
+                f"forgetting: {task} {t['metric']} fell by {-d:.4g} against the base model "
+                f"({t['variants']['base']:.4g} -> {t['variants']['finetuned']:.4g}; "
+                f"max_forgetting {max_forgetting:g})"
+            )
     return out

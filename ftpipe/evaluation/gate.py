@@ -5,6 +5,7 @@ fine-tuned model must be strictly better (a tie is not a win); with ``min_delta`
 must be better by at least that much. A failed gate is the outcome "blocked": steps after
 it (deploy) are skipped and the run exits 3.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,10 +58,16 @@ def _value(report: dict[str, Any], variant: str, metric: str) -> float:
     return float(value)
 
 
-def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str], min_delta: float = 0.0,
-               confidence: float | None = None,
-               per_example: Mapping[str, Sequence[float]] | None = None,
-               max_forgetting: float | None = None) -> dict[str, Any]:
+def check_gate(
+    report: dict[str, Any],
+    *,
+    metric: str,
+    must_beat: Sequence[str],
+    min_delta: float = 0.0,
+    confidence: float | None = None,
+    per_example: Mapping[str, Sequence[float]] | None = None,
+    max_forgetting: float | None = None,
+) -> dict[str, Any]:
     """The gate.json document for a report.json document. With ``confidence`` the fine-tune
     must clear ``min_delta`` with the lower bound of the paired bootstrap interval of its
     improvement (``per_example``: each variant's per-example scores on the gate metric),
@@ -88,10 +95,17 @@ def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str],
         margin = delta - min_delta
         passed = margin > _EPS if min_delta == 0 else margin >= -_EPS
         missed_by = 0.0 if passed or margin >= 0 else -margin
-        comparisons.append({
-            "baseline": name, "finetuned": ft, "baseline_value": base, "delta": delta,
-            "required": required, "missed_by": missed_by, "passed": passed,
-        })
+        comparisons.append(
+            {
+                "baseline": name,
+                "finetuned": ft,
+                "baseline_value": base,
+                "delta": delta,
+                "required": required,
+                "missed_by": missed_by,
+                "passed": passed,
+            }
+        )
         if passed:
             wins.append(f"{name} {_fmt(base)} by {_fmt(delta)}")
         else:
@@ -108,7 +122,9 @@ def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str],
         if min_delta and confidence is None:
             reason += f" (min_delta {_fmt(min_delta)})"
     if confidence is not None and not failures:
-        reason += f": every {confidence * 100:g}% lower bound clears " + (f"min_delta {_fmt(min_delta)}" if min_delta else "0")
+        reason += f": every {confidence * 100:g}% lower bound clears " + (
+            f"min_delta {_fmt(min_delta)}" if min_delta else "0"
+        )
     if confidence is not None:
         reason += f" (gate on the lower bound of the {confidence * 100:g}% paired bootstrap interval)"
     return {
@@ -123,8 +139,16 @@ def check_gate(report: dict[str, Any], *, metric: str, must_beat: Sequence[str],
     }
 
 
-def _confident(report: dict[str, Any], name: str, metric: str, ft: float, hib: bool, min_delta: float,
-               confidence: float, per_example: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+def _confident(
+    report: dict[str, Any],
+    name: str,
+    metric: str,
+    ft: float,
+    hib: bool,
+    min_delta: float,
+    confidence: float,
+    per_example: Mapping[str, Sequence[float]],
+) -> dict[str, Any]:
     """One must_beat comparison on the interval's lower bound."""
     base = _value(report, name, metric)
     if FINETUNED not in per_example or name not in per_example:
@@ -132,8 +156,14 @@ def _confident(report: dict[str, Any], name: str, metric: str, ft: float, hib: b
             f"gate: no per-example {metric} scores for {name!r}, so no confidence interval",
             hint="gate.confidence needs a per-example metric (token_f1, exact_match, rouge_l, loss, ...)",
         )
-    iv = paired_bootstrap(per_example[FINETUNED], per_example[name], higher_is_better=hib,
-                          confidence=confidence, resamples=_RESAMPLES, seed=0)
+    iv = paired_bootstrap(
+        per_example[FINETUNED],
+        per_example[name],
+        higher_is_better=hib,
+        confidence=confidence,
+        resamples=_RESAMPLES,
+        seed=0,
+    )
     bounds = improvement_bounds(iv, hib)
     low = bounds[0] if bounds else None
     pct = f"{confidence * 100:g}%"
@@ -147,10 +177,21 @@ def _confident(report: dict[str, Any], name: str, metric: str, ft: float, hib: b
     else:
         missed = (min_delta - (low or 0.0)) if min_delta else -(low or 0.0)
         why = f"missed by {_fmt(missed)}" if missed > _EPS else "a tie is not a win"
-        text = (f"{metric} {_fmt(ft)} did not beat {name} {_fmt(base)} with {pct} confidence: "
-                f"{fmt_interval(iv)}, lower bound {_fmt(low or 0.0)} does not clear {need} ({why})")
-    return {"baseline": name, "finetuned": ft, "baseline_value": base, "delta": ft - base if hib else base - ft,
-            "interval": iv, "improvement_low": low, "required": min_delta, "passed": passed, "text": text}
+        text = (
+            f"{metric} {_fmt(ft)} did not beat {name} {_fmt(base)} with {pct} confidence: "
+            f"{fmt_interval(iv)}, lower bound {_fmt(low or 0.0)} does not clear {need} ({why})"
+        )
+    return {
+        "baseline": name,
+        "finetuned": ft,
+        "baseline_value": base,
+        "delta": ft - base if hib else base - ft,
+        "interval": iv,
+        "improvement_low": low,
+        "required": min_delta,
+        "passed": passed,
+        "text": text,
+    }
 
 
 def read_per_example(evaluate_dir: Path, metric: str) -> dict[str, list[float]]:
@@ -186,8 +227,7 @@ def run_gate(ctx: StepContext) -> StepResult:
     gate = evaluate.gate if evaluate is not None else None
     doc: dict[str, Any]
     if gate is None:
-        doc = {"passed": True, "metric": None, "min_delta": None, "comparisons": [],
-                               "reason": "no gate configured"}
+        doc = {"passed": True, "metric": None, "min_delta": None, "comparisons": [], "reason": "no gate configured"}
     else:
         report_path = Path(ctx.inputs["evaluate"]) / "report.json"
         try:
@@ -196,9 +236,15 @@ def run_gate(ctx: StepContext) -> StepResult:
             raise StepError(f"gate: cannot read the evaluate report {report_path}: {exc}") from exc
         confidence = getattr(gate, "confidence", None)
         per_example = read_per_example(Path(ctx.inputs["evaluate"]), gate.metric) if confidence is not None else None
-        doc = check_gate(report, metric=gate.metric, must_beat=list(gate.must_beat), min_delta=float(gate.min_delta),
-                         confidence=confidence, per_example=per_example,
-                         max_forgetting=getattr(gate, "max_forgetting", None))
+        doc = check_gate(
+            report,
+            metric=gate.metric,
+            must_beat=list(gate.must_beat),
+            min_delta=float(gate.min_delta),
+            confidence=confidence,
+            per_example=per_example,
+            max_forgetting=getattr(gate, "max_forgetting", None),
+        )
         doc["recommendation"] = recommend(report, doc)
         # the decision in the reason, so `ftpipe run` prints it whichever way the gate went
         doc["reason"] += f". Recommendation: {doc['recommendation']['line']}"

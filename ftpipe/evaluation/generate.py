@@ -5,6 +5,7 @@ template; hosted models answer through the chat completions API with the officia
 ``openai`` client (temperature 0, a seed). Both count prompt and completion tokens per
 request, which is what the cost comparison in the report is built on.
 """
+
 from __future__ import annotations
 
 import math
@@ -117,12 +118,14 @@ def generate_local(
     from ftpipe.evaluation import engines
 
     if engines.offline_engine(engine).name == "vllm":
-        return engines.vllm_generate(model, tokenizer, encoded, stop, max_new_tokens=max_new_tokens, seed=seed,
-                                     on_batch=on_batch)
+        return engines.vllm_generate(
+            model, tokenizer, encoded, stop, max_new_tokens=max_new_tokens, seed=seed, on_batch=on_batch
+        )
     if engines.prefers_continuous_batching(model):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
-        return engines.continuous_batching_generate(model, tokenizer, encoded, stop, max_new_tokens=max_new_tokens,
-                                                    pad_id=pad, on_batch=on_batch)
+        return engines.continuous_batching_generate(
+            model, tokenizer, encoded, stop, max_new_tokens=max_new_tokens, pad_id=pad, on_batch=on_batch
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop[0] if stop else 0)
     config = GenerationConfig(
         do_sample=False,
@@ -149,9 +152,7 @@ def generate_local(
                     mask[row, width - len(seq) :] = 1
             started = time.perf_counter()
             with torch.inference_mode():
-                out = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-                )
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
             batch_seconds = time.perf_counter() - started
             for row, i in enumerate(batch):
                 new = out[row, width:].tolist()

@@ -6,6 +6,7 @@ OpenAI-compatible client with the trainer block's credentials) and may provide
 model by (Azure OpenAI serves a fine-tune only through a deployment). The core never
 spells a provider's name: it matches ``ModelRef.provider`` with ``TrainerCaps.provider``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,10 @@ def chat_client(provider: str, trainer: Any | None) -> Any:
         return plugin.load().chat_client(trainer)
     if provider != ENV_PROVIDER:
         makers = sorted(n for n, p in registry.plugins()["trainer"].items() if p.caps.provider == provider)
-        raise GenerationError(f"a {provider} model is reached with the credentials of a "
-                              f"{' or '.join(makers) or provider} trainer block, and this pipeline has none")
+        raise GenerationError(
+            f"a {provider} model is reached with the credentials of a "
+            f"{' or '.join(makers) or provider} trainer block, and this pipeline has none"
+        )
     import openai
 
     try:

@@ -4,6 +4,7 @@ reference with the pipeline's prompt and rubric; the score (on ``scale``) is nor
 0..1. Scores are cached per example (model, endpoint, rendered prompt), so re-running an
 evaluation that produced the same answers costs no judge calls.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,13 +54,22 @@ class JudgeSpec:
 
 
 def spec_from_config(cfg: Any) -> JudgeSpec:
-    return JudgeSpec(model=cfg.model, base_url=cfg.base_url, api_key=cfg.api_key, prompt=cfg.prompt or DEFAULT_PROMPT,
-                     rubric=cfg.rubric, low=cfg.scale[0], high=cfg.scale[1], concurrency=cfg.concurrency)
+    return JudgeSpec(
+        model=cfg.model,
+        base_url=cfg.base_url,
+        api_key=cfg.api_key,
+        prompt=cfg.prompt or DEFAULT_PROMPT,
+        rubric=cfg.rubric,
+        low=cfg.scale[0],
+        high=cfg.scale[1],
+        concurrency=cfg.concurrency,
+    )
 
 
 def render(spec: JudgeSpec, *, question: str, reference: str, prediction: str) -> str:
-    return spec.prompt.format(question=question, reference=reference, prediction=prediction, rubric=spec.rubric,
-                              low=spec.low, high=spec.high)
+    return spec.prompt.format(
+        question=question, reference=reference, prediction=prediction, rubric=spec.rubric, low=spec.low, high=spec.high
+    )
 
 
 def parse_score(reply: str, low: int, high: int) -> float:
@@ -74,8 +84,10 @@ def parse_score(reply: str, low: int, high: int) -> float:
 
 
 def _cache_key(spec: JudgeSpec, text: str) -> str:
-    blob = json.dumps({"model": spec.model, "base_url": spec.base_url, "low": spec.low, "high": spec.high,
-                       "prompt": text}, sort_keys=True)
+    blob = json.dumps(
+        {"model": spec.model, "base_url": spec.base_url, "low": spec.low, "high": spec.high, "prompt": text},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -112,7 +124,9 @@ def score_answers(
         client = _client(spec)
         try:
             with ThreadPoolExecutor(max_workers=max(1, spec.concurrency)) as pool:
-                for i, (score, reply) in zip(todo, pool.map(lambda j: _grade(client, spec, texts[j]), todo), strict=False):
+                for i, (score, reply) in zip(
+                    todo, pool.map(lambda j: _grade(client, spec, texts[j]), todo), strict=False
+                ):
                     scores[i] = score
                     _write(folder / f"{keys[i]}.json", {"score": score, "reply": reply, "model": spec.model})
         finally:
@@ -124,8 +138,9 @@ def _grade(client: Any, spec: JudgeSpec, text: str) -> tuple[float, str]:
     import openai
 
     try:
-        resp = client.chat.completions.create(model=spec.model, messages=[{"role": "user", "content": text}],
-                                              temperature=0, max_tokens=32)
+        resp = client.chat.completions.create(
+            model=spec.model, messages=[{"role": "user", "content": text}], temperature=0, max_tokens=32
+        )
     except openai.OpenAIError as exc:
         raise RemoteError("judge", f"the judge model {spec.model!r} failed: {exc}") from exc
     reply = (resp.choices[0].message.content or "") if resp.choices else ""

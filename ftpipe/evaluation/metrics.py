@@ -6,6 +6,7 @@ differ only by the accent. ``loss`` and ``perplexity`` are computed from the mod
 log-likelihood of the reference, not from text; they are named here so configuration can
 be checked in one place.
 """
+
 from __future__ import annotations
 
 import importlib

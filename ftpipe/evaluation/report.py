@@ -21,6 +21,7 @@ report.json::
 Metric values are means over examples, except loss (token-weighted mean negative
 log-likelihood of the reference answers) and perplexity (exp(loss)).
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,9 @@ def price_for(name: str, prices: Mapping[str, Mapping[str, float]]) -> dict[str,
     return None
 
 
-def cost_per_1k(prompt_mean: float | None, completion_mean: float | None, price: Mapping[str, float] | None) -> float | None:
+def cost_per_1k(
+    prompt_mean: float | None, completion_mean: float | None, price: Mapping[str, float] | None
+) -> float | None:
     if price is None or prompt_mean is None:
         return None
     return 1000 * (prompt_mean * price["input"] + (completion_mean or 0.0) * price["output"]) / 1e6
@@ -129,9 +132,7 @@ def build_report(
 
 def _comparison(name: str, ft: dict, base: dict, metrics: Sequence[str]) -> dict[str, Any]:
     deltas = {m: _sub(ft["metrics"][m], base["metrics"][m]) for m in metrics}
-    better = {
-        m: None if d is None else (d > 0 if higher_is_better(m) else d < 0) for m, d in deltas.items()
-    }
+    better = {m: None if d is None else (d > 0 if higher_is_better(m) else d < 0) for m, d in deltas.items()}
     ftt, bt = ft["tokens"], base["tokens"]
     saved = {
         "prompt": _sub(bt["prompt_mean"], ftt["prompt_mean"]),
@@ -204,8 +205,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                 cell += f" ({_signed(deltas[name][m])})"
             cells.append(cell)
         lat = v.get("latency") or {}
-        cells += [_tok(v["tokens"]["prompt_mean"]), _tok(v["tokens"]["completion_mean"]),
-                  _num(lat.get("p50_s"), 3), _num(lat.get("p95_s"), 3), _money(v["cost_per_1k_requests"])]
+        cells += [
+            _tok(v["tokens"]["prompt_mean"]),
+            _tok(v["tokens"]["completion_mean"]),
+            _num(lat.get("p50_s"), 3),
+            _num(lat.get("p95_s"), 3),
+            _money(v["cost_per_1k_requests"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     if report["comparisons"]:
         lines += ["", "## Fine-tuned vs each baseline", ""]
@@ -263,8 +269,13 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(group))]
             bars = ax.bar(xs, [0.0 if v is None else v for v in values], width, label=name)
             for bar, v in zip(bars, values, strict=True):
-                ax.annotate("n/a" if v is None else f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=7)
+                ax.annotate(
+                    "n/a" if v is None else f"{v:.2f}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
         ax.set_xticks(range(len(group)))
         ax.set_xticklabels([m if report["higher_is_better"][m] else f"{m} (lower is better)" for m in group])
         if not group:
@@ -328,15 +339,18 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
         "higher_is_better": {m: hib.get(m, higher_is_better(m)) for m in metrics},
         "variants": variants,
-        "recommendation": {"a": (a.get("recommendation") or {}).get("line"),
-                           "b": (b.get("recommendation") or {}).get("line")},
+        "recommendation": {
+            "a": (a.get("recommendation") or {}).get("line"),
+            "b": (b.get("recommendation") or {}).get("line"),
+        },
         "only_in_a": [n for n in va if n not in vb],
         "only_in_b": [n for n in vb if n not in va],
     }
 
 
-def render_comparison_markdown(comparison: dict[str, Any], a_label: str | None = None,
-                               b_label: str | None = None) -> str:
+def render_comparison_markdown(
+    comparison: dict[str, Any], a_label: str | None = None, b_label: str | None = None
+) -> str:
     """A markdown table per variant: metric, A, B, Δ (B − A)."""
     a_label = a_label or comparison["a"]["run_id"] or "A"
     b_label = b_label or comparison["b"]["run_id"] or "B"
@@ -358,9 +372,11 @@ def render_comparison_markdown(comparison: dict[str, Any], a_label: str | None =
             mark = {True: " ✓", False: " ✗", None: ""}[t["better"]]
             label = m + ("" if comparison["higher_is_better"][m] else " ↓")
             lines.append(f"| {label} | {_num(t['a'])} | {_num(t['b'])} | {_signed(t['delta'])}{mark} |")
-        for key, label, fmt in (("prompt_tokens_mean", "prompt tok/req", _tok),
-                                ("completion_tokens_mean", "completion tok/req", _tok),
-                                ("cost_per_1k_requests", "$ / 1k req", _money)):
+        for key, label, fmt in (
+            ("prompt_tokens_mean", "prompt tok/req", _tok),
+            ("completion_tokens_mean", "completion tok/req", _tok),
+            ("cost_per_1k_requests", "$ / 1k req", _money),
+        ):
             t = v[key]
             if t["a"] is None and t["b"] is None:
                 continue

@@ -4,6 +4,7 @@ the top-k passages of a document corpus in its prompt, ranked by BM25 (``bm25s``
 The corpus is text or markdown files (split into passages of ``chunk_size`` words) and
 JSONL files (one passage per record: its ``text`` field, else every string field).
 """
+
 from __future__ import annotations
 
 import glob
@@ -37,8 +38,10 @@ def corpus_files(base_dir: Path, patterns: str | Sequence[str]) -> list[Path]:
         else:
             found = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
         if not found:
-            raise UsageError(f"evaluate.rag.corpus: no files at '{item}' (looked for {full}); "
-                             "the path is relative to the pipeline file")
+            raise UsageError(
+                f"evaluate.rag.corpus: no files at '{item}' (looked for {full}); "
+                "the path is relative to the pipeline file"
+            )
         out.extend(p for p in found if p not in out)
     return out
 
@@ -67,8 +70,9 @@ def load_passages(files: Sequence[Path], *, chunk_size: int, base_dir: Path) -> 
                     raise UsageError(f"{path}:{lineno}: not JSON ({exc})") from None
                 body = record.get("text") if isinstance(record, dict) else None
                 if not isinstance(body, str):
-                    body = " ".join(v for v in (record.values() if isinstance(record, dict) else [])
-                                    if isinstance(v, str))
+                    body = " ".join(
+                        v for v in (record.values() if isinstance(record, dict) else []) if isinstance(v, str)
+                    )
                 passages.extend(Passage(rel, c) for c in chunk_words(body, chunk_size))
         else:
             passages.extend(Passage(rel, c) for c in chunk_words(text, chunk_size))

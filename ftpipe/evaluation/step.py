@@ -6,6 +6,7 @@ baselines (``run:<id>``, a local path, a Hub id, or ``openai:<model id>``). Ever
 answers the same prompts; the report says what each scored, how many tokens a request
 cost, and whether fine-tuning paid.
 """
+
 from __future__ import annotations
 
 import gc
@@ -77,9 +78,7 @@ def _local_trained(ctx: StepContext, ref: ModelRef, train_dir: Path, key: str, l
     opts = _model_opts(ctx)
 
     def load() -> tuple[Any, Any]:
-        return _loading().load_for_inference(
-            ref, train_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, **opts
-        )
+        return _loading().load_for_inference(ref, train_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, **opts)
 
     return ModelSource(key=key, kind="local", label=label, load=load)
 
@@ -95,8 +94,11 @@ def _local_base(ctx: StepContext, base: str, *, revision: str | None, token: str
 
 def _hosted(provider: str, model_id: str) -> ModelSource:
     return ModelSource(
-        key=f"hosted:{provider}:{model_id}", kind="hosted", label=f"{provider}:{model_id}",
-        provider=provider, model_id=model_id,
+        key=f"hosted:{provider}:{model_id}",
+        kind="hosted",
+        label=f"{provider}:{model_id}",
+        provider=provider,
+        model_id=model_id,
     )
 
 
@@ -144,8 +146,12 @@ def _deployed_source(ctx: StepContext, train_dir: Path) -> ModelSource | None:
     state = deployed_state(ctx.pipeline, ctx.base_dir, train_dir.name)
     if state.status != "other" or state.path is None or state.marker is None:
         return None
-    ref = ModelRef(kind="local", base=str(state.marker.get("base") or ctx.pipeline.model.base), path=".",
-                   adapter=bool(state.marker.get("adapter")))
+    ref = ModelRef(
+        kind="local",
+        base=str(state.marker.get("base") or ctx.pipeline.model.base),
+        path=".",
+        adapter=bool(state.marker.get("adapter")),
+    )
     return _local_trained(ctx, ref, state.path, key=f"deployed:{state.path}", label=f"deployed {state.path.name}")
 
 
@@ -187,8 +193,9 @@ def plan_variants(ctx: StepContext) -> list[Variant]:
                     variants.append(Variant(name, deployed))
                 continue
             if name not in ("base", "few_shot", "rag"):
-                raise UsageError(f"evaluate.baselines: unknown baseline {name!r} "
-                                 "(base, few_shot, rag, deployed, or {name, model})")
+                raise UsageError(
+                    f"evaluate.baselines: unknown baseline {name!r} (base, few_shot, rag, deployed, or {{name, model}})"
+                )
             variants.append(Variant(name, base_source, few_shot=name == "few_shot", rag=name == "rag"))
         else:
             variants.append(Variant(name, _baseline_source(ctx, model)))
@@ -279,8 +286,13 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
         gen_started = time.monotonic()
         if loaded is not None:
             scored.generations = G.generate_local(
-                loaded[0], loaded[1], prompts, max_new_tokens=gen_cfg.max_new_tokens,
-                batch_size=gen_cfg.batch_size, seed=seed, on_batch=on_batch,
+                loaded[0],
+                loaded[1],
+                prompts,
+                max_new_tokens=gen_cfg.max_new_tokens,
+                batch_size=gen_cfg.batch_size,
+                seed=seed,
+                on_batch=on_batch,
                 engine=getattr(gen_cfg, "engine", "auto"),
             )
         else:
@@ -290,9 +302,15 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
             client = chat_client(provider, getattr(ctx.pipeline, "trainer", None))
             try:
                 scored.generations = G.generate_hosted(
-                    client, variant.source.model_id or "", prompts, max_new_tokens=gen_cfg.max_new_tokens,
-                    seed=seed, concurrency=min(gen_cfg.batch_size, 8), on_batch=on_batch,
-                    report_every=gen_cfg.batch_size, service=provider,
+                    client,
+                    variant.source.model_id or "",
+                    prompts,
+                    max_new_tokens=gen_cfg.max_new_tokens,
+                    seed=seed,
+                    concurrency=min(gen_cfg.batch_size, 8),
+                    on_batch=on_batch,
+                    report_every=gen_cfg.batch_size,
+                    service=provider,
                 )
             finally:
                 client.close()
@@ -311,7 +329,11 @@ def _score_variant(ctx: StepContext, variant: Variant, job: _Job, loaded: tuple[
     if job.model_metrics and loaded is not None:
         ctx.progress(0, n, f"{what} (loss)")
         scored.nll = G.reference_nll(
-            loaded[0], loaded[1], prompts, [ex.reference for ex in job.test], batch_size=gen_cfg.batch_size,
+            loaded[0],
+            loaded[1],
+            prompts,
+            [ex.reference for ex in job.test],
+            batch_size=gen_cfg.batch_size,
             on_batch=lambda done: ctx.progress(done, n, f"{what} (loss)"),
         )
     elif job.model_metrics:
@@ -335,8 +357,12 @@ def _variant_result(variant: Variant, scored: _Scored, job: _Job, seconds: float
     values = {k: (v if v is None or math.isfinite(v) else None) for k, v in values.items()}
     gens = scored.generations
     return VariantResult(
-        name=variant.name, kind=variant.source.kind, model=variant.source.label, few_shot=variant.few_shot,
-        n=len(job.test), metrics=values,
+        name=variant.name,
+        kind=variant.source.kind,
+        model=variant.source.label,
+        few_shot=variant.few_shot,
+        n=len(job.test),
+        metrics=values,
         prompt_tokens_mean=_mean([g.prompt_tokens for g in gens]) if gens else _mean(scored.prompt_tokens or []),
         completion_tokens_mean=_mean([g.completion_tokens for g in gens]) if gens else None,
         seconds=seconds,
@@ -392,8 +418,13 @@ def _benchmark(ctx: StepContext, members: list[Variant], job: _Job, loaded: tupl
         return
     ctx.log(f"benchmarks on {names[0]}: {', '.join(s.task for s in job.benchmarks)}")
     job.benchmark_results[names[0]] = run_benchmarks(
-        loaded[0], loaded[1], job.benchmarks, base_dir=ctx.base_dir,
-        batch_size=ctx.pipeline.evaluate.generation.batch_size, log=ctx.log)
+        loaded[0],
+        loaded[1],
+        job.benchmarks,
+        base_dir=ctx.base_dir,
+        batch_size=ctx.pipeline.evaluate.generation.batch_size,
+        log=ctx.log,
+    )
 
 
 def run_evaluate(ctx: StepContext) -> StepResult:
@@ -422,18 +453,30 @@ def run_evaluate(ctx: StepContext) -> StepResult:
     with routed(ctx, variants) as served:
         results, predictions = _score_all(ctx, served, job)
     report = build_report(
-        results, metrics=names, prices=_prices(cfg), split=cfg.split, run_id=ctx.run_id,
+        results,
+        metrics=names,
+        prices=_prices(cfg),
+        split=cfg.split,
+        run_id=ctx.run_id,
         gate_metric=cfg.gate.metric if cfg.gate else None,
     )
     if job.benchmarks:
         from ftpipe.evaluation.forgetting import benchmark_section
 
-        hosted = {v.name: "a hosted model has no log-likelihoods for lm-eval" for v in variants
-                  if v.name in ("finetuned", "base") and v.source.kind != "local"}
+        hosted = {
+            v.name: "a hosted model has no log-likelihoods for lm-eval"
+            for v in variants
+            if v.name in ("finetuned", "base") and v.source.kind != "local"
+        }
         report["benchmarks"] = benchmark_section(job.benchmark_results, hosted)
-    add_decision(report, per_example=per_example_scores(predictions), cfg=cfg,
-                 training_seconds=_training_seconds(ctx), skipped=skipped_baselines(ctx),
-                 trained_tokens=(_train_result(ctx).get("metrics") or {}).get("trained_tokens"))
+    add_decision(
+        report,
+        per_example=per_example_scores(predictions),
+        cfg=cfg,
+        training_seconds=_training_seconds(ctx),
+        skipped=skipped_baselines(ctx),
+        trained_tokens=(_train_result(ctx).get("metrics") or {}).get("trained_tokens"),
+    )
     write_report(ctx.out_dir, report)
     with open(ctx.out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
@@ -450,7 +493,9 @@ def _rag_prompts(ctx: StepContext, cfg: Any, test: list[Example]) -> list[list[d
 
     rag = cfg.rag
     if rag is None:
-        raise UsageError("evaluate.baselines: rag needs an evaluate.rag block: {corpus: <files or glob>, k, chunk_size}")
+        raise UsageError(
+            "evaluate.baselines: rag needs an evaluate.rag block: {corpus: <files or glob>, k, chunk_size}"
+        )
     files = corpus_files(ctx.base_dir, rag.corpus)
     retriever = Retriever(load_passages(files, chunk_size=rag.chunk_size, base_dir=ctx.base_dir), k=rag.k)
     ctx.log(f"rag: top {retriever.k} of {len(retriever.passages)} passages from {len(files)} files")

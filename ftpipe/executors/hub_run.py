@@ -7,6 +7,7 @@ its local data and the request, at a revision the remote side pins;
 ``<ns>/ftpipe-P-results`` (private dataset) gets the run record, its logs and artifacts and
 ``requests/<request id>.json`` (the completion signal).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,10 @@ def executor_config(ctx: RemoteContext, model: Any, type_name: str) -> Any:
     full = interpolate(model.model_validate(raw, context={"resolved": True}).model_dump(), resolve_secrets=True)
     if full.missing:
         names = ", ".join(sorted({var for _, var in full.missing}))
-        raise UsageError(f"the {type_name} executor needs a Hub token with write access: {names} is not set",
-                         hint=f"export {names}=hf_... (or set executor.token)")
+        raise UsageError(
+            f"the {type_name} executor needs a Hub token with write access: {names} is not set",
+            hint=f"export {names}=hf_... (or set executor.token)",
+        )
     cfg = model.model_validate(full.data, context={"resolved": True})
     ctx.secrets = tuple({*ctx.secrets, cfg.token})
     return cfg
@@ -61,13 +64,18 @@ def ensure_private(ctx: RemoteContext, api: Any, repos: list[tuple[str, str]], *
     """Create the repos (private) if needed and refuse to use one that is public."""
     for repo, kind in repos:
         extra = space_args if kind == "space" else {}
-        ctx.call(f"creating the private {kind} repo {repo}",
-                 lambda repo=repo, kind=kind, extra=extra: api.create_repo(repo, repo_type=kind, private=True,
-                                                                          exist_ok=True, **extra))
+        ctx.call(
+            f"creating the private {kind} repo {repo}",
+            lambda repo=repo, kind=kind, extra=extra: api.create_repo(
+                repo, repo_type=kind, private=True, exist_ok=True, **extra
+            ),
+        )
         info = ctx.call(f"reading {kind} repo {repo}", lambda repo=repo, kind=kind: api.repo_info(repo, repo_type=kind))
         if not info.private:
-            raise UsageError(f"{kind} repo {repo} is public; ftpipe keeps a run's data private",
-                             hint="make it private on the Hub (Settings) or delete it, and run again")
+            raise UsageError(
+                f"{kind} repo {repo} is public; ftpipe keeps a run's data private",
+                hint="make it private on the Hub (Settings) or delete it, and run again",
+            )
 
 
 def environment(ctx: RemoteContext, token: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -92,8 +100,13 @@ def environment(ctx: RemoteContext, token: str) -> tuple[dict[str, str], dict[st
 def repository_root(folder: Path) -> Path:
     """The git work tree holding ``folder`` (the folder itself outside git)."""
     try:
-        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], check=False,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return folder
     return Path(out.stdout.strip()).resolve() if out.returncode == 0 and out.stdout.strip() else folder
@@ -112,7 +125,7 @@ def input_files(ctx: RemoteContext, *, allow_outside: bool) -> tuple[Path, list[
     files = [pipeline]
     src = resolved.dataset.source
     if src.type == "local":
-        for rel in (src.path.values() if isinstance(src.path, dict) else [src.path]):
+        for rel in src.path.values() if isinstance(src.path, dict) else [src.path]:
             files += [p.resolve() for p in resolve_local_files(base, rel)]
     model = (base / resolved.model.base).expanduser()
     if not resolved.model.base.startswith("builtin:") and model.is_dir():
@@ -130,14 +143,23 @@ def check_inside_repository(base: Path, files: list[Path], *, allow_outside: boo
     outside = [p for p in files if not p.resolve().is_relative_to(repo)]
     if outside:
         shown = ", ".join(str(p) for p in outside[:3]) + (f" (+{len(outside) - 3} more)" if len(outside) > 3 else "")
-        raise UsageError(f"the pipeline reads files outside its repository ({repo}): {shown}; a remote run would "
-                         "upload them",
-                         hint="move the data into the repository, or set executor.upload_outside_repo: true "
-                              "if uploading them is intended")
+        raise UsageError(
+            f"the pipeline reads files outside its repository ({repo}): {shown}; a remote run would upload them",
+            hint="move the data into the repository, or set executor.upload_outside_repo: true "
+            "if uploading them is intended",
+        )
 
 
-def upload_inputs(ctx: RemoteContext, api: Any, repo: str, request_id: str, secret_names: list[str],
-                  *, allow_outside: bool, scheduled: bool = False) -> str:
+def upload_inputs(
+    ctx: RemoteContext,
+    api: Any,
+    repo: str,
+    request_id: str,
+    secret_names: list[str],
+    *,
+    allow_outside: bool,
+    scheduled: bool = False,
+) -> str:
     """One commit holding the pipeline, its data and the request; returns its revision.
     ``scheduled``: every run of a scheduled Job reads this request (the entry makes each
     run's request id unique)."""
@@ -145,17 +167,28 @@ def upload_inputs(ctx: RemoteContext, api: Any, repo: str, request_id: str, secr
 
     root, files = input_files(ctx, allow_outside=allow_outside)
     plan = ctx.prepared.plan
-    request = {"request_id": request_id, "pipeline": ctx.path.resolve().relative_to(root).as_posix(),
-               "force": ctx.request.force, "from_step": ctx.request.from_step, "secret_env": secret_names,
-               "ftpipe": __version__, "plan": {s.id: s.key for s in plan.steps}, "scheduled": scheduled}
+    request = {
+        "request_id": request_id,
+        "pipeline": ctx.path.resolve().relative_to(root).as_posix(),
+        "force": ctx.request.force,
+        "from_step": ctx.request.from_step,
+        "secret_env": secret_names,
+        "ftpipe": __version__,
+        "plan": {s.id: s.key for s in plan.steps},
+        "scheduled": scheduled,
+    }
     ops: list[Any] = [CommitOperationAdd(p.relative_to(root).as_posix(), str(p)) for p in files]
     ops.append(CommitOperationAdd(entry.REQUEST_FILE, json.dumps(request, indent=2).encode()))
     keep = {op.path_in_repo for op in ops} | {".gitattributes"}
     present = ctx.call(f"listing {repo}", lambda: api.list_repo_files(repo, repo_type="dataset"))
     ops += [CommitOperationDelete(f) for f in present if f not in keep]
     # safe to repeat: the same content again makes no new commit
-    info = ctx.call(f"uploading the inputs to {repo}", lambda: api.create_commit(
-        repo, ops, repo_type="dataset", commit_message=f"ftpipe inputs for {plan.pipeline} ({request_id})"))
+    info = ctx.call(
+        f"uploading the inputs to {repo}",
+        lambda: api.create_commit(
+            repo, ops, repo_type="dataset", commit_message=f"ftpipe inputs for {plan.pipeline} ({request_id})"
+        ),
+    )
     return str(info.oid)
 
 
@@ -179,11 +212,14 @@ def read_result(ctx: RemoteContext, api: Any, results_repo: str, request_id: str
 def download_run(ctx: RemoteContext, api: Any, results_repo: str, result: dict, dest: Path) -> None:
     """``runs/<id>/`` and the artifacts this store lacks, from the results repo into ``dest``."""
     run_id = result["run_id"]
-    wanted = [f"runs/{run_id}/**"] + [f"{rel}/**" for rel in result.get("artifacts", [])
-                                       if ctx.store.artifact(rel.split("/", 1)[1]) is None]
+    wanted = [f"runs/{run_id}/**"] + [
+        f"{rel}/**" for rel in result.get("artifacts", []) if ctx.store.artifact(rel.split("/", 1)[1]) is None
+    ]
     with no_progress_bars():
-        ctx.call(f"bringing run {run_id} home from {results_repo}", lambda: api.snapshot_download(
-            results_repo, repo_type="dataset", local_dir=dest, allow_patterns=wanted))
+        ctx.call(
+            f"bringing run {run_id} home from {results_repo}",
+            lambda: api.snapshot_download(results_repo, repo_type="dataset", local_dir=dest, allow_patterns=wanted),
+        )
 
 
 @contextmanager
@@ -210,5 +246,7 @@ def source_checkout_note() -> str | None:
     parts = Path(ftpipe.__file__).resolve().parts
     if "site-packages" in parts or "dist-packages" in parts:
         return None
-    return (f"ftpipe runs from a source checkout ({Path(ftpipe.__file__).parent.parent}); the remote side installs "
-            f"the released ftpipe=={__version__}, which may differ from your working tree")
+    return (
+        f"ftpipe runs from a source checkout ({Path(ftpipe.__file__).parent.parent}); the remote side installs "
+        f"the released ftpipe=={__version__}, which may differ from your working tree"
+    )

@@ -9,6 +9,7 @@ Tokens reach the Job only as Job secrets. Labels (``ftpipe-request``) name the r
 so a runner killed before it saved the Job's id finds the Job instead of starting a
 second one; Ctrl-C cancels the Job.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -43,9 +44,14 @@ class HfJobsExecutorImpl:
         from ftpipe.preflight import hub_write_access
 
         ns = executor.namespace
-        return [hub_write_access("executor", token=executor.token, repo_id=f"{ns}/job" if ns else None,
-                                 what=f"Hub token can run Jobs and create the run's datasets in "
-                                      f"{ns or 'its own namespace'}")]
+        return [
+            hub_write_access(
+                "executor",
+                token=executor.token,
+                repo_id=f"{ns}/job" if ns else None,
+                what=f"Hub token can run Jobs and create the run's datasets in {ns or 'its own namespace'}",
+            )
+        ]
 
     def execute(self, request: RunRequest) -> int:
         with sigterm_as_interrupt():
@@ -65,9 +71,13 @@ def job_command(pipeline: Any, flavor: str) -> tuple[list[str], str]:
     torch = lock.get("torch")
     if torch and flavor.startswith("cpu"):
         steps.append(f"pip install --no-cache-dir torch=={torch} --index-url https://download.pytorch.org/whl/cpu")
-    steps.append("pip install --no-cache-dir -c /tmp/ftpipe-constraints.txt " + " ".join(shlex.quote(r) for r in install))
-    script = (f"set -e; if ! python -c {shlex.quote(check)} 2>/dev/null; then {'; '.join(steps)}; fi; "
-              "exec python -m ftpipe.executors.space_entry")
+    steps.append(
+        "pip install --no-cache-dir -c /tmp/ftpipe-constraints.txt " + " ".join(shlex.quote(r) for r in install)
+    )
+    script = (
+        f"set -e; if ! python -c {shlex.quote(check)} 2>/dev/null; then {'; '.join(steps)}; fi; "
+        "exec python -m ftpipe.executors.space_entry"
+    )
     constraints = "\n".join(f"{n}=={v}" for n, v in sorted(lock.items()))
     return ["/bin/sh", "-c", script], constraints
 
@@ -84,8 +94,10 @@ class JobBackend:
         self.cfg = hub_run.executor_config(ctx, HfJobsExecutor, "hf-jobs")
         known = [h.value for h in JobHardware]
         if self.cfg.flavor not in known:  # the installed client's list, should it differ from ours
-            raise UsageError(f"executor.flavor: unknown Jobs hardware flavor '{self.cfg.flavor}'",
-                             hint=f"available: {', '.join(known)}")
+            raise UsageError(
+                f"executor.flavor: unknown Jobs hardware flavor '{self.cfg.flavor}'",
+                hint=f"available: {', '.join(known)}",
+            )
         self.timeout_s = self.cfg.timeout_s
         self.api = HfApi(token=self.cfg.token)
 
@@ -126,17 +138,39 @@ class JobBackend:
         inputs_repo, results_repo = hub_run.repo_names(namespace, ctx.pipeline)
         secrets_, variables = hub_run.environment(ctx, self.cfg.token)
         hub_run.ensure_private(ctx, api, [(inputs_repo, "dataset"), (results_repo, "dataset")])
-        revision = hub_run.upload_inputs(ctx, api, inputs_repo, request_id, sorted(secrets_),
-                                         allow_outside=self.cfg.upload_outside_repo, scheduled=scheduled)
+        revision = hub_run.upload_inputs(
+            ctx,
+            api,
+            inputs_repo,
+            request_id,
+            sorted(secrets_),
+            allow_outside=self.cfg.upload_outside_repo,
+            scheduled=scheduled,
+        )
         command, constraints = job_command(ctx.prepared.resolved, self.cfg.flavor)
-        env = {**variables, entry.ENV_INPUTS: inputs_repo, entry.ENV_REVISION: revision,
-               entry.ENV_RESULTS: results_repo, entry.ENV_PORT: "", entry.ENV_SELF_PAUSE: "0",
-               ENV_CONSTRAINTS: constraints, "PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        env = {
+            **variables,
+            entry.ENV_INPUTS: inputs_repo,
+            entry.ENV_REVISION: revision,
+            entry.ENV_RESULTS: results_repo,
+            entry.ENV_PORT: "",
+            entry.ENV_SELF_PAUSE: "0",
+            ENV_CONSTRAINTS: constraints,
+            "PYTHONUNBUFFERED": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
         py = ".".join(str(n) for n in sys.version_info[:2])  # the interpreter that planned the run
         labels = {LABEL_REQUEST: request_id, LABEL_PIPELINE: hub_run.slug(ctx.pipeline)[:100]}
-        spec = {"image": self.cfg.image or f"python:{py}-slim", "command": command, "env": env, "secrets": secrets_,
-                "flavor": self.cfg.flavor, "timeout": self.cfg.timeout_s, "labels": labels,
-                "name": f"ftpipe-{hub_run.slug(ctx.pipeline)}"[:60]}
+        spec = {
+            "image": self.cfg.image or f"python:{py}-slim",
+            "command": command,
+            "env": env,
+            "secrets": secrets_,
+            "flavor": self.cfg.flavor,
+            "timeout": self.cfg.timeout_s,
+            "labels": labels,
+            "name": f"ftpipe-{hub_run.slug(ctx.pipeline)}"[:60],
+        }
         return spec, revision
 
     def _find(self, state: dict) -> Any:
@@ -157,8 +191,10 @@ class JobBackend:
         return self.poll(state).stage not in TERMINAL
 
     def _inspect(self, state: dict) -> Any:
-        return self.ctx.call(f"reading the status of {self.where(state)}", lambda: self.api.inspect_job(
-            job_id=state["job_id"], namespace=state["namespace"]))
+        return self.ctx.call(
+            f"reading the status of {self.where(state)}",
+            lambda: self.api.inspect_job(job_id=state["job_id"], namespace=state["namespace"]),
+        )
 
     def poll(self, state: dict) -> Poll:
         job = self._inspect(state)
@@ -167,8 +203,12 @@ class JobBackend:
         return Poll(stage=stage, ended=stage in TERMINAL, message=job.status.message, note=note)
 
     def logs(self, state: dict) -> list[str]:
-        return self.ctx.call(f"reading the logs of {self.where(state)}", lambda: [
-            ln.rstrip("\n") for ln in self.api.fetch_job_logs(job_id=state["job_id"], namespace=state["namespace"])])
+        return self.ctx.call(
+            f"reading the logs of {self.where(state)}",
+            lambda: [
+                ln.rstrip("\n") for ln in self.api.fetch_job_logs(job_id=state["job_id"], namespace=state["namespace"])
+            ],
+        )
 
     def result(self, state: dict) -> dict | None:
         return hub_run.read_result(self.ctx, self.api, state["results_repo"], state["request_id"])
@@ -178,14 +218,20 @@ class JobBackend:
 
     def cancel(self, state: dict) -> None:
         if state.get("job_id") and self.poll(state).stage not in TERMINAL:
-            self.ctx.call(f"cancelling {self.where(state)}", lambda: self.api.cancel_job(
-                job_id=state["job_id"], namespace=state["namespace"]))
+            self.ctx.call(
+                f"cancelling {self.where(state)}",
+                lambda: self.api.cancel_job(job_id=state["job_id"], namespace=state["namespace"]),
+            )
             self.ctx.reporter.message(f"{self.where(state)} cancelled")
 
     def cleanup(self, state: dict) -> None:
         pass  # a Job ends by itself: nothing keeps costing money
 
     def info(self, state: dict) -> dict:
-        return {"job_id": state.get("job_id"), "namespace": state.get("namespace"), "flavor": state.get("flavor"),
-                "inputs": f"{state.get('inputs_repo')}@{state.get('inputs_revision')}",
-                "results": state.get("results_repo")}
+        return {
+            "job_id": state.get("job_id"),
+            "namespace": state.get("namespace"),
+            "flavor": state.get("flavor"),
+            "inputs": f"{state.get('inputs_repo')}@{state.get('inputs_revision')}",
+            "results": state.get("results_repo"),
+        }

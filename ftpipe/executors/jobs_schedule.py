@@ -6,6 +6,7 @@ results repo, and seeds its store from there, so an unchanged pipeline is all ca
 Labels identify the pipeline's scheduled Job: running the command again updates it (a
 new cron: its schedule; new inputs or settings: a replacement) and never leaves two.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,11 @@ def schedule_job(path: Path, *, quiet: bool = False) -> ScheduledJob:
     sched = _scheduled(ctx.prepared.loaded, path)
     crons = to_zone(sched.cron, sched.timezone, "UTC", where="Hugging Face Jobs")
     if len(crons) != 1:
-        raise ScheduleError(f"schedule.cron {sched.cron!r} in {sched.timezone} needs {len(crons)} cron expressions in "
-                            "UTC; a scheduled Job has one", hint="write schedule.cron in UTC (timezone: UTC)")
+        raise ScheduleError(
+            f"schedule.cron {sched.cron!r} in {sched.timezone} needs {len(crons)} cron expressions in "
+            "UTC; a scheduled Job has one",
+            hint="write schedule.cron in UTC (timezone: UTC)",
+        )
     cron = crons[0]
     api, call = backend.api, ctx.call
     namespace = hub_run.namespace_of(ctx, api, backend.cfg.namespace)
@@ -67,10 +71,13 @@ def schedule_job(path: Path, *, quiet: bool = False) -> ScheduledJob:
         keep = same[0]
         action = "unchanged"
         if keep.schedule != cron:
-            call(f"updating the schedule of scheduled Job {keep.id}", lambda: api.update_scheduled_job_schedule(
-                scheduled_job_id=keep.id, schedule=cron, namespace=namespace))
+            call(
+                f"updating the schedule of scheduled Job {keep.id}",
+                lambda: api.update_scheduled_job_schedule(scheduled_job_id=keep.id, schedule=cron, namespace=namespace),
+            )
             action = "updated"
     else:
+
         def create_once() -> Any:
             # creating is not idempotent: a retry first looks for the one an earlier attempt made
             made = [j for j in ours() if (j.job_spec.labels or {}).get(LABEL_SPEC) == fingerprint]
@@ -80,11 +87,20 @@ def schedule_job(path: Path, *, quiet: bool = False) -> ScheduledJob:
         action = "replaced" if existing else "created"
     for old in existing:
         if old.id != keep.id:
-            call(f"deleting the superseded scheduled Job {old.id}", lambda old=old: api.delete_scheduled_job(
-                scheduled_job_id=old.id, namespace=namespace))
-    return ScheduledJob(action=action, scheduled_job_id=keep.id, namespace=namespace, pipeline=ctx.pipeline,
-                        cron_utc=cron, inputs=f"{spec['env']['FTPIPE_INPUTS_REPO']}@{revision}",
-                        secrets=sorted(spec["secrets"]), flavor=backend.cfg.flavor)
+            call(
+                f"deleting the superseded scheduled Job {old.id}",
+                lambda old=old: api.delete_scheduled_job(scheduled_job_id=old.id, namespace=namespace),
+            )
+    return ScheduledJob(
+        action=action,
+        scheduled_job_id=keep.id,
+        namespace=namespace,
+        pipeline=ctx.pipeline,
+        cron_utc=cron,
+        inputs=f"{spec['env']['FTPIPE_INPUTS_REPO']}@{revision}",
+        secrets=sorted(spec["secrets"]),
+        flavor=backend.cfg.flavor,
+    )
 
 
 def _fingerprint(spec: dict, plan_hash: str) -> str:

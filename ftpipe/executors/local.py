@@ -1,4 +1,5 @@
 """The local executor: runs every step in this process."""
+
 from __future__ import annotations
 
 import click
@@ -15,9 +16,15 @@ class LocalExecutorImpl:
         from ftpipe.engine import execute
         from ftpipe.progress import Reporter
 
-        outcome = execute(request.pipeline_path, store=request.store, force=request.force,
-                          from_step=request.from_step, wait=request.wait_lock,
-                          reporter=Reporter(quiet=request.quiet), preflight=request.preflight)
+        outcome = execute(
+            request.pipeline_path,
+            store=request.store,
+            force=request.force,
+            from_step=request.from_step,
+            wait=request.wait_lock,
+            reporter=Reporter(quiet=request.quiet),
+            preflight=request.preflight,
+        )
         if request.json_output:
             click.echo(_json(outcome.summary()))
         return outcome.exit_code

@@ -1,5 +1,6 @@
 """Preflight checks of the executors: the cluster or the Hub is reachable with the
 credentials ftpipe will use, and the hardware asked for exists."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -19,9 +20,13 @@ def ray_checks(ctx: PreflightContext, ex: Any) -> Iterator[Check]:
     def probe() -> None:
         RayJobs(address)  # raises a RemoteError naming the address and the fix
 
-    yield attempt("executor", f"Ray cluster reachable at {address}", probe,
-                  fix="start the cluster (`ray start --head`), or set executor.address / RAY_ADDRESS to its "
-                      "dashboard (http://<head>:8265); with token auth set RAY_AUTH_MODE=token and the token")
+    yield attempt(
+        "executor",
+        f"Ray cluster reachable at {address}",
+        probe,
+        fix="start the cluster (`ray start --head`), or set executor.address / RAY_ADDRESS to its "
+        "dashboard (http://<head>:8265); with token auth set RAY_AUTH_MODE=token and the token",
+    )
 
 
 def spaces_checks(ctx: PreflightContext, ex: Any) -> Iterator[Check]:
@@ -33,9 +38,16 @@ def spaces_checks(ctx: PreflightContext, ex: Any) -> Iterator[Check]:
     except ImportError:
         flavors = []  # the write-access check below says what to install
     if flavors:
-        yield Check("executor", f"Space hardware {ex.hardware} exists", ex.hardware in flavors,
-                    "" if ex.hardware in flavors else f"unknown Space hardware '{ex.hardware}'",
-                    "" if ex.hardware in flavors else f"use one of: {', '.join(flavors)}")
-    yield hub_write_access("executor", token=ex.token, repo_id=f"{ex.namespace}/space" if ex.namespace else None,
-                           what=f"Hub token can create the run's Space and datasets in "
-                                f"{ex.namespace or 'its own namespace'}")
+        yield Check(
+            "executor",
+            f"Space hardware {ex.hardware} exists",
+            ex.hardware in flavors,
+            "" if ex.hardware in flavors else f"unknown Space hardware '{ex.hardware}'",
+            "" if ex.hardware in flavors else f"use one of: {', '.join(flavors)}",
+        )
+    yield hub_write_access(
+        "executor",
+        token=ex.token,
+        repo_id=f"{ex.namespace}/space" if ex.namespace else None,
+        what=f"Hub token can create the run's Space and datasets in {ex.namespace or 'its own namespace'}",
+    )

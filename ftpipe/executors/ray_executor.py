@@ -11,6 +11,7 @@ into the local run store.
 The in-flight submission is kept in ``<store>/jobs/ray/<pipeline>.json``: a runner that
 was killed and is started again re-attaches to the job instead of submitting another.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,20 @@ from ftpipe.spec.models import RayExecutor
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
 # Never uploaded with the working_dir (gitignore syntax; .gitignore and .rayignore apply too).
-EXCLUDES = [".ftpipe/", "outputs/", "__pycache__/", "*.pyc", ".git/", ".venv/", "venv/", ".pytest_cache/",
-            "wandb/", "mlruns/", "checkpoint-*/", ".ipynb_checkpoints/"]
+EXCLUDES = [
+    ".ftpipe/",
+    "outputs/",
+    "__pycache__/",
+    "*.pyc",
+    ".git/",
+    ".venv/",
+    "venv/",
+    ".pytest_cache/",
+    "wandb/",
+    "mlruns/",
+    "checkpoint-*/",
+    ".ipynb_checkpoints/",
+]
 POLL_MIN_S, POLL_MAX_S = 0.5, 2.0
 STOP_WAIT_S = 30.0
 
@@ -101,8 +114,11 @@ class _Run:
         from ftpipe.remote.ray import RayJobs
 
         name = self.plan.pipeline
-        with self.rs.lock(f"{name}.ray-client", wait=self.request.wait_lock,
-                          on_wait=lambda h: self.reporter.message(f"waiting for the runner that holds the lock ({h})")):
+        with self.rs.lock(
+            f"{name}.ray-client",
+            wait=self.request.wait_lock,
+            on_wait=lambda h: self.reporter.message(f"waiting for the runner that holds the lock ({h})"),
+        ):
             sub = self._read_state()
             if sub is None and self._all_cached_here():
                 return self._run_here()
@@ -111,8 +127,10 @@ class _Run:
             if sub is not None and sub.address == jobs.address:
                 info = jobs.info(sub.submission_id)
                 if info is None:
-                    self.reporter.message(f"Ray job {sub.submission_id} is unknown to the cluster (restarted?): "
-                                          "submitting a new job; finished steps stay cached")
+                    self.reporter.message(
+                        f"Ray job {sub.submission_id} is unknown to the cluster (restarted?): "
+                        "submitting a new job; finished steps stay cached"
+                    )
                     self._clear_state()
                 elif not info.terminal:
                     if sub.fingerprint != self.fingerprint:
@@ -120,21 +138,29 @@ class _Run:
                             f"Ray job {sub.submission_id} runs an earlier version of '{name}' "
                             f"(or other run options) at {jobs.address}",
                             hint=f"wait for it and run again, or stop it: ray job stop --address {jobs.address} "
-                                 f"{sub.submission_id}")
-                    self.reporter.message(f"re-attaching to Ray job {sub.submission_id} (run {sub.run_id}, "
-                                          f"{info.state.value.lower()}, submitted {sub.submitted_at})")
+                            f"{sub.submission_id}",
+                        )
+                    self.reporter.message(
+                        f"re-attaching to Ray job {sub.submission_id} (run {sub.run_id}, "
+                        f"{info.state.value.lower()}, submitted {sub.submitted_at})"
+                    )
                     return self._follow(sub, reattached=True)
                 else:
                     code, record = self._finish(sub, info)
                     if sub.fingerprint == self.fingerprint and code in (errors.EXIT_OK, errors.EXIT_GATE_BLOCKED):
-                        self.reporter.message(f"Ray job {sub.submission_id} finished while no runner was "
-                                              f"attached: run {sub.run_id} {record.get('status')}")
+                        self.reporter.message(
+                            f"Ray job {sub.submission_id} finished while no runner was "
+                            f"attached: run {sub.run_id} {record.get('status')}"
+                        )
                         return self._report(code, record, sub)
-                    self.reporter.message(f"Ray job {sub.submission_id} ended ({info.state.value.lower()}) while no "
-                                          "runner was attached: submitting a new job; finished steps stay cached")
+                    self.reporter.message(
+                        f"Ray job {sub.submission_id} ended ({info.state.value.lower()}) while no "
+                        "runner was attached: submitting a new job; finished steps stay cached"
+                    )
             elif sub is not None:
-                self.reporter.message(f"not following Ray job {sub.submission_id} at {sub.address}: "
-                                      f"the address is now {jobs.address}")
+                self.reporter.message(
+                    f"not following Ray job {sub.submission_id} at {sub.address}: the address is now {jobs.address}"
+                )
             if self._all_cached_here():
                 return self._run_here()
             return self._follow(self._submit(), reattached=False)
@@ -154,8 +180,9 @@ class _Run:
         from ftpipe.engine import execute
 
         self.reporter.message("every step is cached in the local store: nothing to send to the cluster")
-        outcome = execute(self.path, store=self.rs.root, wait=self.request.wait_lock, reporter=self.reporter,
-                          executor_name="ray")
+        outcome = execute(
+            self.path, store=self.rs.root, wait=self.request.wait_lock, reporter=self.reporter, executor_name="ray"
+        )
         if self.request.json_output:
             click.echo(json.dumps(outcome.summary(), default=str))
         return outcome.exit_code
@@ -163,9 +190,16 @@ class _Run:
     # ------------------------------------------------------------------ submit
     def _submit(self) -> Submission:
         run_id = self.rs.new_run_id()
-        sub = Submission(submission_id=f"ftpipe-{self.plan.pipeline}-{run_id}", run_id=run_id,
-                         address=self.jobs.address, pipeline=self.plan.pipeline, fingerprint=self.fingerprint,
-                         nonce=_secrets.token_hex(8), storage=self.cfg.storage, submitted_at=now_iso())
+        sub = Submission(
+            submission_id=f"ftpipe-{self.plan.pipeline}-{run_id}",
+            run_id=run_id,
+            address=self.jobs.address,
+            pipeline=self.plan.pipeline,
+            fingerprint=self.fingerprint,
+            nonce=_secrets.token_hex(8),
+            storage=self.cfg.storage,
+            submitted_at=now_iso(),
+        )
         root = self._working_root()
         rel = self.path.resolve().relative_to(root)
         args = ["python", "-m", "ftpipe.executors.ray_job", str(rel), "--run-id", run_id]
@@ -190,21 +224,35 @@ class _Run:
                 excludes.append("/" + str(inside.relative_to(root)) + "/")
             except ValueError:
                 pass
-        runtime_env: dict[str, Any] = {"working_dir": str(root), "py_modules": [str(Path(ftpipe.__file__).parent)],
-                                       "excludes": excludes, "env_vars": env_vars}
+        runtime_env: dict[str, Any] = {
+            "working_dir": str(root),
+            "py_modules": [str(Path(ftpipe.__file__).parent)],
+            "excludes": excludes,
+            "env_vars": env_vars,
+        }
         if self.cfg.pip:
             runtime_env["pip"] = list(self.cfg.pip)
         if secret_vars:
-            self.reporter.message(f"secrets are not sent with the job: the cluster's environment must provide "
-                                  f"{', '.join(sorted(secret_vars))} (docs/ray.md)")
+            self.reporter.message(
+                f"secrets are not sent with the job: the cluster's environment must provide "
+                f"{', '.join(sorted(secret_vars))} (docs/ray.md)"
+            )
         self._write_state(sub)  # first: the job looks for the nonce, and a crash must not lose the job
         res = self.cfg.resources
-        self.reporter.message(f"submitting {self.plan.pipeline} to Ray at {self.jobs.address} as job "
-                              f"{sub.submission_id} (uploading {root})")
+        self.reporter.message(
+            f"submitting {self.plan.pipeline} to Ray at {self.jobs.address} as job "
+            f"{sub.submission_id} (uploading {root})"
+        )
         try:
-            self.jobs.submit(entrypoint=shlex.join(args), submission_id=sub.submission_id, runtime_env=runtime_env,
-                             metadata={"ftpipe_pipeline": self.plan.pipeline, "ftpipe_run_id": run_id},
-                             num_cpus=res.cpus, num_gpus=res.gpus, memory=res.memory)
+            self.jobs.submit(
+                entrypoint=shlex.join(args),
+                submission_id=sub.submission_id,
+                runtime_env=runtime_env,
+                metadata={"ftpipe_pipeline": self.plan.pipeline, "ftpipe_run_id": run_id},
+                num_cpus=res.cpus,
+                num_gpus=res.gpus,
+                memory=res.memory,
+            )
         except BaseException:
             self._clear_state()
             raise
@@ -218,7 +266,7 @@ class _Run:
         paths = [base]
         for src in self.pipeline.dataset.all_sources():
             if src.type == "local":
-                for rel in (src.path.values() if isinstance(src.path, dict) else [src.path]):
+                for rel in src.path.values() if isinstance(src.path, dict) else [src.path]:
                     paths += [p.resolve() for p in resolve_local_files(base, rel)]
         model = (base / self.pipeline.model.base).expanduser()
         if not self.pipeline.model.base.startswith("builtin:") and model.is_dir():
@@ -277,8 +325,11 @@ class _Run:
                 if info.state == JobState.PENDING and not noted and time.monotonic() - t0 > 15:
                     noted = True
                     r = self.cfg.resources
-                    self.reporter.message(f"the job is pending: waiting for the cluster to free {r.cpus:g} CPU"
-                                          + (f", {r.gpus:g} GPU" if r.gpus else "") + " for it (and to set up its environment)")
+                    self.reporter.message(
+                        f"the job is pending: waiting for the cluster to free {r.cpus:g} CPU"
+                        + (f", {r.gpus:g} GPU" if r.gpus else "")
+                        + " for it (and to set up its environment)"
+                    )
                 time.sleep(interval)
                 interval = min(POLL_MAX_S, interval * 1.5)
         except KeyboardInterrupt:
@@ -291,8 +342,12 @@ class _Run:
         info = self.jobs.info(sub.submission_id)
         if info is None:
             self._clear_state()
-            raise RemoteError("Ray", f"job {sub.submission_id} disappeared from the cluster (was it restarted?)",
-                              job_id=sub.submission_id, hint="run again: finished steps are cached")
+            raise RemoteError(
+                "Ray",
+                f"job {sub.submission_id} disappeared from the cluster (was it restarted?)",
+                job_id=sub.submission_id,
+                hint="run again: finished steps are cached",
+            )
         return info
 
     def _pump(self, sub: Submission, offset: int, carry: str, final: bool = False) -> tuple[int, str]:
@@ -320,7 +375,8 @@ class _Run:
             self.reporter.error(
                 f"interrupted: Ray job {sub.submission_id} keeps running on the cluster "
                 f"(executor.stop_on_interrupt is false). `ftpipe run {self.path}` re-attaches to it; "
-                f"`ray job stop --address {self.jobs.address} {sub.submission_id}` stops it")
+                f"`ray job stop --address {self.jobs.address} {sub.submission_id}` stops it"
+            )
             return errors.EXIT_INTERRUPTED
         self.reporter.error(f"interrupted: stopping Ray job {sub.submission_id} (Ctrl-C again to leave it running)")
         try:
@@ -335,8 +391,10 @@ class _Run:
             self.reporter.error(f"left Ray job {sub.submission_id} as it was; `ftpipe run {self.path}` re-attaches")
             return errors.EXIT_INTERRUPTED
         if info.state not in TERMINAL:
-            self.reporter.error(f"Ray job {sub.submission_id} did not stop within {STOP_WAIT_S:.0f}s; "
-                                f"`ftpipe run {self.path}` re-attaches to it")
+            self.reporter.error(
+                f"Ray job {sub.submission_id} did not stop within {STOP_WAIT_S:.0f}s; "
+                f"`ftpipe run {self.path}` re-attaches to it"
+            )
             return errors.EXIT_INTERRUPTED
         _, record = self._finish(sub, info)
         return self._report(errors.EXIT_INTERRUPTED, record, sub)
@@ -349,18 +407,37 @@ class _Run:
         record = dict(result.get("record") or {}) if result else {}
         code = exit_code_for(info.state.value, result, info.driver_exit_code)
         if result is None:
-            self.reporter.error(f"Ray job {sub.submission_id} {info.state.value.lower()} before ftpipe reported a "
-                                f"result: {info.message or 'no message'}")
+            self.reporter.error(
+                f"Ray job {sub.submission_id} {info.state.value.lower()} before ftpipe reported a "
+                f"result: {info.message or 'no message'}"
+            )
         self._bring_back(sub, result or {}, record)
         if not record:
-            record = {"run_id": sub.run_id, "pipeline": sub.pipeline, "status": _status_for(code),
-                      "exit_code": code, "started_at": sub.submitted_at, "finished_at": now_iso(),
-                      "duration_s": None, "host": f"ray {sub.address}", "steps": {},
-                      "error": (result or {}).get("error") or info.message}
-        record.update(executor="ray", store=str(self.rs.root), pipeline_path=str(self.path.resolve()),
-                      remote={"address": sub.address, "submission_id": sub.submission_id, "state": info.state.value,
-                           "message": info.message, "cluster_store": (result or {}).get("store"),
-                           "store_mode": (result or {}).get("store_mode")})
+            record = {
+                "run_id": sub.run_id,
+                "pipeline": sub.pipeline,
+                "status": _status_for(code),
+                "exit_code": code,
+                "started_at": sub.submitted_at,
+                "finished_at": now_iso(),
+                "duration_s": None,
+                "host": f"ray {sub.address}",
+                "steps": {},
+                "error": (result or {}).get("error") or info.message,
+            }
+        record.update(
+            executor="ray",
+            store=str(self.rs.root),
+            pipeline_path=str(self.path.resolve()),
+            remote={
+                "address": sub.address,
+                "submission_id": sub.submission_id,
+                "state": info.state.value,
+                "message": info.message,
+                "cluster_store": (result or {}).get("store"),
+                "store_mode": (result or {}).get("store_mode"),
+            },
+        )
         run_dir = self.rs.run_dir(sub.run_id)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
         from ftpipe.spec.secrets import redact_data, secret_values
@@ -371,8 +448,9 @@ class _Run:
         if not (run_dir / "pipeline.yaml").exists() and self.loaded.interpolation is not None:
             import yaml
 
-            (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(redact_data(self.loaded.interpolation.data, known),
-                                                                  sort_keys=False))
+            (run_dir / "pipeline.yaml").write_text(
+                yaml.safe_dump(redact_data(self.loaded.interpolation.data, known), sort_keys=False)
+            )
         self.rs.write_run(record)
         self._clear_state(sub)
         return code, record
@@ -392,22 +470,34 @@ class _Run:
             try:
                 remote = RemoteStore(storage)
                 remote.pull(f"runs/{sub.run_id}", self.rs.root)
-                got = sum(remote.pull(rel, self.rs.root) for rel in artifact_rels(record)
-                          if not (self.rs.root / rel / "_result.json").exists())
-                self.reporter.message(f"brought run {sub.run_id} and {got} artifact{'s' if got != 1 else ''} "
-                                      f"back from {storage}")
+                got = sum(
+                    remote.pull(rel, self.rs.root)
+                    for rel in artifact_rels(record)
+                    if not (self.rs.root / rel / "_result.json").exists()
+                )
+                self.reporter.message(
+                    f"brought run {sub.run_id} and {got} artifact{'s' if got != 1 else ''} back from {storage}"
+                )
             except errors.FtpipeError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the record still comes home from the log
                 self.reporter.error(f"could not copy the run back from {storage}: {type(exc).__name__}: {exc}")
             return
         where = f"{storage} (not visible from here)" if storage else f"{cluster_store} on the cluster node"
-        self.reporter.message(f"the run record came back; the artifacts stay at {where} — set executor.storage "
-                              "to a shared path or URI to bring them home (docs/ray.md)")
+        self.reporter.message(
+            f"the run record came back; the artifacts stay at {where} — set executor.storage "
+            "to a shared path or URI to bring them home (docs/ray.md)"
+        )
 
     def _report(self, code: int, record: dict, sub: Submission) -> int:
-        return report(self.request, self.reporter, record, code, where=f"Ray job {sub.submission_id}",
-                      extra={"executor": "ray", "ray_job": sub.submission_id, "address": sub.address})
+        return report(
+            self.request,
+            self.reporter,
+            record,
+            code,
+            where=f"Ray job {sub.submission_id}",
+            extra={"executor": "ray", "ray_job": sub.submission_id, "address": sub.address},
+        )
 
     # ------------------------------------------------------------------ state
     def _state_path(self) -> Path:
@@ -435,15 +525,20 @@ def _parse_result(text: str) -> dict | None:
     for line in reversed(text.splitlines()):
         if line.startswith(RESULT_MARKER):
             try:
-                return json.loads(line[len(RESULT_MARKER):])
+                return json.loads(line[len(RESULT_MARKER) :])
             except ValueError:
                 return None
     return None
 
 
 def _status_for(code: int) -> str:
-    return {errors.EXIT_OK: "succeeded", errors.EXIT_GATE_BLOCKED: "blocked", errors.EXIT_INTERRUPTED: "interrupted",
-            errors.EXIT_LOCKED: "locked", errors.EXIT_INVALID: "invalid"}.get(code, "failed")
+    return {
+        errors.EXIT_OK: "succeeded",
+        errors.EXIT_GATE_BLOCKED: "blocked",
+        errors.EXIT_INTERRUPTED: "interrupted",
+        errors.EXIT_LOCKED: "locked",
+        errors.EXIT_INVALID: "invalid",
+    }.get(code, "failed")
 
 
 def exit_code_for(state: str, result: dict | None, driver_exit_code: int | None) -> int:
@@ -457,4 +552,3 @@ def exit_code_for(state: str, result: dict | None, driver_exit_code: int | None)
     if driver_exit_code in (1, 2, 3, 4, 130):
         return int(driver_exit_code)
     return errors.EXIT_STEP_FAILED
-

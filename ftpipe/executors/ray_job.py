@@ -18,6 +18,7 @@ Where the job keeps its run store (in this order):
    the job: cached steps are reused when a later job lands on the same node, and the
    artifacts stay there (the client gets the run record only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ def is_uri(storage: str) -> bool:
 
 
 def storage_path(storage: str) -> Path:
-    return Path(storage[len("file://"):] if storage.startswith("file://") else storage).expanduser()
+    return Path(storage[len("file://") :] if storage.startswith("file://") else storage).expanduser()
 
 
 def state_file(store: Path, pipeline: str) -> Path:
@@ -73,7 +74,7 @@ class RemoteStore:
     def _files(self, filesystem: Any, root: str) -> list[str]:
         sel = self._fs_mod.FileSelector(root, recursive=True, allow_not_found=True)
         infos = filesystem.get_file_info(sel)
-        rels = [i.path[len(root.rstrip("/")) + 1:] for i in infos if i.type == self._fs_mod.FileType.File]
+        rels = [i.path[len(root.rstrip("/")) + 1 :] for i in infos if i.type == self._fs_mod.FileType.File]
         return sorted(rels, key=lambda r: (r.endswith("_result.json"), r))
 
     def _copy(self, src_fs: Any, src: str, dst_fs: Any, dst: str) -> int:
@@ -136,6 +137,7 @@ def push_run(remote: RemoteStore, store: Path, record: dict, log) -> None:
 
 # --------------------------------------------------------------------------- the job
 
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -191,9 +193,16 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"ray job: run store {store} ({how})")
         if remote is not None:
             pull_for_plan(remote, store, [s.key for s in plan.steps], _say if not args.quiet else lambda _t: None)
-        outcome = execute(path, store=store, force=args.force, from_step=args.from_step, wait=args.wait,
-                          reporter=Reporter(quiet=args.quiet, live=False), executor_name="ray",
-                          run_id=args.run_id)
+        outcome = execute(
+            path,
+            store=store,
+            force=args.force,
+            from_step=args.from_step,
+            wait=args.wait,
+            reporter=Reporter(quiet=args.quiet, live=False),
+            executor_name="ray",
+            run_id=args.run_id,
+        )
         result.update(exit_code=outcome.exit_code, record=outcome.record)
     except FtpipeError as exc:
         _say(f"error: {exc}")

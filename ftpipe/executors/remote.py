@@ -20,6 +20,7 @@ lives here, once:
 - **the outcome** is the local executor's: the same run record, the same ``--json``
   summary (plus the executor's own fields), the same exit codes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -106,8 +107,7 @@ def fingerprints(plan: Any, request: RunRequest) -> tuple[str, str]:
     return plan_hash, fp
 
 
-def retrying(what: str, fn: Callable[[], T], *, reporter: Reporter | None = None,
-             secrets: tuple[str, ...] = ()) -> T:
+def retrying(what: str, fn: Callable[[], T], *, reporter: Reporter | None = None, secrets: tuple[str, ...] = ()) -> T:
     """``fn()`` through the shared retry helper, Hub errors translated once it gives up."""
     from ftpipe.remote.hf import hub_errors
     from ftpipe.remote.retry import call_with_retries
@@ -120,20 +120,27 @@ def retrying(what: str, fn: Callable[[], T], *, reporter: Reporter | None = None
 class RemoteRun:
     """Runs one request of ``request`` through ``backend`` (made by ``make_backend(ctx)``)."""
 
-    def __init__(self, request: RunRequest, make_backend: Callable[[RemoteContext], RemoteBackend],
-                 secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, request: RunRequest, make_backend: Callable[[RemoteContext], RemoteBackend], secrets: tuple[str, ...] = ()
+    ) -> None:
         from ftpipe.engine import prepare
 
         prepared = prepare(request.pipeline_path)  # validates, plans, checks every ${env:...} is set
         plan = prepared.plan
         if request.from_step and request.from_step not in {s.id for s in plan.steps}:
-            raise UsageError(f"--from {request.from_step}: no such step "
-                             f"(steps: {', '.join(s.id for s in plan.steps)})")
+            raise UsageError(f"--from {request.from_step}: no such step (steps: {', '.join(s.id for s in plan.steps)})")
         plan_hash, fp = fingerprints(plan, request)
         store = RunStore((request.store or default_store(request.pipeline_path)).resolve())
         self.reporter = Reporter(quiet=request.quiet)
-        self.ctx = RemoteContext(request=request, prepared=prepared, store=store, reporter=self.reporter,
-                                 secrets=tuple({*prepared.secrets, *secrets}), fingerprint=fp, plan_hash=plan_hash)
+        self.ctx = RemoteContext(
+            request=request,
+            prepared=prepared,
+            store=store,
+            reporter=self.reporter,
+            secrets=tuple({*prepared.secrets, *secrets}),
+            fingerprint=fp,
+            plan_hash=plan_hash,
+        )
         self.ctx.call = self.call
         self.backend = make_backend(self.ctx)
         self.name = self.backend.name
@@ -167,8 +174,11 @@ class RemoteRun:
 
     # ------------------------------------------------------------------ top level
     def run(self) -> int:
-        with self.ctx.store.lock(f"{self.ctx.pipeline}.{self.name}", wait=self.ctx.request.wait_lock,
-                     on_wait=lambda h: self.reporter.message(f"waiting for the runner that holds the lock ({h})")):
+        with self.ctx.store.lock(
+            f"{self.ctx.pipeline}.{self.name}",
+            wait=self.ctx.request.wait_lock,
+            on_wait=lambda h: self.reporter.message(f"waiting for the runner that holds the lock ({h})"),
+        ):
             state = self._reattach()
             if state is None:
                 state = self.new_state()
@@ -179,14 +189,18 @@ class RemoteRun:
                     raise
                 except KeyboardInterrupt:
                     self.reporter.error("interrupted while submitting")
-                    return self._end(state, self._local_record(state, errors.EXIT_INTERRUPTED,
-                                                               "interrupted while submitting"), cancel=True)
+                    return self._end(
+                        state,
+                        self._local_record(state, errors.EXIT_INTERRUPTED, "interrupted while submitting"),
+                        cancel=True,
+                    )
             try:
                 return self._follow(state)
             except KeyboardInterrupt:
                 self.reporter.error(f"interrupted: cancelling {self.backend.where(state)}")
-                record = self._local_record(state, errors.EXIT_INTERRUPTED,
-                                            "interrupted before the remote run reported a result")
+                record = self._local_record(
+                    state, errors.EXIT_INTERRUPTED, "interrupted before the remote run reported a result"
+                )
                 return self._end(state, record, cancel=True)
             except errors.FtpipeError as exc:
                 # a remote call that kept failing: the remote run goes on, the state stays
@@ -196,8 +210,11 @@ class RemoteRun:
 
     def new_state(self) -> dict:
         """A new request, persisted first: a runner killed during submission finds it."""
-        state = {"request_id": self.ctx.store.new_run_id() + "-" + _secrets.token_hex(2),
-                 "fingerprint": self.ctx.fingerprint, "submitted_at": now_iso()}
+        state = {
+            "request_id": self.ctx.store.new_run_id() + "-" + _secrets.token_hex(2),
+            "fingerprint": self.ctx.fingerprint,
+            "submitted_at": now_iso(),
+        }
         self.persist(state)
         return state
 
@@ -206,8 +223,9 @@ class RemoteRun:
         if state is None:
             return None
         if state.get("fingerprint") != self.ctx.fingerprint:
-            self.reporter.message(f"an earlier request ({state['request_id']}) runs another plan or other options: "
-                                  "not re-attaching to it")
+            self.reporter.message(
+                f"an earlier request ({state['request_id']}) runs another plan or other options: not re-attaching to it"
+            )
             try:
                 if self.backend.alive(state):  # it would only cost money and race this one for the results
                     self.backend.cancel(state)
@@ -220,11 +238,14 @@ class RemoteRun:
             self.reporter.message(f"request {state['request_id']} is unknown remotely: submitting it again")
             return None
         if alive:
-            self.reporter.message(f"re-attaching to {self.backend.where(state)} (request {state['request_id']}, "
-                                  f"submitted {state.get('submitted_at')})")
+            self.reporter.message(
+                f"re-attaching to {self.backend.where(state)} (request {state['request_id']}, "
+                f"submitted {state.get('submitted_at')})"
+            )
         else:
-            self.reporter.message(f"{self.backend.where(state)} ended while no runner was attached: "
-                                  "bringing its result home")
+            self.reporter.message(
+                f"{self.backend.where(state)} ended while no runner was attached: bringing its result home"
+            )
         return state
 
     # ------------------------------------------------------------------ follow
@@ -238,8 +259,9 @@ class RemoteRun:
                 break
             poll = self.backend.poll(state)
             if poll.stage != last:
-                self.reporter.message(f"{self.backend.where(state)}: {poll.stage}"
-                                      + (f" — {poll.note}" if poll.note else ""))
+                self.reporter.message(
+                    f"{self.backend.where(state)}: {poll.stage}" + (f" — {poll.note}" if poll.note else "")
+                )
                 last = poll.stage
             self._pump(state)
             if poll.ended:
@@ -248,8 +270,10 @@ class RemoteRun:
                     break
                 return self._failed(state, poll)
             if time.monotonic() > deadline:
-                msg = (f"timed out after {self.backend.timeout_s}s (executor.timeout_s) waiting for "
-                       f"{self.backend.where(state)}")
+                msg = (
+                    f"timed out after {self.backend.timeout_s}s (executor.timeout_s) waiting for "
+                    f"{self.backend.where(state)}"
+                )
                 self.reporter.error(msg)
                 self._pump(state)
                 return self._end(state, self._local_record(state, errors.EXIT_STEP_FAILED, msg), cancel=True)
@@ -264,7 +288,7 @@ class RemoteRun:
             lines = self.backend.logs(state)
         except Exception:  # noqa: BLE001 - logs are a convenience; the pushed result is what counts
             return
-        new = lines[self.log_seen:] if len(lines) >= self.log_seen else lines  # shorter: a new container's log
+        new = lines[self.log_seen :] if len(lines) >= self.log_seen else lines  # shorter: a new container's log
         self.log_seen = len(lines)
         for line in new:
             clean = self.redact(line)
@@ -300,18 +324,26 @@ class RemoteRun:
         try:
             record, brought = rs.import_run(tmp, run_id, result.get("artifacts", []))
         except errors.NotFound:
-            raise RemoteError(self.name, f"the results hold no record of run {run_id} although request "
-                              f"{state['request_id']} says it finished",
-                              hint="`ftpipe run` again re-attaches and downloads again") from None
+            raise RemoteError(
+                self.name,
+                f"the results hold no record of run {run_id} although request {state['request_id']} says it finished",
+                hint="`ftpipe run` again re-attaches and downloads again",
+            ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        record.update(store=str(rs.root), pipeline_path=str(self.ctx.path.resolve()), executor=self.name,
-                      remote=self._info(state, result))
+        record.update(
+            store=str(rs.root),
+            pipeline_path=str(self.ctx.path.resolve()),
+            executor=self.name,
+            remote=self._info(state, result),
+        )
         self._write_log(rs.run_dir(run_id))
         rs.write_run(record)
         had = len(result.get("artifacts", [])) - brought
-        self.reporter.message(f"brought run {run_id} home: {brought} new artifact{'s' if brought != 1 else ''}"
-                              + (f", {had} already here" if had else ""))
+        self.reporter.message(
+            f"brought run {run_id} home: {brought} new artifact{'s' if brought != 1 else ''}"
+            + (f", {had} already here" if had else "")
+        )
         return self._end(state, record, code=code)
 
     def _info(self, state: dict, result: dict | None) -> dict:
@@ -337,14 +369,24 @@ class RemoteRun:
         (run_dir / "pipeline.yaml").write_text(yaml.safe_dump(self.ctx.prepared.redacted, sort_keys=False))
         self._write_log(run_dir)
         status = "interrupted" if code == errors.EXIT_INTERRUPTED else "failed"
-        record = {"run_id": run_id, "pipeline": plan.pipeline, "pipeline_path": str(self.ctx.path.resolve()),
-                  "store": str(rs.root), "status": status, "exit_code": code,
-                  "started_at": state.get("submitted_at"), "finished_at": now_iso(), "duration_s": None,
-                  "host": f"{self.name} {self.backend.where(state)}", "executor": self.name,
-                  "error": self.redact(error),
-                  "steps": {s.id: {"kind": s.kind, "status": "not-run", "key": s.key, "needs": list(s.needs)}
-                            for s in plan.steps},
-                  "remote": self._info(state, None)}
+        record = {
+            "run_id": run_id,
+            "pipeline": plan.pipeline,
+            "pipeline_path": str(self.ctx.path.resolve()),
+            "store": str(rs.root),
+            "status": status,
+            "exit_code": code,
+            "started_at": state.get("submitted_at"),
+            "finished_at": now_iso(),
+            "duration_s": None,
+            "host": f"{self.name} {self.backend.where(state)}",
+            "executor": self.name,
+            "error": self.redact(error),
+            "steps": {
+                s.id: {"kind": s.kind, "status": "not-run", "key": s.key, "needs": list(s.needs)} for s in plan.steps
+            },
+            "remote": self._info(state, None),
+        }
         # `ftpipe runs show` prints a step's reason: say there why nothing ran
         record["steps"][plan.steps[0].id]["reason"] = record["error"].splitlines()[0]
         rs.write_run(record)
@@ -363,17 +405,24 @@ class RemoteRun:
         except Exception as exc:  # noqa: BLE001
             self.reporter.error(f"could not clean up {self.backend.where(state)}: {self.redact(str(exc))}")
         self.clear()
-        return report(self.ctx.request, self.reporter, record, code, where=self.backend.where(state),
-                      extra={"executor": self.name, **self.backend.info(state)})
+        return report(
+            self.ctx.request,
+            self.reporter,
+            record,
+            code,
+            where=self.backend.where(state),
+            extra={"executor": self.name, **self.backend.info(state)},
+        )
 
 
-def report(request: RunRequest, reporter: Reporter, record: dict, code: int | None, *, where: str,
-           extra: dict) -> int:
+def report(request: RunRequest, reporter: Reporter, record: dict, code: int | None, *, where: str, extra: dict) -> int:
     """Print the outcome as every executor does: one line, failed steps, ``--json`` summary."""
     from ftpipe.engine import RunOutcome
 
     code = int(record.get("exit_code") or 0) if code is None else code
-    line = f"run {record['run_id']} in {where}: {record.get('status')} (exit {code}) — ftpipe runs show {record['run_id']}"
+    line = (
+        f"run {record['run_id']} in {where}: {record.get('status')} (exit {code}) — ftpipe runs show {record['run_id']}"
+    )
     (reporter.message if code == errors.EXIT_OK else reporter.error)(line)
     for sid, step in record.get("steps", {}).items():
         if step.get("status") == "failed" and step.get("error"):

@@ -17,6 +17,7 @@ answers HTTP on $FTPIPE_STATUS_PORT, so the Hub sees a healthy app.
 
 This module is imported by the client for its constants: it imports nothing heavy at the top.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,10 @@ class _Entry:
     def __init__(self, env: os._Environ | dict[str, str]) -> None:
         missing = [v for v in (ENV_INPUTS, ENV_REVISION, ENV_RESULTS, TOKEN_VAR) if not env.get(v)]
         if missing:
-            raise SystemExit(f"ftpipe space entry: {', '.join(missing)} not set (the Dockerfile sets the repos, "
-                             "the Space's secrets the token)")
+            raise SystemExit(
+                f"ftpipe space entry: {', '.join(missing)} not set (the Dockerfile sets the repos, "
+                "the Space's secrets the token)"
+            )
         from huggingface_hub import HfApi
 
         self.env = env
@@ -86,8 +89,14 @@ class _Entry:
         request: dict[str, Any] = {}
         try:
             self.phase = "downloading inputs"
-            inputs_dir = Path(self._retry("downloading the inputs", lambda: self.api.snapshot_download(
-                self.inputs, repo_type="dataset", revision=self.revision, local_dir=self.work / "inputs")))
+            inputs_dir = Path(
+                self._retry(
+                    "downloading the inputs",
+                    lambda: self.api.snapshot_download(
+                        self.inputs, repo_type="dataset", revision=self.revision, local_dir=self.work / "inputs"
+                    ),
+                )
+            )
             request = json.loads((inputs_dir / REQUEST_FILE).read_text())
             if request.get("scheduled"):  # one request file, read by every run of a scheduled Job
                 from ftpipe.store import RunStore
@@ -108,8 +117,11 @@ class _Entry:
             self._say(f"ftpipe space entry failed while {self.phase}: {msg}")
             if request.get("request_id"):
                 try:
-                    self._push_outcome(request, {"exit_code": 130 if self.terminated else 1, "run_id": None,
-                                                 "error": f"{self.phase}: {msg}"}, None)
+                    self._push_outcome(
+                        request,
+                        {"exit_code": 130 if self.terminated else 1, "run_id": None, "error": f"{self.phase}: {msg}"},
+                        None,
+                    )
                 except Exception as push_exc:  # noqa: BLE001
                     self._say(f"could not push the failure either: {redact_all(str(push_exc), self.secrets)}")
                     return 1
@@ -123,15 +135,22 @@ class _Entry:
             return set()
         keys = set(request.get("plan", {}).values())  # planned by the same (pinned) ftpipe on the client
         files = self._retry("listing the results", lambda: self.api.list_repo_files(self.results, repo_type="dataset"))
-        present = {f.split("/")[1] for f in files
-                   if f.startswith("cache/") and f.endswith("/_result.json") and f.count("/") == 2}
+        present = {
+            f.split("/")[1]
+            for f in files
+            if f.startswith("cache/") and f.endswith("/_result.json") and f.count("/") == 2
+        }
         wanted = sorted(keys & present)
         if not wanted:
             return set()
         self._say(f"reusing {len(wanted)} finished step{'s' if len(wanted) != 1 else ''} from {self.results}")
         tmp = self.work / "seed"
-        self._retry("downloading finished steps", lambda: self.api.snapshot_download(
-            self.results, repo_type="dataset", local_dir=tmp, allow_patterns=[f"cache/{k}/**" for k in wanted]))
+        self._retry(
+            "downloading finished steps",
+            lambda: self.api.snapshot_download(
+                self.results, repo_type="dataset", local_dir=tmp, allow_patterns=[f"cache/{k}/**" for k in wanted]
+            ),
+        )
         for key in wanted:
             dest = store / "cache" / key
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -141,18 +160,31 @@ class _Entry:
         return set(wanted)
 
     def _ftpipe_run(self, pipeline: Path, store: Path, request: dict) -> tuple[int, dict | None]:
-        cmd = [sys.executable, "-m", "ftpipe", "run", pipeline.name, "--executor", "local", "--json",
-               "--store", str(store)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ftpipe",
+            "run",
+            pipeline.name,
+            "--executor",
+            "local",
+            "--json",
+            "--store",
+            str(store),
+        ]
         if request.get("force"):
             cmd.append("--force")
         if request.get("from_step"):
             cmd += ["--from", request["from_step"]]
         self._say("$ ftpipe " + " ".join(cmd[3:]))
-        self.child = subprocess.Popen(cmd, cwd=pipeline.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, errors="replace")
+        self.child = subprocess.Popen(
+            cmd, cwd=pipeline.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
         out_lines: list[str] = []
-        readers = [threading.Thread(target=self._pump, args=(self.child.stdout, out_lines), daemon=True),
-                   threading.Thread(target=self._pump, args=(self.child.stderr, None), daemon=True)]
+        readers = [
+            threading.Thread(target=self._pump, args=(self.child.stdout, out_lines), daemon=True),
+            threading.Thread(target=self._pump, args=(self.child.stderr, None), daemon=True),
+        ]
         for t in readers:
             t.start()
         code = self.child.wait()
@@ -194,8 +226,13 @@ class _Entry:
             for rel in artifact_rels(record):
                 if rel.split("/", 1)[1] not in seeded and (store / rel / "_result.json").exists():
                     shutil.copytree(store / rel, staging / rel)
-        outcome = {"exit_code": code, "run_id": run_id if record else None, "status": record.get("status"),
-                   "summary": summary, "artifacts": artifact_rels(record)}
+        outcome = {
+            "exit_code": code,
+            "run_id": run_id if record else None,
+            "status": record.get("status"),
+            "summary": summary,
+            "artifacts": artifact_rels(record),
+        }
         if not record:
             outcome["error"] = f"ftpipe run ended without a run record (exit {code})"
         self._push_outcome(request, outcome, staging)
@@ -205,16 +242,28 @@ class _Entry:
         from ftpipe.store import now_iso
 
         staging = staging or self.work / "push-failure"
-        outcome.update(request_id=request["request_id"], space_id=self.space_id, inputs_revision=self.revision,
-                       ftpipe=__version__, finished_at=now_iso(), log_tail=list(self.tail))
+        outcome.update(
+            request_id=request["request_id"],
+            space_id=self.space_id,
+            inputs_revision=self.revision,
+            ftpipe=__version__,
+            finished_at=now_iso(),
+            log_tail=list(self.tail),
+        )
         path = staging / result_file(request["request_id"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(redact_all(json.dumps(outcome, indent=2, default=str), self.secrets) + "\n")
         status = outcome.get("status") or "failed"
         # safe to repeat: identical content makes no second commit
-        self._retry("pushing the outcome", lambda: self.api.upload_folder(
-            repo_id=self.results, repo_type="dataset", folder_path=staging,
-            commit_message=f"ftpipe run {outcome.get('run_id') or request['request_id']}: {status}"))
+        self._retry(
+            "pushing the outcome",
+            lambda: self.api.upload_folder(
+                repo_id=self.results,
+                repo_type="dataset",
+                folder_path=staging,
+                commit_message=f"ftpipe run {outcome.get('run_id') or request['request_id']}: {status}",
+            ),
+        )
         self._say(f"pushed the outcome to {self.results} ({result_file(request['request_id'])})")
 
     # ------------------------------------------------------------------ helpers

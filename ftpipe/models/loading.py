@@ -7,6 +7,7 @@ into a transformers folder in ftpipe's cache (``ftpipe.models.materialise``). Hu
 checked once (exists? reachable?) and then passed to ``from_pretrained`` unchanged, so
 ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and the Hub cache apply as usual.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -155,8 +156,13 @@ def load_for_inference(
     model_dir = Path(train_dir) / ref.path
     if ref.adapter:
         model, tokenizer = _base_with_adapter(
-            model_dir, ref.base, cache_dir=cache_dir, base_dir=base_dir,
-            revision=revision, token=token, dtype=_dtype(device),
+            model_dir,
+            ref.base,
+            cache_dir=cache_dir,
+            base_dir=base_dir,
+            revision=revision,
+            token=token,
+            dtype=_dtype(device),
         )
     else:
         tokenizer = _load_tokenizer(str(model_dir), revision=None, token=None)
@@ -183,8 +189,13 @@ def merge_adapter(
             raise ValueError("merge_adapter needs a local adapter model")
         model_dir, base = train_dir / ref.path, ref.base
     model, tokenizer = _base_with_adapter(
-        Path(model_dir), str(base), cache_dir=cache_dir, base_dir=base_dir,
-        revision=revision, token=token, dtype="auto",
+        Path(model_dir),
+        str(base),
+        cache_dir=cache_dir,
+        base_dir=base_dir,
+        revision=revision,
+        token=token,
+        dtype="auto",
     )
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

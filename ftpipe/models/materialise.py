@@ -7,6 +7,7 @@ tokenizer and its chat template) and the rest read that folder in a fraction of 
 The folder is named after the file's bytes, not its path: a renamed copy reuses it, a changed
 file gets a new one.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -27,8 +28,9 @@ def materialised_dir(cache_dir: Path, digest: str) -> Path:
     return Path(cache_dir) / "models" / f"gguf-{digest[:24]}"
 
 
-def materialise_gguf(path: Path, *, cache_dir: Path, name: str | None = None,
-                     log: Callable[[str], None] | None = None) -> Path:
+def materialise_gguf(
+    path: Path, *, cache_dir: Path, name: str | None = None, log: Callable[[str], None] | None = None
+) -> Path:
     """The transformers folder for the GGUF file ``path``, converting it the first time.
     Safe to call from several processes at once: one converts, the others wait for it."""
     path = Path(path)
@@ -47,8 +49,10 @@ def materialise_gguf(path: Path, *, cache_dir: Path, name: str | None = None,
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
         try:
             _convert(path, tmp)
-            (tmp / MARKER).write_text(json.dumps({"source": name or str(path), "file": path.name,
-                                                  "sha256": file_digest(path)}, indent=2) + "\n")
+            (tmp / MARKER).write_text(
+                json.dumps({"source": name or str(path), "file": path.name, "sha256": file_digest(path)}, indent=2)
+                + "\n"
+            )
             if dest.exists():  # a half-written folder from a killed conversion
                 shutil.rmtree(dest)
             tmp.rename(dest)

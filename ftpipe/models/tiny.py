@@ -9,6 +9,7 @@ The tokenizer has pad/eos tokens and a ChatML chat template (eos ``<|im_end|>`` 
 It knows nothing until you fine-tune it: it exists so the quickstart and the tests run on a
 laptop CPU in about a minute. Same seed -> byte-identical files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,7 +34,6 @@ MAX_POSITIONS = 2048
 INIT_STD = 0.1
 
 PAD, BOS, IM_START, IM_END = "<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-
 
 
 def _build_tokenizer():

@@ -2,6 +2,7 @@
 vocabulary, numbers and the punctuation of JSON and chat. Function and kitchen words become
 whole tokens; everything else is spelled with byte-level BPE pieces. Shipped as code so it needs no
 package-data configuration. Changing it changes the tokenizer: bump ``TINY_VERSION``."""
+
 from __future__ import annotations
 
 # The most frequent English words: with KITCHEN_WORDS, each becomes a single token.
@@ -101,7 +102,6 @@ def corpus_lines() -> list[str]:
         for line in block.strip().splitlines():
             lines += [line, line.title()]
     return lines
-
 
 
 def whole_word_forms() -> list[str]:

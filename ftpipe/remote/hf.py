@@ -1,4 +1,5 @@
 """Hugging Face Hub errors → ftpipe errors (the one place that knows the client's types)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -25,36 +26,69 @@ def hub_errors(what: str) -> Iterator[None]:
     try:
         yield
     except hf_errors.GatedRepoError as exc:
-        raise RemoteError("Hugging Face Hub", f"{what}: the repo is gated", status=403, code="GatedRepo",
-                          request_id=_rid(exc), hint=_HINTS[403]) from None
+        raise RemoteError(
+            "Hugging Face Hub",
+            f"{what}: the repo is gated",
+            status=403,
+            code="GatedRepo",
+            request_id=_rid(exc),
+            hint=_HINTS[403],
+        ) from None
     except hf_errors.RepositoryNotFoundError as exc:
-        raise RemoteError("Hugging Face Hub", f"{what}: repository not found", status=_status(exc) or 404,
-                          code="RepoNotFound", request_id=_rid(exc), hint=_HINTS[404]) from None
+        raise RemoteError(
+            "Hugging Face Hub",
+            f"{what}: repository not found",
+            status=_status(exc) or 404,
+            code="RepoNotFound",
+            request_id=_rid(exc),
+            hint=_HINTS[404],
+        ) from None
     except hf_errors.RevisionNotFoundError as exc:
-        raise RemoteError("Hugging Face Hub", f"{what}: revision not found", status=404, code="RevisionNotFound",
-                          request_id=_rid(exc), hint="check the revision (branch, tag or commit)") from None
+        raise RemoteError(
+            "Hugging Face Hub",
+            f"{what}: revision not found",
+            status=404,
+            code="RevisionNotFound",
+            request_id=_rid(exc),
+            hint="check the revision (branch, tag or commit)",
+        ) from None
     except hf_errors.EntryNotFoundError as exc:
-        raise RemoteError("Hugging Face Hub", f"{what}: file not found", status=404, code="EntryNotFound",
-                          request_id=_rid(exc)) from None
+        raise RemoteError(
+            "Hugging Face Hub", f"{what}: file not found", status=404, code="EntryNotFound", request_id=_rid(exc)
+        ) from None
     except hf_errors.HfHubHTTPError as exc:
         status = _status(exc)
         msg = getattr(exc, "server_message", None) or _first_line(exc)
-        hint = _HINTS.get(status or 0) or ("the Hub had a server error: run again later" if (status or 0) >= 500 else None)
-        raise RemoteError("Hugging Face Hub", f"{what}: {msg}", status=status, request_id=_rid(exc), hint=hint) from None
+        hint = _HINTS.get(status or 0) or (
+            "the Hub had a server error: run again later" if (status or 0) >= 500 else None
+        )
+        raise RemoteError(
+            "Hugging Face Hub", f"{what}: {msg}", status=status, request_id=_rid(exc), hint=hint
+        ) from None
     except hf_errors.InferenceEndpointTimeoutError as exc:
-        raise RemoteError("Hugging Face Inference Endpoints", f"{what}: {_first_line(exc)}",
-                          hint="the endpoint is still starting: raise timeout_s or run again later") from None
+        raise RemoteError(
+            "Hugging Face Inference Endpoints",
+            f"{what}: {_first_line(exc)}",
+            hint="the endpoint is still starting: raise timeout_s or run again later",
+        ) from None
     except hf_errors.InferenceEndpointError as exc:
-        raise RemoteError("Hugging Face Inference Endpoints", f"{what}: {_first_line(exc)}",
-                          hint="see the endpoint's logs on the Hub") from None
+        raise RemoteError(
+            "Hugging Face Inference Endpoints", f"{what}: {_first_line(exc)}", hint="see the endpoint's logs on the Hub"
+        ) from None
     except hf_errors.OfflineModeIsEnabled:
-        raise RemoteError("Hugging Face Hub", f"{what}: offline mode is on (HF_HUB_OFFLINE=1)",
-                          hint="unset HF_HUB_OFFLINE to reach the Hub") from None
+        raise RemoteError(
+            "Hugging Face Hub",
+            f"{what}: offline mode is on (HF_HUB_OFFLINE=1)",
+            hint="unset HF_HUB_OFFLINE to reach the Hub",
+        ) from None
     except Exception as exc:
         if not is_transport_error(exc):
             raise
-        raise RemoteError("Hugging Face Hub", f"{what}: could not reach the Hub ({type(exc).__name__}: "
-                          f"{_first_line(exc)})", hint="check the network and HF_ENDPOINT, then run again") from None
+        raise RemoteError(
+            "Hugging Face Hub",
+            f"{what}: could not reach the Hub ({type(exc).__name__}: {_first_line(exc)})",
+            hint="check the network and HF_ENDPOINT, then run again",
+        ) from None
 
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})

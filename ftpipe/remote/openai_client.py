@@ -3,6 +3,7 @@ OpenAI-compatible server): the same retry policy for training, evaluation, cance
 deploy smoke tests. The client retries 408/409/429/5xx and dropped connections itself,
 honouring ``Retry-After``; creating a fine-tuning job turns that off (``with_options``) and
 looks for the job before it tries again."""
+
 from __future__ import annotations
 
 import os
@@ -23,23 +24,45 @@ def _openai(extra: str, what: str) -> Any:
     return openai
 
 
-def openai_client(*, api_key: str | None = None, base_url: str | None = None, organization: str | None = None,
-                  extra: str = "openai", what: str = "an OpenAI-compatible API",
-                  max_retries: int = MAX_RETRIES) -> Any:
+def openai_client(
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+    organization: str | None = None,
+    extra: str = "openai",
+    what: str = "an OpenAI-compatible API",
+    max_retries: int = MAX_RETRIES,
+) -> Any:
     """``openai.OpenAI``; unset values come from the client's environment variables
     (OPENAI_API_KEY, OPENAI_BASE_URL)."""
     openai = _openai(extra, what)
-    return openai.OpenAI(api_key=api_key, base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
-                         organization=organization, max_retries=max_retries, timeout=TIMEOUT_S)
+    return openai.OpenAI(
+        api_key=api_key,
+        base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        organization=organization,
+        max_retries=max_retries,
+        timeout=TIMEOUT_S,
+    )
 
 
-def azure_openai_client(*, endpoint: str, api_version: str, api_key: str | None = None,
-                        token_provider: Callable[[], str] | None = None, extra: str = "azure",
-                        what: str = "Azure OpenAI", max_retries: int = MAX_RETRIES) -> Any:
+def azure_openai_client(
+    *,
+    endpoint: str,
+    api_version: str,
+    api_key: str | None = None,
+    token_provider: Callable[[], str] | None = None,
+    extra: str = "azure",
+    what: str = "Azure OpenAI",
+    max_retries: int = MAX_RETRIES,
+) -> Any:
     """``openai.AzureOpenAI`` with an API key or an Entra ID bearer-token provider."""
     openai = _openai(extra, what)
-    kwargs: dict[str, Any] = {"azure_endpoint": endpoint, "api_version": api_version, "max_retries": max_retries,
-                              "timeout": TIMEOUT_S}
+    kwargs: dict[str, Any] = {
+        "azure_endpoint": endpoint,
+        "api_version": api_version,
+        "max_retries": max_retries,
+        "timeout": TIMEOUT_S,
+    }
     if token_provider is not None:
         kwargs["azure_ad_token_provider"] = token_provider
     else:

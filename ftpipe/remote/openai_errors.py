@@ -5,6 +5,7 @@ Every call a hosted backend makes goes through :func:`openai_errors` (or :func:`
 so a failure always reads the same way: the service, what ftpipe was doing, the provider's
 message, HTTP status, provider error code, request id, job id, and a hint saying what to do.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -18,11 +19,12 @@ GENERIC_HINTS: dict[int, str] = {
     401: "the API key or token was refused: check the trainer block's credentials",
     403: "the credentials may not do this: check the account's permissions for fine-tuning",
     404: "not found: check model.base and the service address",
-    429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
-         "re-submitted)",
+    429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not re-submitted)",
 }
-_SERVER_HINT = ("the service had an error: run again later (`ftpipe run` re-attaches to a job that was "
-                "submitted, it does not submit a second one)")
+_SERVER_HINT = (
+    "the service had an error: run again later (`ftpipe run` re-attaches to a job that was "
+    "submitted, it does not submit a second one)"
+)
 RETRIABLE_STATUS = frozenset({408, 409, 429})
 
 
@@ -37,8 +39,15 @@ def service_label(provider: str) -> str:
     return provider or "OpenAI-compatible API"
 
 
-def translate(exc: BaseException, what: str, *, provider: str = "", job_id: str | None = None,
-              where: str | None = None, hints: Mapping[int, str] | None = None) -> RemoteError:
+def translate(
+    exc: BaseException,
+    what: str,
+    *,
+    provider: str = "",
+    job_id: str | None = None,
+    where: str | None = None,
+    hints: Mapping[int, str] | None = None,
+) -> RemoteError:
     """The RemoteError for one exception raised by the ``openai`` client. ``hints`` are the
     backend's own per-status hints (else generic ones)."""
     import openai
@@ -53,26 +62,46 @@ def translate(exc: BaseException, what: str, *, provider: str = "", job_id: str 
         if param:
             message += f" (parameter {param})"
         hint = (hints if hints is not None else GENERIC_HINTS).get(status) or (_SERVER_HINT if status >= 500 else None)
-        return RemoteError(service, f"{what}: {message}", status=status, code=code, request_id=request_id(exc),
-                           job_id=job_id, hint=hint)
+        return RemoteError(
+            service,
+            f"{what}: {message}",
+            status=status,
+            code=code,
+            request_id=request_id(exc),
+            job_id=job_id,
+            hint=hint,
+        )
     if isinstance(exc, openai.APITimeoutError):
-        return RemoteError(service, f"{what}: the request timed out", job_id=job_id,
-                           hint=f"the service did not answer in time{_at(where)}: run again; a submitted job "
-                                "is re-attached")
+        return RemoteError(
+            service,
+            f"{what}: the request timed out",
+            job_id=job_id,
+            hint=f"the service did not answer in time{_at(where)}: run again; a submitted job is re-attached",
+        )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
         detail = f" ({type(cause).__name__}: {cause})" if cause else ""
-        return RemoteError(service, f"{what}: cannot reach the service{detail}", job_id=job_id,
-                           hint=f"check the network and the address{_at(where)} (trainer.base_url / "
-                                "OPENAI_BASE_URL, or trainer.endpoint for Azure)")
+        return RemoteError(
+            service,
+            f"{what}: cannot reach the service{detail}",
+            job_id=job_id,
+            hint=f"check the network and the address{_at(where)} (trainer.base_url / "
+            "OPENAI_BASE_URL, or trainer.endpoint for Azure)",
+        )
     if isinstance(exc, openai.OpenAIError):
         return RemoteError(service, f"{what}: {_first_line(str(exc))}", job_id=job_id)
     return RemoteError(service, f"{what}: {type(exc).__name__}: {exc}", job_id=job_id)
 
 
 @contextmanager
-def openai_errors(what: str, *, provider: str = "", job_id: str | None = None,
-                  where: str | None = None, hints: Mapping[int, str] | None = None) -> Iterator[None]:
+def openai_errors(
+    what: str,
+    *,
+    provider: str = "",
+    job_id: str | None = None,
+    where: str | None = None,
+    hints: Mapping[int, str] | None = None,
+) -> Iterator[None]:
     """Turn the ``openai`` client's exceptions raised inside the block into RemoteError."""
     import openai
 

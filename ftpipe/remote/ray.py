@@ -5,6 +5,7 @@ error Ray's client raises (unreachable address, token auth, a 4xx/5xx from the d
 a runtime environment too large) leaves here as a :class:`~ftpipe.errors.RemoteError`
 that names the address and the job, with a hint — never as a traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,11 +67,11 @@ def normalize_address(address: str) -> str:
 
 _HINTS = {
     401: "the cluster uses token authentication: set RAY_AUTH_MODE=token and the cluster's token "
-         "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) where ftpipe runs",
+    "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) where ftpipe runs",
     403: "the cluster refused the token: check RAY_AUTH_TOKEN (or the token file) is the cluster's",
     404: "the address answers but has no Ray Jobs API: give the dashboard address (port 8265 by default)",
     413: "the upload is too large: keep big files out of the pipeline's folder (.rayignore / .gitignore) "
-         "or read them from shared storage",
+    "or read them from shared storage",
 }
 
 
@@ -92,15 +93,31 @@ def translate(exc: BaseException, what: str, address: str, job_id: str | None = 
     text = str(exc)
     if name == "AuthenticationError":
         auth = 403 if "invalid" in text.lower() or "forbidden" in text.lower() else 401
-        return RemoteError(SERVICE, f"{what}: authentication failed at {address}: {_first_line(text)}",
-                           status=auth, code="auth", job_id=job_id, hint=_HINTS[auth])
+        return RemoteError(
+            SERVICE,
+            f"{what}: authentication failed at {address}: {_first_line(text)}",
+            status=auth,
+            code="auth",
+            job_id=job_id,
+            hint=_HINTS[auth],
+        )
     if isinstance(exc, ConnectionError) or name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Timeout"):
-        return RemoteError(SERVICE, f"{what}: cannot reach the Ray Jobs API at {address}", code="unreachable",
-                           job_id=job_id, hint="is the cluster up and the dashboard port reachable from here? "
-                           "(KubeRay: kubectl port-forward svc/<cluster>-head-svc 8265; local: ray start --head)")
+        return RemoteError(
+            SERVICE,
+            f"{what}: cannot reach the Ray Jobs API at {address}",
+            code="unreachable",
+            job_id=job_id,
+            hint="is the cluster up and the dashboard port reachable from here? "
+            "(KubeRay: kubectl port-forward svc/<cluster>-head-svc 8265; local: ray start --head)",
+        )
     if isinstance(exc, ValueError) and "address" in text.lower():
-        return RemoteError(SERVICE, f"{what}: {text}", code="address", job_id=job_id,
-                           hint="executor.address is the dashboard URL, e.g. http://<head>:8265")
+        return RemoteError(
+            SERVICE,
+            f"{what}: {text}",
+            code="address",
+            job_id=job_id,
+            hint="executor.address is the dashboard URL, e.g. http://<head>:8265",
+        )
     status = _status(text)
     message = _provider_message(text)
     if status == 404 and "does not exist" in text:
@@ -148,7 +165,9 @@ def _headers() -> dict[str, Any] | None:
     except ValueError:
         headers = None
     if not isinstance(headers, dict):
-        raise UsageError("RAY_JOB_HEADERS is not a JSON object", hint='e.g. RAY_JOB_HEADERS=\'{"Authorization": "Bearer ..."}\'')
+        raise UsageError(
+            "RAY_JOB_HEADERS is not a JSON object", hint='e.g. RAY_JOB_HEADERS=\'{"Authorization": "Bearer ..."}\''
+        )
     return headers
 
 
@@ -181,13 +200,26 @@ class RayJobs:
 
             self._client = JobSubmissionClient(self.address, headers=_headers())
 
-    def submit(self, *, entrypoint: str, submission_id: str, runtime_env: dict[str, Any],
-               metadata: dict[str, str], num_cpus: float | None, num_gpus: float | None,
-               memory: int | None) -> str:
+    def submit(
+        self,
+        *,
+        entrypoint: str,
+        submission_id: str,
+        runtime_env: dict[str, Any],
+        metadata: dict[str, str],
+        num_cpus: float | None,
+        num_gpus: float | None,
+        memory: int | None,
+    ) -> str:
         with ray_errors("submitting the job", self.address, submission_id):
             return self._client.submit_job(
-                entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env, metadata=metadata,
-                entrypoint_num_cpus=num_cpus, entrypoint_num_gpus=num_gpus or None, entrypoint_memory=memory,
+                entrypoint=entrypoint,
+                submission_id=submission_id,
+                runtime_env=runtime_env,
+                metadata=metadata,
+                entrypoint_num_cpus=num_cpus,
+                entrypoint_num_gpus=num_gpus or None,
+                entrypoint_memory=memory,
             )
 
     def info(self, submission_id: str) -> JobInfo | None:
@@ -200,8 +232,9 @@ class RayJobs:
                 return None
             raise
         status = getattr(raw.status, "value", str(raw.status))
-        return JobInfo(submission_id, JobState(status), raw.message or "", raw.driver_exit_code,
-                       raw.start_time, raw.end_time)
+        return JobInfo(
+            submission_id, JobState(status), raw.message or "", raw.driver_exit_code, raw.start_time, raw.end_time
+        )
 
     def logs(self, submission_id: str) -> str:
         with ray_errors("reading the job logs", self.address, submission_id):

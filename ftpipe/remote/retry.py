@@ -12,6 +12,7 @@ any of them: it reads the status code and headers where the client puts them
 (``exc.status_code``, ``exc.code`` for urllib, ``exc.response.status_code``/``.status``)
 and recognises transport errors by the libraries already loaded.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -150,12 +151,18 @@ def describe(exc: BaseException) -> str:
     return f"{head}{type(exc).__name__}: {lines[0] if lines else 'no message'}"
 
 
-def call_with_retries(fn: Callable[[], T], *, what: str, log: LogFn | None = None,
-                      attempts: int | None = None,
-                      is_transient: Callable[[BaseException], bool] = is_transient,
-                      retry_after: Callable[[BaseException], float | None] = retry_after,
-                      policy: RetryPolicy | None = None, secrets: Iterable[str] = (),
-                      sleep: Callable[[float], None] = time.sleep) -> T:
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    log: LogFn | None = None,
+    attempts: int | None = None,
+    is_transient: Callable[[BaseException], bool] = is_transient,
+    retry_after: Callable[[BaseException], float | None] = retry_after,
+    policy: RetryPolicy | None = None,
+    secrets: Iterable[str] = (),
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """``fn()``, tried again after each transient failure, at most ``attempts`` times in all.
 
     The last failure (or the first that is not transient) is raised unchanged, so the
@@ -173,7 +180,11 @@ def call_with_retries(fn: Callable[[], T], *, what: str, log: LogFn | None = Non
                 raise
             wait = policy.delay(attempt, retry_after(exc))
             if log is not None:
-                log(redact(f"{what}: attempt {attempt}/{total} failed ({describe(exc)}); retrying in {wait:.2f}s",
-                           secret_values))
+                log(
+                    redact(
+                        f"{what}: attempt {attempt}/{total} failed ({describe(exc)}); retrying in {wait:.2f}s",
+                        secret_values,
+                    )
+                )
             sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

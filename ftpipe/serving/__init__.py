@@ -1,5 +1,6 @@
 """``ftpipe serve``: an OpenAI-compatible server for a local model on a real engine
 (:mod:`ftpipe.engines` chooses vLLM or transformers). Imports nothing heavy."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -32,14 +33,26 @@ def api_key_for(host: str, key_env: str) -> str | None:
             f"serving on {host} makes the model reachable from the network, so it needs an API key, "
             f"and ${key_env} is not set",
             hint=f"export {key_env}=<a long random secret> (clients send it as the OpenAI api_key), "
-                 "or listen on 127.0.0.1 only (--host 127.0.0.1)")
+            "or listen on 127.0.0.1 only (--host 127.0.0.1)",
+        )
     return key
 
 
 def vllm_command(folder: Path, name: str, host: str, port: int) -> list[str]:
     """``vllm serve`` for ``folder`` as model ``name`` (the key goes in VLLM_API_KEY, never argv)."""
-    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-            "--served-model-name", name, "--host", host, "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(folder),
+        "--served-model-name",
+        name,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 def quiet_libraries() -> None:

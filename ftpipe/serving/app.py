@@ -15,6 +15,7 @@ OpenAI-shaped errors (404 ``model_not_found``, 400 with ``param``), stop strings
 text, ``stream_options.include_usage`` and the closing ``data: [DONE]``, no library
 warnings in the console.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -63,22 +64,33 @@ class Engine:
         on_gpu = options.device != "cpu" and torch.cuda.is_available()
         # float32 on a CPU: bf16/fp16 matmuls there are slow or unsupported.
         self.model_id = str(folder)
-        self.manager = ModelManager(device="auto" if on_gpu else "cpu", dtype="auto" if on_gpu else "float32",
-                                    continuous_batching=options.continuous_batching, force_model=self.model_id,
-                                    model_timeout=-1)
+        self.manager = ModelManager(
+            device="auto" if on_gpu else "cpu",
+            dtype="auto" if on_gpu else "float32",
+            continuous_batching=options.continuous_batching,
+            force_model=self.model_id,
+            model_timeout=-1,
+        )
         self.model, self.processor = self.manager.load_model_and_processor(
-            self.manager.process_model_name(self.model_id))
-        cb_kwargs: dict[str, Any] = {k: v for k, v in {"num_blocks": options.cb_num_blocks,
-                                       "max_batch_tokens": options.cb_max_batch_tokens}.items() if v is not None}
+            self.manager.process_model_name(self.model_id)
+        )
+        cb_kwargs: dict[str, Any] = {
+            k: v
+            for k, v in {"num_blocks": options.cb_num_blocks, "max_batch_tokens": options.cb_max_batch_tokens}.items()
+            if v is not None
+        }
         if not on_gpu:
             # Sized for a CPU: the defaults reserve a cache so large that each step pays for it.
             cb_kwargs.setdefault("num_blocks", 256)
             cb_kwargs.setdefault("max_batch_tokens", 1024)
-        cb_state = GenerationState(continuous_batching=options.continuous_batching,
-                                   cb_config=ContinuousBatchingConfig(**cb_kwargs) if cb_kwargs else None)
+        cb_state = GenerationState(
+            continuous_batching=options.continuous_batching,
+            cb_config=ContinuousBatchingConfig(**cb_kwargs) if cb_kwargs else None,
+        )
         self.batched = ChatCompletionHandler(model_manager=self.manager, generation_state=cb_state)
-        self.sequential = ChatCompletionHandler(model_manager=self.manager,
-                                                generation_state=GenerationState(continuous_batching=False))
+        self.sequential = ChatCompletionHandler(
+            model_manager=self.manager, generation_state=GenerationState(continuous_batching=False)
+        )
         self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         self.generation_defaults = self.model.generation_config.to_diff_dict()
         self.states = (cb_state,)
@@ -87,8 +99,9 @@ class Engine:
         return getattr(self.processor, "tokenizer", self.processor)
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
-        ids = self.tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                   return_dict=True)["input_ids"]
+        ids = self.tokenizer().apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
         return len(ids)
 
     def count_tokens(self, text: str) -> int:
@@ -133,8 +146,7 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: HttpRequest, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return error(ApiError(404, f"Unknown request URL: {request.method} {request.url.path}",
-                                  code="unknown_url"))
+            return error(ApiError(404, f"Unknown request URL: {request.method} {request.url.path}", code="unknown_url"))
         if exc.status_code == 405:
             return error(ApiError(405, f"{request.method} is not allowed on {request.url.path}"))
         return error(ApiError(exc.status_code, str(exc.detail)))
@@ -145,8 +157,14 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
             given = request.headers.get("authorization", "")
             token = given[7:] if given.lower().startswith("bearer ") else ""
             if not hmac.compare_digest(token.encode(), api_key.encode()):
-                return error(ApiError(401, "Incorrect API key provided: send it as the OpenAI client's api_key "
-                                           "(Authorization: Bearer ...)", code="invalid_api_key"))
+                return error(
+                    ApiError(
+                        401,
+                        "Incorrect API key provided: send it as the OpenAI client's api_key "
+                        "(Authorization: Bearer ...)",
+                        code="invalid_api_key",
+                    )
+                )
         return await call_next(request)
 
     def model_obj() -> dict:
@@ -181,12 +199,22 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
             prompt_tokens = engine.prompt_tokens(req.messages)
             room = engine.context_length - prompt_tokens if engine.context_length else None
             if room is not None and room < 1:
-                raise ApiError(400, f"the prompt has {prompt_tokens} tokens; this model's context is "
-                                    f"{engine.context_length}", param="messages", code="context_length_exceeded")
+                raise ApiError(
+                    400,
+                    f"the prompt has {prompt_tokens} tokens; this model's context is {engine.context_length}",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
             limit = req.max_tokens or DEFAULT_MAX_TOKENS
             limit = min(limit, room) if room is not None else limit
-            forward: dict[str, Any] = {"model": engine.model_id, "messages": req.messages, "max_tokens": limit,
-                                       "temperature": req.temperature, "top_p": req.top_p, "stream": req.stream}
+            forward: dict[str, Any] = {
+                "model": engine.model_id,
+                "messages": req.messages,
+                "max_tokens": limit,
+                "temperature": req.temperature,
+                "top_p": req.top_p,
+                "stream": req.stream,
+            }
             greedy = req.temperature == 0
             if not greedy:
                 # transformers serve never turns sampling on by itself (a model whose generation
@@ -203,8 +231,11 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
         except Exception as exc:  # noqa: BLE001 - a failure answers in OpenAI's shape; the server lives on
             return error(ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", type_="server_error"))
         if req.stream:
-            return StreamingResponse(_stream(req, upstream, prompt_tokens), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _stream(req, upstream, prompt_tokens),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         return _complete(req, upstream, prompt_tokens)
 
     def _complete(req: Request, upstream: Any, prompt_tokens: int) -> Any:
@@ -216,10 +247,19 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
         text, stopped = cut_at_stop(choice["message"].get("content") or "", req.stop)
         usage = doc.get("usage") or {}
         return {
-            "id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": name,
+            "id": _completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
             "system_fingerprint": "ftpipe",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": "stop" if stopped else choice.get("finish_reason", "stop")}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": "stop" if stopped else choice.get("finish_reason", "stop"),
+                }
+            ],
             "usage": _usage(int(usage.get("prompt_tokens", prompt_tokens)), int(usage.get("completion_tokens", 0))),
         }
 
@@ -227,9 +267,14 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
         cid, made = _completion_id(), int(time.time())
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {"id": cid, "object": "chat.completion.chunk", "created": made, "model": name,
-                    "system_fingerprint": "ftpipe",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": made,
+                "model": name,
+                "system_fingerprint": "ftpipe",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
 
         cutter = StopCutter(req.stop)
         raw_text = ""
@@ -240,8 +285,16 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
             async for raw in body:
                 for event in _events(raw if isinstance(raw, str) else raw.decode()):
                     if "error" in event and "choices" not in event:
-                        yield _sse({"error": {"message": str(event["error"]), "type": "server_error",
-                                              "param": None, "code": None}})
+                        yield _sse(
+                            {
+                                "error": {
+                                    "message": str(event["error"]),
+                                    "type": "server_error",
+                                    "param": None,
+                                    "code": None,
+                                }
+                            }
+                        )
                         return
                     for choice in event.get("choices") or []:
                         piece = (choice.get("delta") or {}).get("content") or ""
@@ -269,9 +322,17 @@ def build_app(engine: Engine, name: str, *, api_key: str | None = None) -> Any:
         yield _sse(chunk({}, finish))
         if req.include_usage:
             counts = usage or _usage(prompt_tokens, engine.count_tokens(raw_text))
-            yield _sse({"id": cid, "object": "chat.completion.chunk", "created": made, "model": name,
-                        "system_fingerprint": "ftpipe", "choices": [],
-                        "usage": _usage(int(counts["prompt_tokens"]), int(counts["completion_tokens"]))})
+            yield _sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": made,
+                    "model": name,
+                    "system_fingerprint": "ftpipe",
+                    "choices": [],
+                    "usage": _usage(int(counts["prompt_tokens"]), int(counts["completion_tokens"])),
+                }
+            )
         yield _sse("[DONE]")
 
     return app
@@ -295,6 +356,7 @@ def run(app: Any, sock: Any) -> None:
 
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=bool(os.environ.get("FTPIPE_SERVE_LOG")),
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=bool(os.environ.get("FTPIPE_SERVE_LOG")), timeout_graceful_shutdown=2
+    )
     uvicorn.Server(config).run(sockets=[sock])

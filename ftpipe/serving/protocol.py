@@ -1,6 +1,7 @@
 """The OpenAI chat completions contract as ``ftpipe serve`` enforces it, whatever engine
 generates: request validation with OpenAI-shaped errors, and stop strings cut on the text
 (engines that batch continuously do not all honour ``stop``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,8 +12,15 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
 
@@ -54,16 +62,21 @@ def parse_request(body: dict, model_name: str) -> Request:
     if not isinstance(model, str) or not model:
         raise ApiError(400, "you must provide a model parameter", param="model")
     if model != model_name:
-        raise ApiError(404, f"The model `{model}` does not exist (this server serves `{model_name}`)",
-                       param="model", code="model_not_found")
+        raise ApiError(
+            404,
+            f"The model `{model}` does not exist (this server serves `{model_name}`)",
+            param="model",
+            code="model_not_found",
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
     clean = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise ApiError(400, f"messages[{i}]: each message needs a role ({', '.join(ROLES)})",
-                           param=f"messages.[{i}].role")
+            raise ApiError(
+                400, f"messages[{i}]: each message needs a role ({', '.join(ROLES)})", param=f"messages.[{i}].role"
+            )
         role = "system" if m["role"] == "developer" else m["role"]
         clean.append({"role": role, "content": _text(m.get("content"), i)})
     n = body.get("n", 1)
@@ -88,8 +101,16 @@ def parse_request(body: dict, model_name: str) -> Request:
     if seed is not None and not isinstance(seed, int):
         raise ApiError(400, "seed must be an integer", param="seed")
     options = body.get("stream_options") or {}
-    return Request(clean, max_tokens, float(temperature), float(top_p), stop, seed, bool(body.get("stream")),
-                   bool(options.get("include_usage")))
+    return Request(
+        clean,
+        max_tokens,
+        float(temperature),
+        float(top_p),
+        stop,
+        seed,
+        bool(body.get("stream")),
+        bool(options.get("include_usage")),
+    )
 
 
 class StopCutter:
@@ -111,13 +132,13 @@ class StopCutter:
         cut = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
             self.stopped = True
-            out = self.text[self.sent:cut]
+            out = self.text[self.sent : cut]
             self.sent = cut
             return out
         safe = len(self.text) - self.holdback if self.stop else len(self.text)
         if safe <= self.sent:
             return ""
-        out = self.text[self.sent:safe]
+        out = self.text[self.sent : safe]
         self.sent = safe
         return out
 
@@ -125,7 +146,7 @@ class StopCutter:
         """What was held back, once the generation has ended without a stop string."""
         if self.stopped:
             return ""
-        out = self.text[self.sent:]
+        out = self.text[self.sent :]
         self.sent = len(self.text)
         return out
 

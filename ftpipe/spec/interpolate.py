@@ -5,6 +5,7 @@ config models (a field typed ``Secret``, see :mod:`ftpipe.spec.secrets`), never 
 name: the loader passes the secret paths in, keeps those references unresolved when it
 validates or plans, and resolves them only for a run.
 """
+
 from __future__ import annotations
 
 import os

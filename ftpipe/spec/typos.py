@@ -5,6 +5,7 @@ mistake in the trainer block until the tag is fixed. When the tag has one close 
 the block is checked again as that variant and its problems are reported too, marked as
 such: every problem at once.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,9 @@ def closest(word: object, options: list[str]) -> str | None:
     return m.group(1) if m else None
 
 
-def behind_tag_typos(exc: ValidationError, data: Any, doc: Document,
-                     model: type[BaseModel]) -> list[tuple[tuple, int, int, str]]:
+def behind_tag_typos(
+    exc: ValidationError, data: Any, doc: Document, model: type[BaseModel]
+) -> list[tuple[tuple, int, int, str]]:
     """(path, line, col, message) for the problems inside each block whose tag has a close
     match, found by validating the data with the tag corrected."""
     fixed = copy.deepcopy(data)
@@ -48,7 +50,7 @@ def behind_tag_typos(exc: ValidationError, data: Any, doc: Document,
         out = []
         for ppath, line, col, msg in translate_errors(again, doc, model):
             for path, disc, guess in changed:
-                if ppath[:len(path)] == path and ppath != path + (disc,):
+                if ppath[: len(path)] == path and ppath != path + (disc,):
                     out.append((ppath, line, col, f"{msg} (checked as {disc} '{guess}')"))
         return out
     return []

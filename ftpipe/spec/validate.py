@@ -3,6 +3,7 @@
 ``load(path)`` never raises for a problem in the file: it returns a ``Loaded`` whose
 ``problems`` list holds each one as ``file:line:col  key.path: message``.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -92,8 +93,13 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
     try:
         size = p.stat().st_size
         if size > MAX_BYTES:  # refused before reading: a pipeline is a page of YAML
-            problem(1, 1, "", f"the file is {size:,} bytes; a pipeline file is at most {MAX_BYTES // 1024} KiB "
-                              "(keep data in data files, not in the pipeline)")
+            problem(
+                1,
+                1,
+                "",
+                f"the file is {size:,} bytes; a pipeline file is at most {MAX_BYTES // 1024} KiB "
+                "(keep data in data files, not in the pipeline)",
+            )
             return out
         raw = p.read_bytes()
     except OSError as exc:
@@ -104,8 +110,13 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        problem(line, col, "", f"not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}: "
-                               f"{exc.reason}); save it as UTF-8")
+        problem(
+            line,
+            col,
+            "",
+            f"not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}: "
+            f"{exc.reason}); save it as UTF-8",
+        )
         return out
     try:
         doc = load_yaml(out.text)
@@ -114,7 +125,12 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         return out
     out.doc = doc
     if doc.data is None:
-        problem(1, 1, "", "the file is empty: a pipeline starts with 'version: 1' and 'name: ...' (see pipelines/quickstart.yaml)")
+        problem(
+            1,
+            1,
+            "",
+            "the file is empty: a pipeline starts with 'version: 1' and 'name: ...' (see pipelines/quickstart.yaml)",
+        )
         return out
     if not isinstance(doc.data, dict):
         kind = "a list" if isinstance(doc.data, list) else f"a single value ({type(doc.data).__name__})"
@@ -126,9 +142,13 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         return out
     if version not in SUPPORTED_VERSIONS or isinstance(version, bool):
         line, col = doc.pos(("version",))
-        problem(line, col, "version",
-                f"unsupported version {version!r}: this ftpipe reads version {', '.join(map(str, SUPPORTED_VERSIONS))}"
-                " (upgrade ftpipe for newer files)")
+        problem(
+            line,
+            col,
+            "version",
+            f"unsupported version {version!r}: this ftpipe reads version {', '.join(map(str, SUPPORTED_VERSIONS))}"
+            " (upgrade ftpipe for newer files)",
+        )
         return out
 
     model = pipeline_model()
@@ -139,7 +159,9 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
     out.interpolation = interp
     for ipath, text in interp.bad:
         line, col = doc.pos(ipath)
-        problem(line, col, path_str(ipath), f"malformed reference {text!r}: write ${{env:NAME}} or ${{env:NAME:-default}}")
+        problem(
+            line, col, path_str(ipath), f"malformed reference {text!r}: write ${{env:NAME}} or ${{env:NAME:-default}}"
+        )
     missing_vars = {tuple(mp): var for mp, var in interp.missing}
 
     try:
@@ -148,8 +170,10 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         for ppath, line, col, msg in translate_errors(exc, doc, model):
             if ppath in missing_vars:  # the value is an unresolved reference: say that, not the type error
                 var = missing_vars[ppath]
-                msg = (f"environment variable {var} is not set and the reference has no default: set {var}, "
-                       f"or write ${{env:{var}:-<value>}}")
+                msg = (
+                    f"environment variable {var} is not set and the reference has no default: set {var}, "
+                    f"or write ${{env:{var}:-<value>}}"
+                )
             problem(line, col, path_str(ppath), msg)
         from ftpipe.spec.typos import behind_tag_typos
 
@@ -176,16 +200,29 @@ def _check_secret_refs(doc: Document, secret_at: frozenset[tuple], pipeline: Any
     defaults = secret_vars(pipeline) if pipeline is not None else set()
     for spath, var in plain_secret_refs(doc.data, secret_at, defaults):
         line, col = doc.pos(spath)
-        problem(line, col, path_str(spath),
-                f"references ${{env:{var}}}, which holds a secret, in a field that is not secret: its value "
-                "would be written to plans, logs, the run store and model cards. Reference it only from a "
-                "secret field (token, api_key, ...), or use another variable")
+        problem(
+            line,
+            col,
+            path_str(spath),
+            f"references ${{env:{var}}}, which holds a secret, in a field that is not secret: its value "
+            "would be written to plans, logs, the run store and model cards. Reference it only from a "
+            "secret field (token, api_key, ...), or use another variable",
+        )
 
 
 # --------------------------------------------------------------------------- errors
 
-_PRIORITY = {"literal_error": 0, "union_tag_invalid": 0, "union_tag_not_found": 0, "extra_forbidden": 0,
-             "missing": 1, "value_error": 1, "model_type": 9, "dict_type": 9, "model_attributes_type": 9}
+_PRIORITY = {
+    "literal_error": 0,
+    "union_tag_invalid": 0,
+    "union_tag_not_found": 0,
+    "extra_forbidden": 0,
+    "missing": 1,
+    "value_error": 1,
+    "model_type": 9,
+    "dict_type": 9,
+    "model_attributes_type": 9,
+}
 
 
 def _raw_path(data: Any, loc: tuple) -> tuple[tuple, list]:
@@ -209,7 +246,11 @@ def _members(ann: Any) -> list[Any]:
     origin = get_origin(ann)
     if origin is Annotated:
         return _members(get_args(ann)[0])
-    if origin is Union or (origin is not None and str(origin) == "types.UnionType") or type(ann).__name__ == "UnionType":
+    if (
+        origin is Union
+        or (origin is not None and str(origin) == "types.UnionType")
+        or type(ann).__name__ == "UnionType"
+    ):
         return [t for a in get_args(ann) for t in _members(a)]
     return [ann]
 
@@ -230,8 +271,14 @@ def _models_at(root: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
             elif origin is dict:
                 nxt.extend(_members(get_args(c)[1]))
         # a union/type segment (e.g. 'trl', 'LoraPeft') selects a member without consuming a field
-        picked = [c for c in cands if isinstance(c, type) and issubclass(c, BaseModel) and _tag_of(c) == seg
-                  or getattr(c, "__name__", None) == seg]
+        picked = [
+            c
+            for c in cands
+            if isinstance(c, type)
+            and issubclass(c, BaseModel)
+            and _tag_of(c) == seg
+            or getattr(c, "__name__", None) == seg
+        ]
         cands = picked if picked else (nxt or cands)
     return [c for c in cands if isinstance(c, type) and issubclass(c, BaseModel)]
 
@@ -272,7 +319,9 @@ def translate_errors(exc: ValidationError, doc: Document, model: type[BaseModel]
             key = loc[-1]
             parent = _models_at(model, loc[:-1])
             allowed = sorted({f for mdl in parent for f in mdl.model_fields})
-            msg = f"unknown key '{key}'.{did_you_mean(key, allowed)}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+            msg = f"unknown key '{key}'.{did_you_mean(key, allowed)}" + (
+                f" (allowed: {', '.join(allowed)})" if allowed else ""
+            )
             msg = _hint(path_str(tuple(s for s in path if not isinstance(s, int))), loc) or msg
             key_pos = True
         elif etype == "missing":
@@ -326,7 +375,7 @@ def translate_errors(exc: ValidationError, doc: Document, model: type[BaseModel]
             best[slot] = (prio, (path, line, col, msg))
     # an error inside a union member makes its own "wrong type" siblings noise
     for slot, (prio, item) in sorted(best.items(), key=lambda kv: kv[1][1][1:3]):
-        if prio == 9 and any(other[:len(slot)] == slot and other != slot for other in best):
+        if prio == 9 and any(other[: len(slot)] == slot and other != slot for other in best):
             continue
         yield item
 
@@ -344,7 +393,9 @@ def _hint(path: str, loc: tuple) -> str | None:
     if path == "trainer.peft":
         plugin = _hosted_tag_in(loc)
         if plugin is not None:
-            return (f"unknown key 'peft': the {plugin.name} backend trains on {plugin.caps.service or 'the provider'}"
-                    "'s service, which takes no "
-                    "LoRA/QLoRA settings; remove peft (it applies to backends that train local weights)")
+            return (
+                f"unknown key 'peft': the {plugin.name} backend trains on {plugin.caps.service or 'the provider'}"
+                "'s service, which takes no "
+                "LoRA/QLoRA settings; remove peft (it applies to backends that train local weights)"
+            )
     return None

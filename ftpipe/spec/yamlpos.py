@@ -5,6 +5,7 @@ PyYAML silently keeps the last of two equal keys; here that is an error. Positio
 Pipeline files come from pull requests and run unattended, so loading is bounded: size,
 nesting depth and alias expansion have limits, each reported as a ``YamlProblem``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,8 +80,12 @@ def load_yaml(text: str) -> Document:
     nesting and ``MAX_VALUES`` values once aliases are expanded (a "billion laughs" file
     stops at the limit instead of filling memory)."""
     if len(text) > MAX_BYTES:
-        raise YamlProblem(1, 1, f"the file is {len(text):,} characters long; a pipeline file is at most "
-                                f"{MAX_BYTES // 1024} KiB (keep data in data files, not in the pipeline)")
+        raise YamlProblem(
+            1,
+            1,
+            f"the file is {len(text):,} characters long; a pipeline file is at most "
+            f"{MAX_BYTES // 1024} KiB (keep data in data files, not in the pipeline)",
+        )
     try:
         loader = _Loader(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters before parsing starts
@@ -108,8 +113,12 @@ def _reader_problem(exc: yaml.YAMLError, text: str) -> YamlProblem:
         col = pos - (text.rfind("\n", 0, pos) + 1) + 1
         code = getattr(exc, "character", None)
         char = chr(code) if isinstance(code, int) else text[pos]
-        return YamlProblem(line, col, f"not a text file: it holds the control character {char!r}, which YAML "
-                                      "does not allow (is this a binary file?)")
+        return YamlProblem(
+            line,
+            col,
+            f"not a text file: it holds the control character {char!r}, which YAML "
+            "does not allow (is this a binary file?)",
+        )
     return YamlProblem(1, 1, f"YAML error: {exc}")
 
 
@@ -172,9 +181,11 @@ class _Builder:
                     raise YamlProblem(*_mark(key_node), "keys must be plain names")
                 if key in out:
                     first = self.doc.key_pos.get(path + (key,), (0, 0))
-                    raise YamlProblem(*_mark(key_node),
-                                      f"duplicate key '{key}' (first defined at line {first[0]}); YAML would silently "
-                                      "keep only the last one: remove or rename one of them")
+                    raise YamlProblem(
+                        *_mark(key_node),
+                        f"duplicate key '{key}' (first defined at line {first[0]}); YAML would silently "
+                        "keep only the last one: remove or rename one of them",
+                    )
                 self.doc.key_pos[path + (key,)] = _mark(key_node)
                 out[key] = self.build(value_node, path + (key,), depth + 1)
             # '<<' merge keys: the mapping's own keys win over merged ones

@@ -7,6 +7,7 @@ its output into the step log, and collects its output folder as the model artifa
 
 AutoTrain has no resume: an interrupted train step starts again from the beginning.
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,13 @@ from ftpipe.trainers import autotrain_config as cfg
 from ftpipe.trainers import autotrain_env
 
 TAIL_LINES = 40
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors",
-                "adapter_model.bin")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
 # What AutoTrain's trainer logs when it swallows an exception (and still exits 0).
 FAILED_MARK = "has failed due to an exception"
 _TQDM = re.compile(r"(\d+)/(\d+) \[")
@@ -45,8 +51,11 @@ class AutoTrainBackend:
     def environment_status(self) -> dict:
         """The managed environment (``caps.managed_env``), for ``ftpipe backends list``."""
         st = autotrain_env.status()
-        return {**st, "what": f"AutoTrain Advanced {st['version']} (local or Hugging Face Spaces)",
-                "missing": [] if st["installed"] else [f"autotrain-advanced=={st['version']}"]}
+        return {
+            **st,
+            "what": f"AutoTrain Advanced {st['version']} (local or Hugging Face Spaces)",
+            "missing": [] if st["installed"] else [f"autotrain-advanced=={st['version']}"],
+        }
 
     def install_environment(self, *, force: bool, log: Callable[[str], None]) -> dict:
         """Create (or reuse) the managed environment: ``ftpipe backends install autotrain``."""
@@ -82,14 +91,17 @@ class AutoTrainBackend:
             base = str(_compatible_base(base_path, work / "base"))
         template = cfg.chat_template(p)
         prepared = ctx.inputs["prepare"] / "train.jsonl"
-        rows = cfg.write_training_data(cfg.read_jsonl(prepared), work / "data" / "train.jsonl", method=t.method,
-                                       template=template)
+        rows = cfg.write_training_data(
+            cfg.read_jsonl(prepared), work / "data" / "train.jsonl", method=t.method, template=template
+        )
         token = p.model.token or None
         config = cfg.build_config(p, base_model=base, data_dir=work / "data", with_token=bool(token))
         config_path = work / "autotrain.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        ctx.log(f"autotrain {autotrain_env.AUTOTRAIN_VERSION} ({env.path}): {cfg.TASKS[t.method]} on {rows} rows, "
-                f"base {p.model.base}, chat template {template}")
+        ctx.log(
+            f"autotrain {autotrain_env.AUTOTRAIN_VERSION} ({env.path}): {cfg.TASKS[t.method]} on {rows} rows, "
+            f"base {p.model.base}, chat template {template}"
+        )
         ctx.log("config:\n" + config_path.read_text())
 
         run_env = env.subprocess_env()
@@ -102,25 +114,33 @@ class AutoTrainBackend:
 
         watcher = _OutputWatcher(ctx.log, ctx.progress)
         t0 = time.monotonic()
-        code = run_streaming([str(env.autotrain), "--config", str(config_path)], cwd=work, env=run_env,
-                             on_line=watcher.line)
+        code = run_streaming(
+            [str(env.autotrain), "--config", str(config_path)], cwd=work, env=run_env, on_line=watcher.line
+        )
         wall = time.monotonic() - t0
         project = work / cfg.PROJECT_NAME
         failed = code != 0 or watcher.failed or not _has_weights(project)
         if failed:
-            why = (f"exit code {code}" if code != 0 else "AutoTrain reported an exception" if watcher.failed
-                   else f"no model weights in {project}")
-            raise StepError(f"AutoTrain failed ({why}); last lines of its output:\n"
-                            + "\n".join(f"    {x}" for x in watcher.tail),
-                            hint=f"the full output is in this step's log; the config was {config_path}")
+            why = (
+                f"exit code {code}"
+                if code != 0
+                else "AutoTrain reported an exception"
+                if watcher.failed
+                else f"no model weights in {project}"
+            )
+            raise StepError(
+                f"AutoTrain failed ({why}); last lines of its output:\n" + "\n".join(f"    {x}" for x in watcher.tail),
+                hint=f"the full output is in this step's log; the config was {config_path}",
+            )
 
         model_dir = ctx.out_dir / "model"
         _collect(project, model_dir)
         adapter = (model_dir / "adapter_config.json").exists()
         if adapter and t.merge_adapter:
             ctx.progress(0, None, "merging the adapter")
-            merge_adapter(env, base, model_dir, method=t.method, revision=p.model.revision, run_env=run_env,
-                          log=ctx.log)
+            merge_adapter(
+                env, base, model_dir, method=t.method, revision=p.model.revision, run_env=run_env, log=ctx.log
+            )
             adapter = False
         ref = ModelRef(kind="local", base=p.model.base, path="model", adapter=adapter)
         ref.write(ctx.out_dir)
@@ -130,21 +150,32 @@ class AutoTrainBackend:
         (ctx.out_dir / "autotrain.yml").write_text(config_path.read_text())
         shutil.rmtree(work, ignore_errors=True)
         loss = metrics.get("train_loss")
-        summary = (f"autotrain {t.method}: {rows} rows, {metrics.get('steps', '?')} steps"
-                   + (f", train loss {loss:.4g}" if isinstance(loss, (int, float)) else "")
-                   + (" (adapter)" if adapter else ""))
+        summary = (
+            f"autotrain {t.method}: {rows} rows, {metrics.get('steps', '?')} steps"
+            + (f", train loss {loss:.4g}" if isinstance(loss, (int, float)) else "")
+            + (" (adapter)" if adapter else "")
+        )
         return StepResult(metrics=metrics, summary=summary)
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _resolve_base(ctx: StepContext) -> str:
     """A local folder or a Hub id that AutoTrain can load (builtin:tiny → its folder)."""
     from ftpipe.models.loading import resolve_base
 
     model = ctx.pipeline.model
-    return str(resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=model.revision,
-                            token=model.token, log=ctx.log))
+    return str(
+        resolve_base(
+            model.base,
+            cache_dir=ctx.cache_dir,
+            base_dir=ctx.base_dir,
+            revision=model.revision,
+            token=model.token,
+            log=ctx.log,
+        )
+    )
 
 
 def _compatible_base(src: Path, dest: Path) -> Path:
@@ -196,19 +227,32 @@ print(json.dumps({"dtype": str(merged.dtype)}))
 """
 
 
-def merge_adapter(env: autotrain_env.AutoTrainEnv, base: str, model_dir: Path, *, method: str,
-                  revision: str | None, run_env: dict[str, str], log: Callable[[str], None]) -> None:
+def merge_adapter(
+    env: autotrain_env.AutoTrainEnv,
+    base: str,
+    model_dir: Path,
+    *,
+    method: str,
+    revision: str | None,
+    run_env: dict[str, str],
+    log: Callable[[str], None],
+) -> None:
     """Replace the adapter in ``model_dir`` by the full model (base + adapter), merged in
     the base model's own dtype. AutoTrain's own merge works in float16: lossy for float32
     models and slow on a CPU."""
     t0 = time.monotonic()
     lines: list[str] = []
-    code = run_streaming([str(env.python), "-c", MERGE_SCRIPT, base, str(model_dir), method, revision or ""],
-                         cwd=model_dir.parent, env=run_env, on_line=lines.append)
+    code = run_streaming(
+        [str(env.python), "-c", MERGE_SCRIPT, base, str(model_dir), method, revision or ""],
+        cwd=model_dir.parent,
+        env=run_env,
+        on_line=lines.append,
+    )
     if code != 0:
-        raise StepError("merging the adapter into the base model failed:\n"
-                        + "\n".join(f"    {x}" for x in lines[-TAIL_LINES:]),
-                        hint="set trainer.merge_adapter: false to keep the adapter as it is")
+        raise StepError(
+            "merging the adapter into the base model failed:\n" + "\n".join(f"    {x}" for x in lines[-TAIL_LINES:]),
+            hint="set trainer.merge_adapter: false to keep the adapter as it is",
+        )
     for line in lines:
         if not _BAR.search(line):
             log(line)
@@ -245,8 +289,9 @@ def _scrub_token(project: Path) -> None:
 def run_streaming(cmd: list[str], *, cwd: Path, env: dict[str, str], on_line: Callable[[str], None]) -> int:
     """Run ``cmd`` in its own process group, calling ``on_line`` for each line of its output
     (carriage returns split lines too: tqdm redraws with them). An interrupt stops the group."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     assert proc.stdout is not None
     buf = b""
     try:

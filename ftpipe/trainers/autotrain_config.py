@@ -4,6 +4,7 @@ Pure functions (no AutoTrain, no torch) so the translation is unit-tested withou
 environment. What AutoTrain cannot express is refused earlier, by
 :mod:`ftpipe.spec.rules_autotrain`; nothing here drops a setting silently.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def peft_params(peft: Any) -> dict[str, Any]:
         "lora_r": peft.r,
         "lora_alpha": peft.alpha,
         "lora_dropout": peft.dropout,
-        "target_modules": ",".join(peft.target_modules) if isinstance(peft.target_modules, list) and
-        peft.target_modules else "all-linear",
+        "target_modules": ",".join(peft.target_modules)
+        if isinstance(peft.target_modules, list) and peft.target_modules
+        else "all-linear",
     }
     return out
 
@@ -95,8 +97,15 @@ def _conversations(p: Any) -> bool:
     return p.dataset.format != "text" and chat_template(p) != "none"
 
 
-def build_config(p: Any, *, base_model: str, data_dir: Path, project_name: str = PROJECT_NAME,
-                 backend: str = "local", with_token: bool = False) -> dict[str, Any]:
+def build_config(
+    p: Any,
+    *,
+    base_model: str,
+    data_dir: Path,
+    project_name: str = PROJECT_NAME,
+    backend: str = "local",
+    with_token: bool = False,
+) -> dict[str, Any]:
     """The AutoTrain config (``autotrain --config``) for pipeline ``p``."""
     t = p.trainer
     if not re.fullmatch(r"[A-Za-z0-9-]{1,50}", project_name):
@@ -124,6 +133,7 @@ def build_config(p: Any, *, base_model: str, data_dir: Path, project_name: str =
 
 
 # --------------------------------------------------------------------------- data
+
 
 def _plain(messages: list[dict]) -> str:
     return "\n\n".join(msg["content"] for msg in messages)
@@ -164,8 +174,10 @@ def write_training_data(records: Iterable[dict], dest: Path, *, method: str, tem
     with open(dest, "w", encoding="utf-8") as f:
         for i, rec in enumerate(records, 1):
             if _weighted(rec):
-                raise StepError(f"train.jsonl row {i} weights its messages ('weight'), which AutoTrain cannot express",
-                                hint="remove the weights from the data, or train with backend: trl")
+                raise StepError(
+                    f"train.jsonl row {i} weights its messages ('weight'), which AutoTrain cannot express",
+                    hint="remove the weights from the data, or train with backend: trl",
+                )
             f.write(json.dumps(convert_record(rec, method=method, template=template), ensure_ascii=False) + "\n")
             n += 1
     if n == 0:

@@ -7,6 +7,7 @@ in ``<cache>/envs/autotrain-<pin hash>`` (``<cache>`` is $FTPIPE_CACHE or
 the list of fixes below) changes. A marker file, written last and atomically, says the
 environment is complete; a folder without it is a half-built leftover and is rebuilt.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -172,6 +173,7 @@ def status(cache_dir: Path | None = None) -> dict:
 
 # --------------------------------------------------------------------------- install
 
+
 @contextmanager
 def _install_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,24 +182,31 @@ def _install_lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FtpipeError(f"another `{INSTALL_COMMAND}` is building {path}",
-                              hint="wait for it to finish, then run again") from None
+            raise FtpipeError(
+                f"another `{INSTALL_COMMAND}` is building {path}", hint="wait for it to finish, then run again"
+            ) from None
         yield
     finally:
         os.close(fd)
 
 
-def _run(cmd: list[str], *, log: LineFn, env: dict[str, str] | None, what: str,
-         echo: Callable[[str], bool | str | None], transcript: TextIO | None = None,
-         transcript_path: Path | None = None) -> None:
+def _run(
+    cmd: list[str],
+    *,
+    log: LineFn,
+    env: dict[str, str] | None,
+    what: str,
+    echo: Callable[[str], bool | str | None],
+    transcript: TextIO | None = None,
+    transcript_path: Path | None = None,
+) -> None:
     """Run one install command. Every line goes to ``transcript`` (the install log); the
     console gets what ``echo`` returns for it (True: the line itself). The last lines come
     back in the error when it fails."""
     if transcript is not None:
         transcript.write(f"$ {' '.join(cmd)}\n")
         transcript.flush()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            bufsize=1)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -212,8 +221,10 @@ def _run(cmd: list[str], *, log: LineFn, env: dict[str, str] | None, what: str,
         transcript.flush()
     if proc.wait() != 0:
         where = f"\n  the full log: {transcript_path}" if transcript_path else ""
-        raise StepError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(f"    {x}" for x in tail) + where,
-                        hint="check your network access to the package index, then run the install again")
+        raise StepError(
+            f"{what} failed (exit {proc.returncode}):\n" + "\n".join(f"    {x}" for x in tail) + where,
+            hint="check your network access to the package index, then run the install again",
+        )
 
 
 class PipProgress:
@@ -255,16 +266,22 @@ def _folder_size(path: Path) -> int:
     return total
 
 
-def install(cache_dir: Path | None = None, *, force: bool = False, log: LineFn = print,
-            python: str | None = None) -> dict:
+def install(
+    cache_dir: Path | None = None, *, force: bool = False, log: LineFn = print, python: str | None = None
+) -> dict:
     """Create (or reuse) the environment. Returns what `backends install --json` prints."""
     path = env_dir(cache_dir)
     with _install_lock(path):
         existing = find(cache_dir)
         if existing is not None and not force:
             log(f"autotrain: already installed at {path} (autotrain-advanced=={AUTOTRAIN_VERSION})")
-            return {"backend": "autotrain", "installed": True, "reused": True, "path": str(path),
-                    **{k: existing.info.get(k) for k in ("seconds", "size_bytes", "installed_at")}}
+            return {
+                "backend": "autotrain",
+                "installed": True,
+                "reused": True,
+                "path": str(path),
+                **{k: existing.info.get(k) for k in ("seconds", "size_bytes", "installed_at")},
+            }
         start = time.monotonic()
         if path.exists():
             log(f"autotrain: removing the incomplete or outdated environment at {path}")
@@ -281,29 +298,40 @@ def install(cache_dir: Path | None = None, *, force: bool = False, log: LineFn =
         with open(log_path, "w", encoding="utf-8") as transcript:
 
             def run(cmd: list[str], what: str, echo: Callable[[str], bool | str | None]) -> None:
-                _run(cmd, log=log, env=pip_env, what=what, echo=echo, transcript=transcript,
-                     transcript_path=log_path)
+                _run(cmd, log=log, env=pip_env, what=what, echo=echo, transcript=transcript, transcript_path=log_path)
 
             log(f"[1/{steps}] creating the virtual environment {path}")
-            run([python or sys.executable, "-m", "venv", str(path)], "creating the virtual environment",
-                lambda _: True)
+            run([python or sys.executable, "-m", "venv", str(path)], "creating the virtual environment", lambda _: True)
             log(f"[2/{steps}] installing {TORCH_REQUIREMENT} (first, so AutoTrain's dependencies reuse it)")
             run(pip + [TORCH_REQUIREMENT], f"pip install {TORCH_REQUIREMENT}", PipProgress())
             log(f"[3/{steps}] installing autotrain-advanced=={AUTOTRAIN_VERSION} (the longest step)")
-            run(pip + [f"autotrain-advanced=={AUTOTRAIN_VERSION}", TORCH_REQUIREMENT],
-                f"pip install autotrain-advanced=={AUTOTRAIN_VERSION}", PipProgress())
-            log(f"[4/{steps}] removing {', '.join(REMOVE_AFTER_INSTALL)} (they break `accelerate launch` beside "
-                "the CPU torch)")
+            run(
+                pip + [f"autotrain-advanced=={AUTOTRAIN_VERSION}", TORCH_REQUIREMENT],
+                f"pip install autotrain-advanced=={AUTOTRAIN_VERSION}",
+                PipProgress(),
+            )
+            log(
+                f"[4/{steps}] removing {', '.join(REMOVE_AFTER_INSTALL)} (they break `accelerate launch` beside "
+                "the CPU torch)"
+            )
             run([py, "-m", "pip", "uninstall", "-y", *REMOVE_AFTER_INSTALL], "pip uninstall", PipProgress())
-            run([py, "-c", "import autotrain, torch, transformers, trl, peft, accelerate"],
-                "checking the environment imports", lambda _: True)
+            run(
+                [py, "-c", "import autotrain, torch, transformers, trl, peft, accelerate"],
+                "checking the environment imports",
+                lambda _: True,
+            )
         if not (path / "bin" / "autotrain").exists():
             raise StepError(f"the install finished but {path / 'bin' / 'autotrain'} is missing")
 
         seconds = round(time.monotonic() - start, 1)
         size = _folder_size(path)
-        info = {"pin": pin(), "pin_hash": pin_hash(), "seconds": seconds, "size_bytes": size,
-                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        info = {
+            "pin": pin(),
+            "pin_hash": pin_hash(),
+            "seconds": seconds,
+            "size_bytes": size,
+            "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         tmp = path / f".{MARKER}.tmp"
         tmp.write_text(json.dumps(info, indent=2) + "\n")
         os.replace(tmp, path / MARKER)  # last, atomically: from here on the env counts as complete
@@ -311,5 +339,13 @@ def install(cache_dir: Path | None = None, *, force: bool = False, log: LineFn =
         for old in sorted(path.parent.glob("autotrain-*")):
             if old != path and (old / MARKER).exists():
                 log(f"autotrain: {old} was built from an older pin; once no older ftpipe uses it: rm -r {old}")
-        return {"backend": "autotrain", "installed": True, "reused": False, "path": str(path),
-                "seconds": seconds, "size_bytes": size, "installed_at": info["installed_at"], "log": str(log_path)}
+        return {
+            "backend": "autotrain",
+            "installed": True,
+            "reused": False,
+            "path": str(path),
+            "seconds": seconds,
+            "size_bytes": size,
+            "installed_at": info["installed_at"],
+            "log": str(log_path),
+        }

@@ -11,6 +11,7 @@ the suffix and base model: a job listed with all three is this step's job.
 The client is not run with strict response validation (its job type lists only OpenAI's
 states); :func:`check_job` checks the fields ftpipe relies on instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,13 +52,13 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.FAILED
 # this backend's hints for the service's error answers (remote/openai_errors.translate)
 HINTS: dict[int, str] = {
     401: "the key or token was refused: set AZURE_OPENAI_API_KEY to a key of this resource (Keys and "
-         "Endpoint in the portal), or use auth: entra with a signed-in identity",
+    "Endpoint in the portal), or use auth: entra with a signed-in identity",
     403: "the identity may not do this: it needs the 'Cognitive Services OpenAI Contributor' role on "
-         "the resource (and the resource's network rules must admit this machine)",
+    "the resource (and the resource's network rules must admit this machine)",
     404: "not found: check trainer.endpoint, trainer.api_version, and that this resource's region can "
-         "fine-tune the model (Azure model names have no dots: gpt-35-turbo-0613)",
+    "fine-tune the model (Azure model names have no dots: gpt-35-turbo-0613)",
     429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
-         "re-submitted); check the resource's fine-tuning quota",
+    "re-submitted); check the resource's fine-tuning quota",
 }
 
 
@@ -75,9 +76,13 @@ def make_client(trainer: AzureOpenAITrainer, *, endpoint: str | None = None) -> 
     from ftpipe.remote.openai_client import azure_openai_client
 
     tokens = entra_token_provider(COGNITIVE_SCOPE, "auth: entra (Azure OpenAI)") if trainer.auth == "entra" else None
-    return azure_openai_client(endpoint=endpoint or trainer.endpoint, api_version=trainer.api_version,
-                               api_key=trainer.api_key, token_provider=tokens,
-                               what="the azure-openai trainer backend")
+    return azure_openai_client(
+        endpoint=endpoint or trainer.endpoint,
+        api_version=trainer.api_version,
+        api_key=trainer.api_key,
+        token_provider=tokens,
+        what="the azure-openai trainer backend",
+    )
 
 
 def check_job(job: Any) -> None:
@@ -93,8 +98,9 @@ def check_job(job: Any) -> None:
     if status == JobStatus.SUCCEEDED and not isinstance(getattr(job, "fine_tuned_model", None), str):
         problems.append("a succeeded job without fine_tuned_model")
     if problems:
-        raise RemoteError("Azure OpenAI", f"unexpected fine-tuning job object: {'; '.join(problems)}",
-                          job_id=getattr(job, "id", None))
+        raise RemoteError(
+            "Azure OpenAI", f"unexpected fine-tuning job object: {'; '.join(problems)}", job_id=getattr(job, "id", None)
+        )
 
 
 def create_request(ctx: StepContext, trainer: AzureOpenAITrainer, file_ids: dict[str, str]) -> dict[str, Any]:
@@ -102,9 +108,13 @@ def create_request(ctx: StepContext, trainer: AzureOpenAITrainer, file_ids: dict
     top-level hyperparameters). DPO: ``method: {type: dpo, dpo: {hyperparameters}}``, which
     Azure accepts on preview api-versions (validation requires one)."""
     hp = {k: v for k, v in trainer.hyperparameters.model_dump().items() if v is not None and v != "auto"}
-    body: dict[str, Any] = {"model": ctx.pipeline.model.base, "training_file": file_ids["train"],
-                            "validation_file": file_ids.get("validation"), "suffix": trainer.suffix,
-                            "seed": trainer.seed}
+    body: dict[str, Any] = {
+        "model": ctx.pipeline.model.base,
+        "training_file": file_ids["train"],
+        "validation_file": file_ids.get("validation"),
+        "suffix": trainer.suffix,
+        "seed": trainer.seed,
+    }
     if trainer.method == "dpo":
         body["method"] = {"type": "dpo", "dpo": {"hyperparameters": hp}}
     else:
@@ -122,8 +132,12 @@ def job_finder(client: Any, *, model: str, suffix: str | None) -> Callable[[JobR
             return None  # nothing uploaded yet: no job can exist
         for job in list_jobs(client):
             job_suffix = getattr(job, "suffix", None) or getattr(job, "user_provided_suffix", None)
-            if job.training_file == train and job.model == model and (job_suffix or None) == suffix \
-                    and reusable(job, record):
+            if (
+                job.training_file == train
+                and job.model == model
+                and (job_suffix or None) == suffix
+                and reusable(job, record)
+            ):
                 return job
         return None
 
@@ -138,8 +152,13 @@ class AzureOpenAIBackend:
 
     def cancel(self, state_dir: Path, trainer: AzureOpenAITrainer) -> dict:
         """Cancel the job this step's state folder records (``ftpipe cancel``)."""
-        return cancel_job(state_dir, lambda address: make_client(trainer, endpoint=address), provider=PROVIDER,
-                          terminal=TERMINAL, hints=HINTS)
+        return cancel_job(
+            state_dir,
+            lambda address: make_client(trainer, endpoint=address),
+            provider=PROVIDER,
+            terminal=TERMINAL,
+            hints=HINTS,
+        )
 
     def chat_client(self, trainer: AzureOpenAITrainer) -> Any:
         """How evaluation reaches a fine-tune of this backend: its chat completions API (through
@@ -148,8 +167,10 @@ class AzureOpenAIBackend:
 
     def chat_hints(self, model: str) -> dict[int, str]:
         """Hints for chat completion errors with a model of this backend."""
-        return {404: f"Azure serves a model only through a deployment: deploy {model!r} under a deployment "
-                     "of that name, or name the deployment in a {name, model} baseline"}
+        return {
+            404: f"Azure serves a model only through a deployment: deploy {model!r} under a deployment "
+            "of that name, or name the deployment in a {name, model} baseline"
+        }
 
     def serve_for_evaluation(self, ctx: StepContext, model_id: str) -> Any:
         """A context manager yielding the name to call ``model_id`` by: Azure serves a
@@ -169,10 +190,17 @@ class AzureOpenAIBackend:
         client = make_client(trainer)
         base = ctx.pipeline.model.base
         service = HostedService(
-            provider=PROVIDER, client=client, address=trainer.endpoint, statuses=JobStatus, terminal=TERMINAL,
+            provider=PROVIDER,
+            client=client,
+            address=trainer.endpoint,
+            statuses=JobStatus,
+            terminal=TERMINAL,
             create=lambda once, file_ids: once.fine_tuning.jobs.create(**create_request(ctx, trainer, file_ids)),
-            find=job_finder(client, model=base, suffix=trainer.suffix), check=check_job,
-            identity={"model": base, "suffix": trainer.suffix or ""}, hints=HINTS,
+            find=job_finder(client, model=base, suffix=trainer.suffix),
+            check=check_job,
+            identity={"model": base, "suffix": trainer.suffix or ""},
+            hints=HINTS,
         )
-        return train_hosted(ctx, service, method=trainer.method, context_length=trainer.context_length,
-                            poll=trainer.poll)
+        return train_hosted(
+            ctx, service, method=trainer.method, context_length=trainer.context_length, poll=trainer.poll
+        )

@@ -7,6 +7,7 @@ torchrun on one node and Ray Train across nodes.
   FSDP), with the auto-wrap policy, activation checkpointing and CPU offload.
 - ``deepspeed``: ZeRO stage 0-3 with optional optimizer/parameter offload to CPU.
 """
+
 from __future__ import annotations
 
 from typing import Any

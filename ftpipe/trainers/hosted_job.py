@@ -2,6 +2,7 @@
 the step's state folder (what survives a crash), the description of a service
 (:class:`HostedService`), and the operations on jobs that need no flow: listing them,
 deciding whether one may be re-attached, cancelling one (``ftpipe cancel``)."""
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ UNSUCCESSFUL = frozenset({FAILED, CANCELLED})
 
 
 # --------------------------------------------------------------------------- the record
+
 
 @dataclass
 class JobRecord:
@@ -43,14 +45,27 @@ class JobRecord:
             data = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return cls(path, provider)
-        fields = {k: data[k] for k in ("address", "files", "job_id", "retired", "runs", "identity",
-                                        "fine_tuned_model") if k in data}
+        fields = {
+            k: data[k]
+            for k in ("address", "files", "job_id", "retired", "runs", "identity", "fine_tuned_model")
+            if k in data
+        }
         return cls(path, data.get("provider", provider), **fields)
 
     def save(self) -> None:
-        write_json(self.path, {"provider": self.provider, "address": self.address, "files": self.files,
-                               "job_id": self.job_id, "retired": self.retired, "runs": self.runs,
-                               "identity": self.identity, "fine_tuned_model": self.fine_tuned_model})
+        write_json(
+            self.path,
+            {
+                "provider": self.provider,
+                "address": self.address,
+                "files": self.files,
+                "job_id": self.job_id,
+                "retired": self.retired,
+                "runs": self.runs,
+                "identity": self.identity,
+                "fine_tuned_model": self.fine_tuned_model,
+            },
+        )
 
     def retire(self, job_id: str, status: str) -> None:
         if job_id not in self.retired_ids():
@@ -71,8 +86,14 @@ def read_record(state_dir: Path) -> dict | None:
         return None
 
 
-def cancel_job(state_dir: Path, make_client: Callable[[str | None], Any], *, provider: str,
-               terminal: frozenset, hints: Mapping[int, str] | None = None) -> dict:
+def cancel_job(
+    state_dir: Path,
+    make_client: Callable[[str | None], Any],
+    *,
+    provider: str,
+    terminal: frozenset,
+    hints: Mapping[int, str] | None = None,
+) -> dict:
     """Cancel the job recorded in a train step's state folder (``ftpipe cancel``).
     ``make_client(address)`` builds the client for the address the job lives at.
     Returns ``{job_id, status, cancelled, what}``."""
@@ -80,12 +101,13 @@ def cancel_job(state_dir: Path, make_client: Callable[[str | None], Any], *, pro
 
     record = read_record(state_dir)
     if not record or not record.get("job_id"):
-        raise NotFound("its train step has no hosted fine-tuning job to cancel",
-                       hint="a local run stops with Ctrl-C")
+        raise NotFound("its train step has no hosted fine-tuning job to cancel", hint="a local run stops with Ctrl-C")
     if record.get("provider") != provider:
-        raise UsageError(f"the pipeline now trains on {service_label(provider)}, but the job is on "
-                         f"{service_label(record.get('provider') or '?')}",
-                         hint="give the pipeline file that ran it with -p")
+        raise UsageError(
+            f"the pipeline now trains on {service_label(provider)}, but the job is on "
+            f"{service_label(record.get('provider') or '?')}",
+            hint="give the pipeline file that ran it with -p",
+        )
     job_id = record["job_id"]
     label = service_label(provider)
     client = make_client(record.get("address"))
@@ -103,6 +125,7 @@ def cancel_job(state_dir: Path, make_client: Callable[[str | None], Any], *, pro
 
 
 # --------------------------------------------------------------------------- the service
+
 
 @dataclass(frozen=True)
 class HostedService:
@@ -150,8 +173,11 @@ def reusable(job: Any, record: JobRecord) -> bool:
 def list_jobs(client: Any, *, metadata: dict[str, str] | None = None, limit: int = MAX_LISTED_JOBS) -> list[Any]:
     """Jobs, newest first, at most ``limit`` of them (pages followed by the client)."""
     out = []
-    page = (client.fine_tuning.jobs.list(limit=min(limit, 100), metadata=metadata) if metadata
-            else client.fine_tuning.jobs.list(limit=min(limit, 100)))
+    page = (
+        client.fine_tuning.jobs.list(limit=min(limit, 100), metadata=metadata)
+        if metadata
+        else client.fine_tuning.jobs.list(limit=min(limit, 100))
+    )
     for job in page:
         out.append(job)
         if len(out) >= limit:

@@ -2,6 +2,7 @@
 catch, before any file is uploaded or job created, what would otherwise fail after a
 billed fine-tuning job (a base model the account cannot fine-tune, a baseline deployment
 that does not exist, a refused key)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ def _baseline_models(p: Any) -> tuple[bool, list[str]]:
         if model is None and name in _NEEDS_BASE:
             uses_base = True
         elif model and model.startswith("openai:"):
-            named.append(model[len("openai:"):])
+            named.append(model[len("openai:") :])
     return uses_base, named
 
 
@@ -49,10 +50,13 @@ def openai_checks(ctx: PreflightContext, trainer: Any) -> Iterator[Check]:
             models.append(("evaluate", base, "the base model the base/few_shot baselines call"))
         models += [("evaluate", m, "a baseline model") for m in named]
     for step, model, role in models:
-        yield attempt(step, f"OpenAI model {model} exists for this key ({role})",
-                      partial(_openai_model, client, model),
-                      fix="set model.base to a model your organization can fine-tune (e.g. "
-                          "gpt-4o-mini-2024-07-18); `GET /v1/models` lists what the key can use")
+        yield attempt(
+            step,
+            f"OpenAI model {model} exists for this key ({role})",
+            partial(_openai_model, client, model),
+            fix="set model.base to a model your organization can fine-tune (e.g. "
+            "gpt-4o-mini-2024-07-18); `GET /v1/models` lists what the key can use",
+        )
 
 
 def _openai_model(client: Any, model: str) -> str | None:
@@ -85,31 +89,46 @@ def azure_checks(ctx: PreflightContext, trainer: Any) -> Iterator[Check]:
         yield Check("train", "Azure OpenAI client", False, str(exc), getattr(exc, "hint", "") or "")
         return
     if ctx.runs("train"):
-        yield attempt("train", f"Azure OpenAI resource can fine-tune {base}", lambda: _azure_fine_tunable(client, base),
-                      fix="pick a base model this resource's region can fine-tune (Azure portal → Model catalog, "
-                          "filter 'fine-tuning'); Azure names have no dots: gpt-35-turbo-0613")
+        yield attempt(
+            "train",
+            f"Azure OpenAI resource can fine-tune {base}",
+            lambda: _azure_fine_tunable(client, base),
+            fix="pick a base model this resource's region can fine-tune (Azure portal → Model catalog, "
+            "filter 'fine-tuning'); Azure names have no dots: gpt-35-turbo-0613",
+        )
     uses_base, _ = _baseline_models(p)
     if not (ctx.runs("evaluate") and uses_base):
         return
     deployment = getattr(trainer, "base_deployment", None)
     what = f"a deployment serves the base model {base} for the base/few_shot baselines"
     if not deployment:
-        yield Check("evaluate", what, False,
-                    "Azure serves a model only through a deployment, and the pipeline names none for the base model",
-                    "deploy the base model in the Azure portal and name it in trainer.base_deployment "
-                    "(or drop base/few_shot from evaluate.baselines)")
+        yield Check(
+            "evaluate",
+            what,
+            False,
+            "Azure serves a model only through a deployment, and the pipeline names none for the base model",
+            "deploy the base model in the Azure portal and name it in trainer.base_deployment "
+            "(or drop base/few_shot from evaluate.baselines)",
+        )
         return
-    targets = [t for t in p.deploy if getattr(type(t), "caps", None) is not None
-               and "azure-openai" in type(t).caps.providers]
+    targets = [
+        t for t in p.deploy if getattr(type(t), "caps", None) is not None and "azure-openai" in type(t).caps.providers
+    ]
     if not targets:
-        yield skipped("evaluate", f"deployment {deployment} exists",
-                      "no azure-openai deploy target names the account, so the deployment cannot be looked up "
-                      "from here (it is called by name during evaluate)")
+        yield skipped(
+            "evaluate",
+            f"deployment {deployment} exists",
+            "no azure-openai deploy target names the account, so the deployment cannot be looked up "
+            "from here (it is called by name during evaluate)",
+        )
         return
-    yield attempt("evaluate", f"deployment {deployment} exists (serves {base} for the baselines)",
-                  lambda: _arm_deployment(targets[0], deployment),
-                  fix=f"create a deployment of {base} named {deployment} in account {targets[0].account} "
-                      "(Azure portal → Deployments), or set trainer.base_deployment to the one that serves it")
+    yield attempt(
+        "evaluate",
+        f"deployment {deployment} exists (serves {base} for the baselines)",
+        lambda: _arm_deployment(targets[0], deployment),
+        fix=f"create a deployment of {base} named {deployment} in account {targets[0].account} "
+        "(Azure portal → Deployments), or set trainer.base_deployment to the one that serves it",
+    )
 
 
 def _azure_fine_tunable(client: Any, base: str) -> str | None:
@@ -134,8 +153,9 @@ def _arm_deployment(target: Any, deployment: str) -> str | None:
     from ftpipe.deploy.azure import arm_request, deployment_url, management_token
 
     probe = target.model_copy(update={"deployment": deployment})
-    status, body = arm_request("GET", deployment_url(probe), management_token(probe),
-                               what=f"looking up deployment {deployment}")
+    status, body = arm_request(
+        "GET", deployment_url(probe), management_token(probe), what=f"looking up deployment {deployment}"
+    )
     if status == 404:
         return f"account {target.account} has no deployment named {deployment}"
     state = ((body or {}).get("properties") or {}).get("provisioningState")

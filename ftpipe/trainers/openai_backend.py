@@ -4,6 +4,7 @@ The job is tagged with ``metadata`` naming the step's cache key and step id, so 
 after a crash finds the job an earlier run submitted (``jobs.list(metadata=...)``) even when
 the state record did not get written; the first run id is recorded in it as well.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,13 +46,13 @@ TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED
 # this backend's hints for the service's error answers (remote/openai_errors.translate)
 HINTS: dict[int, str] = {
     401: "the API key was refused: set OPENAI_API_KEY (trainer.api_key) to a valid key for this "
-         "base_url and organization",
+    "base_url and organization",
     403: "the key may not do this: check the project's permissions and that fine-tuning is enabled "
-         "for it (and for this model)",
+    "for it (and for this model)",
     404: "not found: check model.base names a fine-tunable snapshot (e.g. gpt-4o-mini-2024-07-18) "
-         "and that trainer.base_url points at the API (…/v1)",
+    "and that trainer.base_url points at the API (…/v1)",
     429: "rate limited or out of quota: wait and run again (a submitted job is re-attached, not "
-         "re-submitted); check the organization's usage limits and billing",
+    "re-submitted); check the organization's usage limits and billing",
 }
 
 
@@ -59,8 +60,13 @@ def make_client(trainer: OpenAITrainer, *, base_url: str | None = None) -> Any:
     """The official client with the trainer block's credentials (``base_url`` overrides)."""
     from ftpipe.remote.openai_client import openai_client
 
-    return openai_client(api_key=trainer.api_key, base_url=base_url or resolve_base_url(trainer),
-                         organization=trainer.organization, extra="openai", what="the openai trainer backend")
+    return openai_client(
+        api_key=trainer.api_key,
+        base_url=base_url or resolve_base_url(trainer),
+        organization=trainer.organization,
+        extra="openai",
+        what="the openai trainer backend",
+    )
 
 
 def resolve_base_url(trainer: OpenAITrainer) -> str:
@@ -70,8 +76,12 @@ def resolve_base_url(trainer: OpenAITrainer) -> str:
 def identity(ctx: StepContext) -> dict[str, str]:
     """The metadata that names this step's job (the run id only informs: it changes per run)."""
     key = ctx.cache_key or ctx.state_dir.name
-    return {"ftpipe_key": key[:512], "ftpipe_step": ctx.step_id[:512],
-            "ftpipe_pipeline": ctx.pipeline.name[:512], "ftpipe_run": ctx.run_id[:512]}
+    return {
+        "ftpipe_key": key[:512],
+        "ftpipe_step": ctx.step_id[:512],
+        "ftpipe_pipeline": ctx.pipeline.name[:512],
+        "ftpipe_run": ctx.run_id[:512],
+    }
 
 
 def method_block(trainer: OpenAITrainer) -> dict[str, Any]:
@@ -84,9 +94,15 @@ def method_block(trainer: OpenAITrainer) -> dict[str, Any]:
 
 def create_request(ctx: StepContext, trainer: OpenAITrainer, file_ids: dict[str, str]) -> dict[str, Any]:
     """The body of POST /fine_tuning/jobs (without the None fields)."""
-    body: dict[str, Any] = {"model": ctx.pipeline.model.base, "training_file": file_ids["train"],
-                            "validation_file": file_ids.get("validation"), "suffix": trainer.suffix,
-                            "seed": trainer.seed, "method": method_block(trainer), "metadata": identity(ctx)}
+    body: dict[str, Any] = {
+        "model": ctx.pipeline.model.base,
+        "training_file": file_ids["train"],
+        "validation_file": file_ids.get("validation"),
+        "suffix": trainer.suffix,
+        "seed": trainer.seed,
+        "method": method_block(trainer),
+        "metadata": identity(ctx),
+    }
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -113,8 +129,13 @@ class OpenAIBackend:
 
     def cancel(self, state_dir: Path, trainer: OpenAITrainer) -> dict:
         """Cancel the job this step's state folder records (``ftpipe cancel``)."""
-        return cancel_job(state_dir, lambda address: make_client(trainer, base_url=address), provider=PROVIDER,
-                          terminal=TERMINAL, hints=HINTS)
+        return cancel_job(
+            state_dir,
+            lambda address: make_client(trainer, base_url=address),
+            provider=PROVIDER,
+            terminal=TERMINAL,
+            hints=HINTS,
+        )
 
     def chat_client(self, trainer: OpenAITrainer) -> Any:
         """How evaluation reaches a fine-tune of this backend: its chat completions API."""
@@ -132,11 +153,16 @@ class OpenAIBackend:
         tags = identity(ctx)
         record_tags = {k: v for k, v in tags.items() if k != "ftpipe_run"}
         service = HostedService(
-            provider=PROVIDER, client=client, address=resolve_base_url(trainer), statuses=JobStatus,
+            provider=PROVIDER,
+            client=client,
+            address=resolve_base_url(trainer),
+            statuses=JobStatus,
             terminal=TERMINAL,
             create=lambda once, file_ids: once.fine_tuning.jobs.create(**create_request(ctx, trainer, file_ids)),
-            find=job_finder(client, tags), identity=record_tags, hints=HINTS,
+            find=job_finder(client, tags),
+            identity=record_tags,
+            hints=HINTS,
         )
-        return train_hosted(ctx, service, method=trainer.method, context_length=trainer.context_length,
-                            poll=trainer.poll)
-
+        return train_hosted(
+            ctx, service, method=trainer.method, context_length=trainer.context_length, poll=trainer.poll
+        )

@@ -10,6 +10,7 @@ longer than the base model's context are counted and warned about (the service t
 them). Every problem names its file, its 1-based line and the rule it breaks, and all of
 them are reported at once: a dataset the service would reject is never uploaded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,9 +41,14 @@ CONTEXT_LENGTHS: dict[str, int] = {
     "gpt-35-turbo-1106": 16_385,
     "gpt-35-turbo-0613": 4_096,
 }
-_ALIASES = {"gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-4o": "gpt-4o-2024-08-06", "gpt-4.1": "gpt-4.1-2025-04-14",
-            "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
-            "gpt-3.5-turbo": "gpt-3.5-turbo-0125"}
+_ALIASES = {
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
+}
 
 
 class _Problem(Exception):
@@ -88,6 +94,7 @@ def context_length_of(model: str, configured: int | None = None) -> int | None:
 
 def estimate_tokens(line: dict) -> int:
     """The cookbook's count with a character estimate: 3 tokens a message, 3 for the reply."""
+
     def msgs(items: list[dict]) -> int:
         return sum(3 + math.ceil(len(m.get("content") or "") / 4) for m in items)
 
@@ -103,13 +110,17 @@ def to_service_line(record: Any, method: str) -> dict:
         raise _Problem("not an object", f"each line must be a JSON object, got {type(record).__name__}")
     if method == "dpo":
         if "messages" in record:
-            raise _Problem("wrong format", "method dpo trains on preference pairs (prompt/chosen/rejected); this "
-                                           "row is a chat conversation")
+            raise _Problem(
+                "wrong format",
+                "method dpo trains on preference pairs (prompt/chosen/rejected); this row is a chat conversation",
+            )
         if not all(k in record for k in ("prompt", "chosen", "rejected")):
             raise _Problem("wrong format", "a preference pair needs prompt, chosen and rejected")
-        line: dict[str, Any] = {"input": {"messages": _messages(record["prompt"], "input")},
-                "preferred_output": _one_reply(record["chosen"], "preferred_output"),
-                "non_preferred_output": _one_reply(record["rejected"], "non_preferred_output")}
+        line: dict[str, Any] = {
+            "input": {"messages": _messages(record["prompt"], "input")},
+            "preferred_output": _one_reply(record["chosen"], "preferred_output"),
+            "non_preferred_output": _one_reply(record["rejected"], "non_preferred_output"),
+        }
         if not any(m["role"] == "user" for m in line["input"]["messages"]):
             raise _Problem("no user turn", "the input has no user message to answer")
         if line["preferred_output"][0]["content"] == line["non_preferred_output"][0]["content"]:
@@ -142,8 +153,10 @@ def _messages(value: Any, where: str) -> list[dict]:
         if content is None and calls:
             clean: dict[str, Any] = {"role": role}  # a tool call with no text
         elif not isinstance(content, str):
-            raise _Problem("content not text", f"{where} message {i} ({role}) content must be a string, "
-                                               f"got {type(content).__name__}")
+            raise _Problem(
+                "content not text",
+                f"{where} message {i} ({role}) content must be a string, got {type(content).__name__}",
+            )
         elif not content.strip():
             raise _Problem("empty content", f"{where} message {i} ({role}) has empty content")
         else:
@@ -176,8 +189,15 @@ def _one_reply(value: Any, where: str) -> list[dict]:
     return [{"role": "assistant", "content": msgs[0]["content"]}]
 
 
-def build_service_data(prepare_dir: Path, out_dir: Path, *, method: str, model: str,
-                       context_length: int | None = None, service: str = "OpenAI") -> ServiceData:
+def build_service_data(
+    prepare_dir: Path,
+    out_dir: Path,
+    *,
+    method: str,
+    model: str,
+    context_length: int | None = None,
+    service: str = "OpenAI",
+) -> ServiceData:
     """Convert and check the prepared splits; write ``out_dir/{train,validation}.jsonl``.
 
     Raises StepError listing every problem (file, line, rule) when the service would reject
@@ -218,25 +238,33 @@ def build_service_data(prepare_dir: Path, out_dir: Path, *, method: str, model: 
         path.write_bytes(data)
         files[split] = ServiceFile(split, path, len(lines), tokens, tuple(too_long), hashlib.sha256(data).hexdigest())
     if counts["train"] < MIN_TRAIN_EXAMPLES and not any(p.startswith("train.jsonl") for p in problems):
-        problems.append(f"train.jsonl: [too few examples] {counts['train']} training example"
-                        f"{'' if counts['train'] == 1 else 's'}; the service needs at least {MIN_TRAIN_EXAMPLES}")
+        problems.append(
+            f"train.jsonl: [too few examples] {counts['train']} training example"
+            f"{'' if counts['train'] == 1 else 's'}; the service needs at least {MIN_TRAIN_EXAMPLES}"
+        )
     if problems:
         shown = problems[:SHOW_PROBLEMS]
         more = len(problems) - len(shown)
         raise StepError(
             f"{service} would reject this training data, so nothing was uploaded "
             f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n"
-            + "\n".join(f"  {p}" for p in shown) + (f"\n  ... and {more} more" if more else ""),
+            + "\n".join(f"  {p}" for p in shown)
+            + (f"\n  ... and {more} more" if more else ""),
             hint=f"the line numbers are those of the prepared splits in {prepare_dir}; fix the source rows "
-                 "(or set dataset.skip_invalid) and run again")
+            "(or set dataset.skip_invalid) and run again",
+        )
     warnings = []
     for sf in files.values():
         if sf.too_long:
             lines_s = ", ".join(map(str, sf.too_long[:10])) + (", ..." if len(sf.too_long) > 10 else "")
-            warnings.append(f"{len(sf.too_long)} of {sf.examples} {sf.split} examples are longer than {model}'s "
-                            f"{context:,}-token context (estimated); the service truncates them "
-                            f"({sf.path.name} lines {lines_s})")
+            warnings.append(
+                f"{len(sf.too_long)} of {sf.examples} {sf.split} examples are longer than {model}'s "
+                f"{context:,}-token context (estimated); the service truncates them "
+                f"({sf.path.name} lines {lines_s})"
+            )
     if context is None:
-        warnings.append(f"the context length of {model} is not known: examples were not checked for length "
-                        "(set trainer.context_length to check them)")
+        warnings.append(
+            f"the context length of {model} is not known: examples were not checked for length "
+            "(set trainer.context_length to check them)"
+        )
     return ServiceData(files["train"], files.get("validation"), context, tuple(warnings))

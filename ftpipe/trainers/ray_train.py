@@ -12,6 +12,7 @@ continues the same Ray Train run (same name and storage: Ray Train restores it).
 The final model is reported by rank 0 as the last checkpoint and copied into the step's
 artifact, so it arrives wherever the driver runs, whatever node trained it.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,16 +60,19 @@ def train_on_ray(ctx: StepContext, job: TrlJob) -> dict[str, Any]:
     storage = storage_path(ctx)
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=False)
-    ctx.log(f"Ray Train: {res.workers} {'GPU' if use_gpu else 'CPU'} workers "
-            f"({job.distributed.get('strategy', 'ddp')}), max_failures {res.max_failures}, checkpoints in "
-            f"{storage}/{name}")
+    ctx.log(
+        f"Ray Train: {res.workers} {'GPU' if use_gpu else 'CPU'} workers "
+        f"({job.distributed.get('strategy', 'ddp')}), max_failures {res.max_failures}, checkpoints in "
+        f"{storage}/{name}"
+    )
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"job": job.to_json(), "token_env": "HF_TOKEN"},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=name, storage_path=storage,
+            name=name,
+            storage_path=storage,
             failure_config=FailureConfig(max_failures=res.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=max(2, job.checkpoint_keep + 1)),
         ),
@@ -76,10 +80,11 @@ def train_on_ray(ctx: StepContext, job: TrlJob) -> dict[str, Any]:
     try:
         result = trainer.fit()
     except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors; report the root
-        raise StepError(f"Ray Train failed after {res.max_failures} restart(s) allowed: "
-                        f"{_root_message(exc)}",
-                        hint="the workers' logs are in the Ray dashboard (Jobs → this run → Logs); raise "
-                             "trainer.resources.max_failures to tolerate more worker failures") from None
+        raise StepError(
+            f"Ray Train failed after {res.max_failures} restart(s) allowed: {_root_message(exc)}",
+            hint="the workers' logs are in the Ray dashboard (Jobs → this run → Logs); raise "
+            "trainer.resources.max_failures to tolerate more worker failures",
+        ) from None
     if result.checkpoint is None:
         raise StepError("Ray Train finished without reporting the trained model")
     with result.checkpoint.as_directory() as folder:
@@ -98,8 +103,10 @@ def train_on_ray(ctx: StepContext, job: TrlJob) -> dict[str, Any]:
     outcome["metrics"]["restarts"] = max(0, len(starts) - 1)
     outcome["metrics"]["restarted_at_steps"] = ",".join(str(s) for s in starts[1:])
     if len(starts) > 1:
-        ctx.log(f"Ray Train restarted the workers {len(starts) - 1} time(s), from the checkpoints at steps "
-                f"{', '.join(str(s) for s in starts[1:])}")
+        ctx.log(
+            f"Ray Train restarted the workers {len(starts) - 1} time(s), from the checkpoints at steps "
+            f"{', '.join(str(s) for s in starts[1:])}"
+        )
     return outcome
 
 
@@ -130,8 +137,14 @@ def _worker_loop(config: dict[str, Any]) -> None:
     work = Path(tempfile.mkdtemp(prefix=f"ftpipe-ray-rank{rank}-"))
     job = TrlJob.from_json(config["job"])
     # worker-local folders: Ray Train persists what matters (checkpoints, the final model)
-    job = TrlJob(**{**json.loads(job.to_json()), "checkpoint_dir": str(work / "checkpoints"),
-                    "out_dir": str(work / "out"), "result_file": None})
+    job = TrlJob(
+        **{
+            **json.loads(job.to_json()),
+            "checkpoint_dir": str(work / "checkpoints"),
+            "out_dir": str(work / "out"),
+            "result_file": None,
+        }
+    )
     Path(job.out_dir).mkdir(parents=True)
     resume: Path | None = None
     starts: list[int] = []
@@ -144,16 +157,24 @@ def _worker_loop(config: dict[str, Any]) -> None:
     step0 = int(json.loads((resume / "trainer_state.json").read_text())["global_step"]) if resume else 0
     starts = [*starts, step0] if resume else [0]
 
-    result = run_job(job, token=os.environ.get(config["token_env"]) or None, log=_quiet, progress=_no_progress,
-                     callbacks=[_starts_callback(starts), RayTrainReportCallback()], wrap=prepare_trainer,
-                     resume_from=resume)
+    result = run_job(
+        job,
+        token=os.environ.get(config["token_env"]) or None,
+        log=_quiet,
+        progress=_no_progress,
+        callbacks=[_starts_callback(starts), RayTrainReportCallback()],
+        wrap=prepare_trainer,
+        resume_from=resume,
+    )
     final_root = work / "final"
     if rank == 0:
         final = final_root / FINAL
         shutil.copytree(job.out_dir, final)
         (final / "result.json").write_text(json.dumps({**result, "starts": starts}) + "\n")
-        ray.train.report({"global_step": result["metrics"].get("global_step", 0), "final": 1},
-                         checkpoint=Checkpoint.from_directory(str(final_root)))
+        ray.train.report(
+            {"global_step": result["metrics"].get("global_step", 0), "final": 1},
+            checkpoint=Checkpoint.from_directory(str(final_root)),
+        )
     else:
         ray.train.report({"global_step": result["metrics"].get("global_step", 0), "final": 1})
 

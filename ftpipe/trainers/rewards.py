@@ -6,6 +6,7 @@ Each reward scores a sampled completion against the example's reference answer (
 dataset's ``reference`` column, the last assistant turn of the prepared record), in TRL's
 reward-function shape: ``f(prompts, completions, reference, **kwargs) -> list[float]``.
 """
+
 from __future__ import annotations
 
 import re

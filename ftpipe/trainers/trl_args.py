@@ -4,6 +4,7 @@ Every ftpipe field is mapped by name onto the installed TRL's field (checked aga
 config dataclass), never passed through, so a renamed TRL field fails loudly here instead
 of being silently ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,13 +80,17 @@ def mixed_precision(setting: str) -> tuple[bool, bool]:
         return (False, True) if torch.cuda.is_bf16_supported() else (True, False)
     if setting == "fp16":
         if not cuda:
-            raise StepError("trainer.hyperparameters.mixed_precision: fp16 needs a CUDA GPU",
-                            hint="use mixed_precision: auto (or no) on this machine")
+            raise StepError(
+                "trainer.hyperparameters.mixed_precision: fp16 needs a CUDA GPU",
+                hint="use mixed_precision: auto (or no) on this machine",
+            )
         return True, False
     if setting == "bf16":
         if cuda and not torch.cuda.is_bf16_supported():
-            raise StepError("trainer.hyperparameters.mixed_precision: this GPU does not support bf16",
-                            hint="use mixed_precision: fp16 or auto")
+            raise StepError(
+                "trainer.hyperparameters.mixed_precision: this GPU does not support bf16",
+                hint="use mixed_precision: fp16 or auto",
+            )
         return False, True
     if setting == "no":
         return False, False
@@ -165,8 +170,10 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
             # ORPO in this TRL caps the completion instead: what max_length leaves after the prompt.
             kwargs["max_completion_length"] = max(1, int(hp["max_seq_length"]) - int(prompt_len))
         else:
-            warnings.append(f"max_prompt_length: TRL's {cls.__name__} has no prompt limit; "
-                            "sequences are capped by max_seq_length only")
+            warnings.append(
+                f"max_prompt_length: TRL's {cls.__name__} has no prompt limit; "
+                "sequences are capped by max_seq_length only"
+            )
     elif prompt_len:
         warnings.append(f"max_prompt_length applies to dpo/orpo only; ignored for {job.method}")
 
@@ -175,8 +182,10 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
     kwargs.update(trainer_arguments(job.distributed, bf16=bf16, fp16=fp16))
     unknown = sorted(k for k in kwargs if k not in names)
     if unknown:  # a TRL/transformers upgrade renamed something: fail, do not drop settings
-        raise StepError(f"the installed TRL's {cls.__name__} lacks {', '.join(unknown)}",
-                        hint="install the TRL version ftpipe supports: pip install 'ftpipe[train]'")
+        raise StepError(
+            f"the installed TRL's {cls.__name__} lacks {', '.join(unknown)}",
+            hint="install the TRL version ftpipe supports: pip install 'ftpipe[train]'",
+        )
     return cls(**kwargs), warnings
 
 
@@ -186,14 +195,18 @@ def method_settings(job: TrlJob, warnings: list[str]) -> dict[str, Any]:
     hp = job.hyperparameters
     out: dict[str, Any] = {}
     if job.method == "kto":
-        out |= {"desirable_weight": float(hp.get("desirable_weight", 1.0)),
-                "undesirable_weight": float(hp.get("undesirable_weight", 1.0))}
+        out |= {
+            "desirable_weight": float(hp.get("desirable_weight", 1.0)),
+            "undesirable_weight": float(hp.get("undesirable_weight", 1.0)),
+        }
     if job.method == "grpo":
-        out |= {"num_generations": int(hp.get("num_generations", 4)),
-                "max_completion_length": int(hp.get("max_completion_length", 64)),
-                "temperature": float(hp.get("temperature", 1.0)),
-                "reward_weights": [float(w) for _, w in job.rewards] or None,
-                "log_completions": False}
+        out |= {
+            "num_generations": int(hp.get("num_generations", 4)),
+            "max_completion_length": int(hp.get("max_completion_length", 64)),
+            "temperature": float(hp.get("temperature", 1.0)),
+            "reward_weights": [float(w) for _, w in job.rewards] or None,
+            "log_completions": False,
+        }
         if use_vllm(job.use_vllm):
             out |= {"use_vllm": True, "vllm_mode": "colocate"}
     if hp.get("padding_free"):
@@ -214,9 +227,11 @@ def use_vllm(setting: bool | str) -> bool:
     if setting == "auto":
         return installed and _cuda()
     if setting is True and not (installed and _cuda()):
-        raise StepError("trainer.use_vllm: generating with vLLM needs a CUDA GPU and the 'vllm' package"
-                        + ("" if installed else " (not installed)"),
-                        hint="set use_vllm: auto (generate with transformers here), or run on a GPU machine")
+        raise StepError(
+            "trainer.use_vllm: generating with vLLM needs a CUDA GPU and the 'vllm' package"
+            + ("" if installed else " (not installed)"),
+            hint="set use_vllm: auto (generate with transformers here), or run on a GPU machine",
+        )
     return bool(setting)
 
 
@@ -225,11 +240,14 @@ def check_gpu_feature(setting: str, module: str, package: str) -> None:
     import importlib.util
 
     if not _cuda():
-        raise StepError(f"{setting} needs a CUDA GPU, and none is visible",
-                        hint="turn it off on this machine (it changes speed and memory, not the result)")
+        raise StepError(
+            f"{setting} needs a CUDA GPU, and none is visible",
+            hint="turn it off on this machine (it changes speed and memory, not the result)",
+        )
     if importlib.util.find_spec(module) is None:
-        raise StepError(f"{setting} needs the '{package}' package, which is not installed",
-                        hint=f"pip install {package}")
+        raise StepError(
+            f"{setting} needs the '{package}' package, which is not installed", hint=f"pip install {package}"
+        )
 
 
 def peft_config(job: TrlJob, new_token_ids: list[int]) -> Any | None:
@@ -262,11 +280,15 @@ def check_qlora_available() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise StepError("trainer.peft: qlora needs a CUDA GPU (bitsandbytes quantisation), and none is visible",
-                        hint="use peft: {type: lora} on this machine, or run on a GPU machine")
+        raise StepError(
+            "trainer.peft: qlora needs a CUDA GPU (bitsandbytes quantisation), and none is visible",
+            hint="use peft: {type: lora} on this machine, or run on a GPU machine",
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise StepError("trainer.peft: qlora needs the 'bitsandbytes' package, which is not installed",
-                        hint="pip install bitsandbytes")
+        raise StepError(
+            "trainer.peft: qlora needs the 'bitsandbytes' package, which is not installed",
+            hint="pip install bitsandbytes",
+        )
 
 
 def quantization_config(job: TrlJob, *, bf16: bool) -> Any | None:
@@ -297,5 +319,7 @@ def check_report_to(report_to: list[str]) -> None:
         if package is None:
             raise StepError(f"trainer.report_to: unknown reporter {name!r} (available: {', '.join(REPORTERS)})")
         if importlib.util.find_spec(package) is None:
-            raise StepError(f"trainer.report_to: {name} needs the '{package}' package, which is not installed",
-                            hint=f"pip install {package}")
+            raise StepError(
+                f"trainer.report_to: {name} needs the '{package}' package, which is not installed",
+                hint=f"pip install {package}",
+            )

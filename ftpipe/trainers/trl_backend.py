@@ -8,6 +8,7 @@ set, and a ``state_dir``/run store on a shared filesystem.
 Artifacts (``ctx.out_dir``): ``model/`` (adapter or full weights, tokenizer), ``model.json``,
 ``training_args.json``, ``loss.json`` (TRL's log history), ``loss.png``, ``metrics.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,28 @@ from ftpipe.trainers.trl_job import EVENT_PREFIX, TrlJob
 
 PEFT_FIELDS = ("type", "r", "alpha", "dropout", "target_modules", "bits", "modules_to_save", "use_dora", "use_rslora")
 HYPERPARAMETERS = (
-    "epochs", "max_steps", "learning_rate", "batch_size", "gradient_accumulation_steps", "max_seq_length",
-    "warmup_ratio", "weight_decay", "lr_scheduler", "optimizer", "packing", "gradient_checkpointing",
-    "mixed_precision", "beta", "max_prompt_length", "logging_steps", "padding_free", "num_generations",
-    "max_completion_length", "temperature", "desirable_weight", "undesirable_weight",
+    "epochs",
+    "max_steps",
+    "learning_rate",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "max_seq_length",
+    "warmup_ratio",
+    "weight_decay",
+    "lr_scheduler",
+    "optimizer",
+    "packing",
+    "gradient_checkpointing",
+    "mixed_precision",
+    "beta",
+    "max_prompt_length",
+    "logging_steps",
+    "padding_free",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "desirable_weight",
+    "undesirable_weight",
 )
 
 
@@ -43,16 +62,24 @@ def build_job(ctx: StepContext) -> TrlJob:
 
     trainer, model = ctx.pipeline.trainer, ctx.pipeline.model
     if model.chat_template is not None and model.chat_template not in CHAT_TEMPLATES:
-        raise StepError(f"model.chat_template: unknown template {model.chat_template!r}",
-                        hint=f"use one of {', '.join(sorted(CHAT_TEMPLATES))}, or leave it out for the tokenizer's own")
+        raise StepError(
+            f"model.chat_template: unknown template {model.chat_template!r}",
+            hint=f"use one of {', '.join(sorted(CHAT_TEMPLATES))}, or leave it out for the tokenizer's own",
+        )
     prepared = Path(ctx.inputs["prepare"])
     if not (prepared / "train.jsonl").exists():
         raise StepError(f"the prepare artifact has no train.jsonl ({prepared})")
     validation = prepared / "validation.jsonl"
     return TrlJob(
         method=trainer.method,
-        base=resolve_base(model.base, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir, revision=model.revision,
-                          token=model.token, log=ctx.log),
+        base=resolve_base(
+            model.base,
+            cache_dir=ctx.cache_dir,
+            base_dir=ctx.base_dir,
+            revision=model.revision,
+            token=model.token,
+            log=ctx.log,
+        ),
         revision=model.revision,
         chat_template=model.chat_template,
         peft=_fields(trainer.peft, PEFT_FIELDS),
@@ -109,7 +136,7 @@ def _launch(ctx: StepContext, job: TrlJob, per_node: int, nodes: int) -> dict[st
         for line in proc.stdout:
             line = line.rstrip("\n")
             if line.startswith(EVENT_PREFIX):
-                event = json.loads(line[len(EVENT_PREFIX):])
+                event = json.loads(line[len(EVENT_PREFIX) :])
                 if "progress" in event:
                     ctx.progress(*event["progress"])
                 elif "log" in event:
@@ -180,11 +207,15 @@ def _check_deepspeed_available() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise StepError("trainer.distributed: deepspeed trains on CUDA GPUs, and none is visible",
-                        hint="use strategy: fsdp (it also runs on CPU processes) or ddp on this machine")
+        raise StepError(
+            "trainer.distributed: deepspeed trains on CUDA GPUs, and none is visible",
+            hint="use strategy: fsdp (it also runs on CPU processes) or ddp on this machine",
+        )
     if importlib.util.find_spec("deepspeed") is None:
-        raise StepError("trainer.distributed: deepspeed needs the 'deepspeed' package, which is not installed",
-                        hint="pip install deepspeed")
+        raise StepError(
+            "trainer.distributed: deepspeed needs the 'deepspeed' package, which is not installed",
+            hint="pip install deepspeed",
+        )
 
 
 def finish(ctx: StepContext, job: TrlJob, result: dict[str, Any]) -> StepResult:

@@ -11,6 +11,7 @@ arguments, ``tool`` messages); a record's ``tools`` become a ``tools`` column of
 which TRL passes to the chat template. KTO trains on prompt/completion/label records;
 GRPO on prompts, with the reference answer in a ``reference`` column for the rewards.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,21 +47,27 @@ def sft_records(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
         return _with_tools([{"messages": r["messages"]} for r in rows], rows)
     if all("text" in r for r in rows):
         return [{"text": r["text"]} for r in rows]
-    raise StepError(f"{path}: sft needs chat, instruction or text records (messages or text)",
-                    hint="preference data trains with trainer.method: dpo or orpo")
+    raise StepError(
+        f"{path}: sft needs chat, instruction or text records (messages or text)",
+        hint="preference data trains with trainer.method: dpo or orpo",
+    )
 
 
 def preference_records(rows: list[dict[str, Any]], path: Path, method: str) -> list[dict[str, Any]]:
     if not all({"prompt", "chosen", "rejected"} <= r.keys() for r in rows):
-        raise StepError(f"{path}: {method} needs preference records (prompt, chosen, rejected)",
-                        hint="set dataset.format: preference, or train chat data with trainer.method: sft")
+        raise StepError(
+            f"{path}: {method} needs preference records (prompt, chosen, rejected)",
+            hint="set dataset.format: preference, or train chat data with trainer.method: sft",
+        )
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
 def kto_records(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
     if not all({"prompt", "completion", "label"} <= r.keys() for r in rows):
-        raise StepError(f"{path}: kto needs binary preference records (prompt, completion, label)",
-                        hint="set dataset.format: binary_preference")
+        raise StepError(
+            f"{path}: kto needs binary preference records (prompt, completion, label)",
+            hint="set dataset.format: binary_preference",
+        )
     return [{"prompt": r["prompt"], "completion": r["completion"], "label": bool(r["label"])} for r in rows]
 
 
@@ -71,8 +78,10 @@ def grpo_records(rows: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]
         messages = r.get("messages") or []
         last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
         if last is None or last == 0:
-            raise StepError(f"{path}:{n}: grpo needs a prompt and a reference answer (an assistant turn after it)",
-                            hint="use chat, instruction, sharegpt or alpaca data")
+            raise StepError(
+                f"{path}:{n}: grpo needs a prompt and a reference answer (an assistant turn after it)",
+                hint="use chat, instruction, sharegpt or alpaca data",
+            )
         out.append({"prompt": messages[:last], "reference": messages[last].get("content") or ""})
     return out
 

@@ -10,6 +10,7 @@ Checkpoints go to ``checkpoint_dir``; a job that finds one there resumes from th
 complete checkpoint (model, optimizer, scheduler, RNG and trainer state), so a job killed
 with SIGKILL continues where its last checkpoint left it and the global step keeps counting.
 """
+
 from __future__ import annotations
 
 import json
@@ -118,8 +119,11 @@ def _load_model(job: TrlJob, *, token: str | None, bf16: bool) -> tuple[Any, Any
     options: dict[str, Any] = {"revision": job.revision, "token": token}
     if quant is not None:
         # Each rank keeps its whole quantised copy on its own GPU.
-        options |= {"quantization_config": quant, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},
-                    "dtype": torch.bfloat16 if bf16 else torch.float16}
+        options |= {
+            "quantization_config": quant,
+            "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},
+            "dtype": torch.bfloat16 if bf16 else torch.float16,
+        }
     else:
         options["dtype"] = torch.float32  # master weights in fp32; autocast does the mixed precision
     tokenizer = AutoTokenizer.from_pretrained(job.base, revision=job.revision, token=token)
@@ -142,8 +146,10 @@ def _choose_cpu_threads(log: Callable[[str], None]) -> None:
     threads = max(1, min(cores, round(cores - busy)))
     if threads < torch.get_num_threads():
         torch.set_num_threads(threads)
-        log(f"CPU busy (load {busy:.1f} on {cores} cores): training with {threads} thread(s); "
-            "set OMP_NUM_THREADS to choose")
+        log(
+            f"CPU busy (load {busy:.1f} on {cores} cores): training with {threads} thread(s); "
+            "set OMP_NUM_THREADS to choose"
+        )
 
 
 @contextmanager

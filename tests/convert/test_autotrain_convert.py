@@ -1,5 +1,6 @@
 """`ftpipe convert autotrain`: AutoTrain LLM configs (sft, dpo, orpo, reward; local and
 spaces backends) become pipelines that validate; every other key is reported with its line."""
+
 from __future__ import annotations
 
 import json
@@ -96,20 +97,42 @@ def test_sft_local(tmp_path: Path) -> None:
     assert t["backend"] == "autotrain" and t["method"] == "sft" and t["chat_template"] == "tokenizer"
     assert t["peft"] == {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.05}
     assert t["merge_adapter"] is True
-    assert t["hyperparameters"] == {"block_size": 1024, "model_max_length": 2048, "epochs": 3, "batch_size": 2,
-                                    "learning_rate": 1e-5, "padding": "right", "optimizer": "adamw_torch",
-                                    "scheduler": "cosine", "gradient_accumulation": 4, "mixed_precision": "bf16"}
+    assert t["hyperparameters"] == {
+        "block_size": 1024,
+        "model_max_length": 2048,
+        "epochs": 3,
+        "batch_size": 2,
+        "learning_rate": 1e-5,
+        "padding": "right",
+        "optimizer": "adamw_torch",
+        "scheduler": "cosine",
+        "gradient_accumulation": 4,
+        "mixed_precision": "bf16",
+    }
     assert pipe["executor"] == {"type": "local"} and "deploy" not in pipe
     assert conv.unsupported == []
     # every key of the file is accounted for
-    assert {e.key for e in conv.mapped} >= {"task", "base_model", "project_name", "log", "backend", "data.path",
-                                            "data.chat_template", "data.column_mapping.text_column", "params.lr",
-                                            "params.peft", "params.quantization", "hub.push_to_hub"}
+    assert {e.key for e in conv.mapped} >= {
+        "task",
+        "base_model",
+        "project_name",
+        "log",
+        "backend",
+        "data.path",
+        "data.chat_template",
+        "data.column_mapping.text_column",
+        "params.lr",
+        "params.peft",
+        "params.quantization",
+        "hub.push_to_hub",
+    }
 
 
 @pytest.mark.parametrize("task,method", [("llm-dpo", "dpo"), ("llm-orpo", "orpo")])
 def test_dpo_and_orpo(tmp_path: Path, task: str, method: str) -> None:
-    config = write_config(tmp_path, f"""\
+    config = write_config(
+        tmp_path,
+        f"""\
         task: {task}
         base_model: Qwen/Qwen2.5-0.5B-Instruct
         project_name: pref-{method}
@@ -139,7 +162,9 @@ def test_dpo_and_orpo(tmp_path: Path, task: str, method: str) -> None:
           username: someone
           token: ${{HF_TOKEN}}
           push_to_hub: false
-        """, {"question": "q?", "good": "a", "bad": "b"})
+        """,
+        {"question": "q?", "good": "a", "bad": "b"},
+    )
     pipe, conv = converted(tmp_path, config)
     assert pipe["trainer"]["method"] == method
     assert pipe["dataset"]["format"] == "preference"
@@ -155,7 +180,9 @@ def test_dpo_and_orpo(tmp_path: Path, task: str, method: str) -> None:
 
 
 def test_reward(tmp_path: Path) -> None:
-    config = write_config(tmp_path, """\
+    config = write_config(
+        tmp_path,
+        """\
         task: llm-reward
         base_model: gpt2
         project_name: rm
@@ -165,7 +192,9 @@ def test_reward(tmp_path: Path) -> None:
                column_mapping: {text_column: chosen, rejected_text_column: rejected}}
         params: {epochs: 1, peft: false}
         hub: {username: u, token: null, push_to_hub: false}
-        """, PREF_ROW)
+        """,
+        PREF_ROW,
+    )
     pipe, conv = converted(tmp_path, config)
     assert pipe["trainer"]["method"] == "reward" and pipe["dataset"]["format"] == "preference"
     assert pipe["trainer"]["peft"] == {"type": "none"} and "columns" not in pipe["dataset"]
@@ -174,7 +203,9 @@ def test_reward(tmp_path: Path) -> None:
 
 
 def test_generic_is_sft_on_text(tmp_path: Path) -> None:
-    config = write_config(tmp_path, """\
+    config = write_config(
+        tmp_path,
+        """\
         task: llm-generic
         base_model: gpt2
         project_name: lm
@@ -184,7 +215,9 @@ def test_generic_is_sft_on_text(tmp_path: Path) -> None:
                column_mapping: {text_column: text}}
         params: {epochs: 1}
         hub: {username: u, token: null, push_to_hub: false}
-        """, TEXT_ROW)
+        """,
+        TEXT_ROW,
+    )
     pipe, conv = converted(tmp_path, config)
     assert pipe["trainer"]["method"] == "sft" and pipe["trainer"]["chat_template"] == "none"
     assert pipe["dataset"]["format"] == "text" and "columns" not in pipe["dataset"]
@@ -192,7 +225,9 @@ def test_generic_is_sft_on_text(tmp_path: Path) -> None:
 
 
 def test_spaces_backend_and_push(tmp_path: Path) -> None:
-    config = write_config(tmp_path, """\
+    config = write_config(
+        tmp_path,
+        """\
         task: llm-sft
         base_model: meta-llama/Llama-3.2-1B-Instruct
         project_name: my-llm
@@ -209,22 +244,33 @@ def test_spaces_backend_and_push(tmp_path: Path) -> None:
           username: ${HF_USERNAME}
           token: ${MY_HF_TOKEN}
           push_to_hub: true
-        """)
+        """,
+    )
     # schema=False: the JSON schema's repo pattern does not admit ${env:...} references yet
     pipe, conv = converted(tmp_path, config, env={"HF_USERNAME": "alice"}, schema=False)
-    assert pipe["dataset"]["source"] == {"type": "hub", "repo": "HuggingFaceH4/no_robots", "split": "train",
-                                         "splits": {"train": "train", "validation": "test"}}
-    assert pipe["executor"] == {"type": "hf-spaces", "hardware": "a10g-large", "namespace": "${env:HF_USERNAME}",
-                                "token": "${env:MY_HF_TOKEN}"}
-    assert pipe["deploy"] == [{"type": "hf-hub", "repo": "${env:HF_USERNAME}/my-llm", "private": True,
-                               "token": "${env:MY_HF_TOKEN}"}]
+    assert pipe["dataset"]["source"] == {
+        "type": "hub",
+        "repo": "HuggingFaceH4/no_robots",
+        "split": "train",
+        "splits": {"train": "train", "validation": "test"},
+    }
+    assert pipe["executor"] == {
+        "type": "hf-spaces",
+        "hardware": "a10g-large",
+        "namespace": "${env:HF_USERNAME}",
+        "token": "${env:MY_HF_TOKEN}",
+    }
+    assert pipe["deploy"] == [
+        {"type": "hf-hub", "repo": "${env:HF_USERNAME}/my-llm", "private": True, "token": "${env:MY_HF_TOKEN}"}
+    ]
     assert pipe["trainer"]["peft"]["type"] == "qlora" and pipe["trainer"]["peft"]["bits"] == 4
     assert "${HF_USERNAME}" not in conv.text and "${MY_HF_TOKEN}" not in conv.text
 
 
 def test_literal_token_is_not_copied(tmp_path: Path) -> None:
-    text = SFT.replace("${HF_TOKEN}", "hf_abcdefghijklmnopqrstuvwxyz").replace("push_to_hub: false",
-                                                                              "push_to_hub: true")
+    text = SFT.replace("${HF_TOKEN}", "hf_abcdefghijklmnopqrstuvwxyz").replace(
+        "push_to_hub: false", "push_to_hub: true"
+    )
     text = text.replace("${HF_USERNAME}", "alice")
     pipe, conv = converted(tmp_path, write_config(tmp_path, text, {"conversation": CHAT_ROW["messages"]}))
     assert "hf_abcdefghijklmnopqrstuvwxyz" not in conv.text
@@ -239,16 +285,26 @@ def test_env_references() -> None:
 
 
 def test_unsupported_keys_are_reported_with_their_line(tmp_path: Path) -> None:
-    text = SFT.replace("  merge_adapter: true\n", "  merge_adapter: true\n  unsloth: true\n  use_flash_attention_2: true\n"
-                       "  max_grad_norm: 0.5\n  made_up_param: 3\n")
+    text = SFT.replace(
+        "  merge_adapter: true\n",
+        "  merge_adapter: true\n  unsloth: true\n  use_flash_attention_2: true\n"
+        "  max_grad_norm: 0.5\n  made_up_param: 3\n",
+    )
     text = text.replace("log: none", "log: wandb") + "extra_top: 1\n"
     text = text.replace("    text_column: conversation\n", "    text_column: conversation\n    label_column: y\n")
     config = write_config(tmp_path, text, {"conversation": CHAT_ROW["messages"]})
     _, conv = converted(tmp_path, config)
     lines = config.read_text().splitlines()
     got = {e.key: e.line for e in conv.unsupported}
-    assert set(got) == {"log", "data.column_mapping.label_column", "params.unsloth", "params.use_flash_attention_2",
-                        "params.max_grad_norm", "params.made_up_param", "extra_top"}
+    assert set(got) == {
+        "log",
+        "data.column_mapping.label_column",
+        "params.unsloth",
+        "params.use_flash_attention_2",
+        "params.max_grad_norm",
+        "params.made_up_param",
+        "extra_top",
+    }
     for key, line in got.items():
         assert lines[line - 1].strip().startswith(key.split(".")[-1] + ":"), (key, line)
     # and in the written pipeline's header, as file:line
@@ -256,14 +312,17 @@ def test_unsupported_keys_are_reported_with_their_line(tmp_path: Path) -> None:
 
 
 def test_not_an_llm_task_exits_2(tmp_path: Path) -> None:
-    config = write_config(tmp_path, """\
+    config = write_config(
+        tmp_path,
+        """\
         task: text_binary_classification
         base_model: google-bert/bert-base-uncased
         project_name: clf
         log: none
         backend: local
         data: {path: data, train_split: train, valid_split: null, column_mapping: {text_column: text, target_column: y}}
-        """)
+        """,
+    )
     with pytest.raises(UsageError) as info:
         convert_file(config)
     assert info.value.exit_code == EXIT_INVALID
@@ -272,12 +331,15 @@ def test_not_an_llm_task_exits_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and "not an LLM fine-tuning task" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("base_model: gpt2\n", "missing 'task'"),
-    ("task: llm-sft\nbase_model: gpt2\n", "missing 'data'"),
-    ("task: [unclosed\n", "config.yml:"),
-    ("- a list\n", "mapping of keys"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("base_model: gpt2\n", "missing 'task'"),
+        ("task: llm-sft\nbase_model: gpt2\n", "missing 'data'"),
+        ("task: [unclosed\n", "config.yml:"),
+        ("- a list\n", "mapping of keys"),
+    ],
+)
 def test_bad_configs_exit_2(tmp_path: Path, text: str, needle: str) -> None:
     config = write_config(tmp_path, text)
     out = subprocess.run(["ftpipe", "convert", "autotrain", str(config)], capture_output=True, text=True)
@@ -288,8 +350,9 @@ def test_bad_configs_exit_2(tmp_path: Path, text: str, needle: str) -> None:
 def test_cli_writes_file_and_json(tmp_path: Path) -> None:
     config = write_config(tmp_path, SFT, {"conversation": CHAT_ROW["messages"]})
     out_file = tmp_path / "pipelines" / "sft.yaml"
-    res = subprocess.run(["ftpipe", "convert", "autotrain", str(config), "-o", str(out_file), "--json"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["ftpipe", "convert", "autotrain", str(config), "-o", str(out_file), "--json"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["valid"] is True and report["output"] == str(out_file)
@@ -297,8 +360,9 @@ def test_cli_writes_file_and_json(tmp_path: Path) -> None:
     assert report["pipeline"]["trainer"]["backend"] == "autotrain"
     val = subprocess.run(["ftpipe", "validate", str(out_file)], capture_output=True, text=True)
     assert val.returncode == 0, val.stderr
-    again = subprocess.run(["ftpipe", "convert", "autotrain", str(config), "-o", str(out_file)],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        ["ftpipe", "convert", "autotrain", str(config), "-o", str(out_file)], capture_output=True, text=True
+    )
     assert again.returncode == 2 and "--force" in again.stderr
 
 
@@ -357,8 +421,11 @@ def test_task_llm_with_params_trainer(tmp_path: Path) -> None:
 
 
 def test_orpo_on_spaces_without_prompt_column(tmp_path: Path) -> None:
-    text = (LLAMA3_DPO.replace("trainer: dpo", "trainer: orpo").replace("backend: local", "backend: spaces-a10g-largex4")
-            .replace("    prompt_text_column: prompt\n", ""))
+    text = (
+        LLAMA3_DPO.replace("trainer: dpo", "trainer: orpo")
+        .replace("backend: local", "backend: spaces-a10g-largex4")
+        .replace("    prompt_text_column: prompt\n", "")
+    )
     pipe, conv = converted(tmp_path, write_config(tmp_path, text), env={"HF_USERNAME": "me"}, schema=False)
     assert pipe["trainer"]["method"] == "orpo"
     assert pipe["executor"]["type"] == "hf-spaces" and pipe["executor"]["hardware"] == "a10g-largex4"
@@ -377,18 +444,29 @@ def test_schema_modeline_points_at_a_schema_that_exists(tmp_path: Path) -> None:
     (repo / "schemas").mkdir(parents=True)
     (repo / "schemas" / "pipeline.schema.json").write_text("{}")
     config = write_config(tmp_path, SFT, {"conversation": CHAT_ROW["messages"]})
-    for out, expected in ((repo / "pipelines" / "sft.yaml", "../schemas/pipeline.schema.json"),
-                          (repo / "a" / "b" / "sft.yaml", "../../schemas/pipeline.schema.json"),
-                          (repo / "sft.yaml", "schemas/pipeline.schema.json")):
+    for out, expected in (
+        (repo / "pipelines" / "sft.yaml", "../schemas/pipeline.schema.json"),
+        (repo / "a" / "b" / "sft.yaml", "../../schemas/pipeline.schema.json"),
+        (repo / "sft.yaml", "schemas/pipeline.schema.json"),
+    ):
         out.parent.mkdir(parents=True, exist_ok=True)
         first = convert_file(config, output=out).text.splitlines()[0]
         assert first == f"# yaml-language-server: $schema={expected}"
         assert (out.parent / expected).is_file()
 
 
-@pytest.mark.parametrize("path,local", [("data/", True), ("data/train/", True), ("./data", True),
-                                        ("data/recipes.jsonl", True), ("a/b/c", True),
-                                        ("org/dataset", False), ("squad", False)])
+@pytest.mark.parametrize(
+    "path,local",
+    [
+        ("data/", True),
+        ("data/train/", True),
+        ("./data", True),
+        ("data/recipes.jsonl", True),
+        ("a/b/c", True),
+        ("org/dataset", False),
+        ("squad", False),
+    ],
+)
 def test_path_looking_values_stay_local(path: str, local: bool) -> None:
     assert looks_like_path(path) is local
 
@@ -402,16 +480,22 @@ def test_a_data_folder_that_does_not_exist_yet_stays_local(tmp_path: Path) -> No
 
 
 def test_settings_that_need_cuda_are_warned_about(tmp_path: Path) -> None:
-    text = (SFT.replace("quantization: null", "quantization: int4").replace("optimizer: adamw_torch",
-                                                                          "optimizer: paged_adamw_8bit"))
+    text = SFT.replace("quantization: null", "quantization: int4").replace(
+        "optimizer: adamw_torch", "optimizer: paged_adamw_8bit"
+    )
     conv = convert_file(write_config(tmp_path, text, {"conversation": CHAT_ROW["messages"]}))
     joined = "\n".join(conv.warnings)
     assert len(conv.warnings) == 3, conv.warnings
     assert "int4 (QLoRA) needs a CUDA GPU" in joined and "bf16 needs a GPU" in joined
     assert "paged_adamw_8bit (bitsandbytes) needs a CUDA GPU" in joined
     assert "# Warnings:" in conv.text
-    res = subprocess.run(["ftpipe", "convert", "autotrain", str(tmp_path / "config.yml")], capture_output=True,
-                         text=True, check=False, timeout=120)
+    res = subprocess.run(
+        ["ftpipe", "convert", "autotrain", str(tmp_path / "config.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert res.returncode == 0 and res.stderr.count("warning: ") == 3, res.stderr
     # a GPU Space has CUDA: nothing to warn about
     gpu = convert_file(write_config(tmp_path, text.replace("backend: local", "backend: spaces-a10g-large")))

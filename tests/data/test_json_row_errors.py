@@ -1,4 +1,5 @@
 """Bad JSON rows are reported at the column an editor shows for that line."""
+
 from __future__ import annotations
 
 from pathlib import Path

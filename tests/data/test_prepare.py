@@ -1,4 +1,5 @@
 """The prepare step on real files: every validation message names its file and row."""
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,9 @@ from ftpipe.progress import Reporter
 from ftpipe.store import RunStore
 
 
-def _pipeline(tmp_path: Path, data: str, *, fmt: str = "chat", extra: str = "", backend: str = "openai",
-              columns: str = "") -> Path:
+def _pipeline(
+    tmp_path: Path, data: str, *, fmt: str = "chat", extra: str = "", backend: str = "openai", columns: str = ""
+) -> Path:
     p = tmp_path / "p.yaml"
     model = "gpt-4o-mini" if backend == "openai" else "builtin:tiny"
     p.write_text(f"""version: 1
@@ -57,20 +59,29 @@ def _write_jsonl(path: Path, rows: list) -> None:
 GOOD = [_chat(f"q{i}", f"a{i}") for i in range(20)]
 
 
-@pytest.mark.parametrize("bad_row, message", [
-    ('{"messages": [', "row 3: invalid JSON"),
-    ({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]},
-     "row 3: message 1 has unknown role 'bot' (allowed: system, user, assistant, tool)"),
-    ({"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}, "row 3: message 1 has no 'role'"),
-    ({"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "y"}]},
-     "row 3: message 1 (user) has empty content"),
-    ({"messages": [{"role": "user", "content": "only a question"}]}, "row 3: no assistant message"),
-    ({"messages": "hello"}, "row 3: 'messages' must be a list of {role, content} messages, got str"),
-    ({"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]},
-     "row 3: message 1 (user) content must be text, got int"),
-    ({"conversation": []}, "row 3: missing column 'messages'"),
-    ([1, 2], "row 3: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ('{"messages": [', "row 3: invalid JSON"),
+        (
+            {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+            "row 3: message 1 has unknown role 'bot' (allowed: system, user, assistant, tool)",
+        ),
+        ({"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]}, "row 3: message 1 has no 'role'"),
+        (
+            {"messages": [{"role": "user", "content": "  "}, {"role": "assistant", "content": "y"}]},
+            "row 3: message 1 (user) has empty content",
+        ),
+        ({"messages": [{"role": "user", "content": "only a question"}]}, "row 3: no assistant message"),
+        ({"messages": "hello"}, "row 3: 'messages' must be a list of {role, content} messages, got str"),
+        (
+            {"messages": [{"role": "user", "content": 42}, {"role": "assistant", "content": "y"}]},
+            "row 3: message 1 (user) content must be text, got int",
+        ),
+        ({"conversation": []}, "row 3: missing column 'messages'"),
+        ([1, 2], "row 3: expected a JSON object, got list"),
+    ],
+)
 def test_each_invalid_row_is_reported_with_its_number(tmp_path: Path, bad_row, message: str) -> None:
     _write_jsonl(tmp_path / "d.jsonl", GOOD[:2] + [bad_row] + GOOD[2:])
     out = _run(_pipeline(tmp_path, "d.jsonl"))
@@ -124,8 +135,13 @@ def test_instruction_csv_with_column_mapping_and_system_prompt(tmp_path: Path) -
         for i in range(12):
             w.writerow([f"what is {i}?", f"it is {i}"])
         w.writerow(["", "empty question"])
-    p = _pipeline(tmp_path, "d.csv", fmt="instruction", columns="  columns: {prompt: question, completion: answer}\n",
-                  extra="  system_prompt: Be brief.\n  split: {validation: 0, test: 0}\n")
+    p = _pipeline(
+        tmp_path,
+        "d.csv",
+        fmt="instruction",
+        columns="  columns: {prompt: question, completion: answer}\n",
+        extra="  system_prompt: Be brief.\n  split: {validation: 0, test: 0}\n",
+    )
     out = _run(p)
     err = out.record["steps"]["prepare"]["error"]
     assert "d.csv row 14: 'question' is empty" in err  # csv rows count the header line
@@ -142,8 +158,10 @@ def test_preference_data_and_given_splits_from_a_folder(tmp_path: Path) -> None:
     rows = [{"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(15)]
     _write_jsonl(tmp_path / "train" / "a.jsonl", rows[:10])
     _write_jsonl(tmp_path / "train" / "b.jsonl", rows[10:])
-    _write_jsonl(tmp_path / "test.jsonl", [{"prompt": "t", "chosen": "c", "rejected": "c"},
-                                           {"prompt": "t2", "chosen": "c", "rejected": "r"}])
+    _write_jsonl(
+        tmp_path / "test.jsonl",
+        [{"prompt": "t", "chosen": "c", "rejected": "c"}, {"prompt": "t2", "chosen": "c", "rejected": "r"}],
+    )
     p = _pipeline(tmp_path, "{train: train, test: test.jsonl}", fmt="preference")
     p.write_text(p.read_text().replace("backend: openai", "backend: openai\n  method: dpo"))
     out = _run(p)
@@ -151,7 +169,10 @@ def test_preference_data_and_given_splits_from_a_folder(tmp_path: Path) -> None:
     p.write_text(p.read_text().replace("min_examples: 3", "min_examples: 3\n  skip_invalid: true"))
     out = _run(p)
     m = out.record["steps"]["prepare"]["metrics"]
-    assert (m["train_rows"], m["test_rows"]) == (13, 1) or (m["train_rows"] + m["validation_rows"], m["test_rows"]) == (15, 1)
+    assert (m["train_rows"], m["test_rows"]) == (13, 1) or (m["train_rows"] + m["validation_rows"], m["test_rows"]) == (
+        15,
+        1,
+    )
 
 
 def test_examples_longer_than_max_seq_length_are_reported(tmp_path: Path) -> None:

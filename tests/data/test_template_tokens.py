@@ -1,5 +1,6 @@
 """Prepare counts a chat example's tokens the way the trainer sees it: through the model's
 chat template (issue 13), not the messages plus a guessed per-message overhead."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,11 @@ def _ids(encoded) -> list[int]:
 
 
 def test_a_chat_example_counts_what_its_template_renders(tokenizer) -> None:
-    messages = [{"role": "system", "content": "Extract the ingredients."},
-                {"role": "user", "content": "2 cups flour, 1 egg"}, {"role": "assistant", "content": "flour, egg"}]
+    messages = [
+        {"role": "system", "content": "Extract the ingredients."},
+        {"role": "user", "content": "2 cups flour, 1 egg"},
+        {"role": "assistant", "content": "flour, egg"},
+    ]
     [n] = template_counts(tokenizer, [{"messages": messages}])
     assert n == len(_ids(tokenizer.apply_chat_template(messages, tokenize=True)))
     plain = sum(len(tokenizer(m["content"], add_special_tokens=False)["input_ids"]) for m in messages)
@@ -36,8 +40,11 @@ def test_a_chat_example_counts_what_its_template_renders(tokenizer) -> None:
 
 def test_a_preference_pair_counts_both_conversations_and_text_is_left_to_the_caller(tokenizer) -> None:
     prompt = [{"role": "user", "content": "2 cups flour, 1 egg"}]
-    pair = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "flour, egg"}],
-            "rejected": [{"role": "assistant", "content": "2 cups flour"}]}
+    pair = {
+        "prompt": prompt,
+        "chosen": [{"role": "assistant", "content": "flour, egg"}],
+        "rejected": [{"role": "assistant", "content": "2 cups flour"}],
+    }
     n_pair, n_text = template_counts(tokenizer, [pair, {"text": "plain text"}])
     chosen = len(_ids(tokenizer.apply_chat_template(prompt + pair["chosen"], tokenize=True)))
     rejected = len(_ids(tokenizer.apply_chat_template(prompt + pair["rejected"], tokenize=True)))

@@ -1,5 +1,6 @@
 """The azure-openai deploy target against the loopback double's Azure Resource Manager:
 PUT → poll → Succeeded → one smoke completion, idempotent redeploys, and its errors."""
+
 from __future__ import annotations
 
 import json
@@ -21,41 +22,76 @@ from tests.fakes.openai_server import (
 )
 
 BASE = "gpt-35-turbo-0125"
-ROWS = [(f"How long do I cook {w}?", f"Cook the {w} for {i + 3} minutes.") for i, w in
-        enumerate(["rice", "beans", "eggs", "leeks", "pasta", "tofu", "lamb", "kale", "fish", "corn", "plums"])]
+ROWS = [
+    (f"How long do I cook {w}?", f"Cook the {w} for {i + 3} minutes.")
+    for i, w in enumerate(["rice", "beans", "eggs", "leeks", "pasta", "tofu", "lamb", "kale", "fish", "corn", "plums"])
+]
 
 
 def fine_tune(server: OpenAIServer) -> str:
     client = azure_client(server)
-    data = "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-                   + "\n" for q, a in ROWS).encode()
+    data = "".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+        for q, a in ROWS
+    ).encode()
     file_id = client.files.create(file=("t.jsonl", data, "application/jsonl"), purpose="fine-tune").id
     client.files.wait_for_processing(file_id, poll_interval=0.01)
     job = client.fine_tuning.jobs.create(model=BASE, training_file=file_id)
     return server.advance_job(job.id)["fine_tuned_model"]
 
 
-def make_ctx(tmp_path: Path, server: OpenAIServer, model_id: str, *, provider: str = "azure-openai",
-             **target) -> tuple[StepContext, list[str]]:
+def make_ctx(
+    tmp_path: Path, server: OpenAIServer, model_id: str, *, provider: str = "azure-openai", **target
+) -> tuple[StepContext, list[str]]:
     train = tmp_path / "train"
     train.mkdir(exist_ok=True)
     ModelRef(kind="hosted", base=BASE, provider=provider, model_id=model_id, job_id="ftjob-x").write(train)
     trainer = AzureOpenAITrainer.model_validate(
-        {"backend": "azure-openai", "endpoint": server.url, "api_key": server.azure_api_key,
-         "poll": {"interval": 0.01, "max_interval": 0.05}}, context={"resolved": True})
+        {
+            "backend": "azure-openai",
+            "endpoint": server.url,
+            "api_key": server.azure_api_key,
+            "poll": {"interval": 0.01, "max_interval": 0.05},
+        },
+        context={"resolved": True},
+    )
     cfg = AzureDeployTarget.model_validate(
-        {"type": "azure-openai", "subscription_id": "sub-123", "resource_group": "rg-ftpipe", "account": "aoai-ftpipe",
-         "deployment": "recipes-ft", "management_endpoint": server.url, "management_token": server.arm_token,
-         **target}, context={"resolved": True})
-    pipeline = SimpleNamespace(name="t", trainer=trainer, model=SimpleNamespace(base=BASE),
-                               dataset=SimpleNamespace(system_prompt="You are a cooking assistant."))
+        {
+            "type": "azure-openai",
+            "subscription_id": "sub-123",
+            "resource_group": "rg-ftpipe",
+            "account": "aoai-ftpipe",
+            "deployment": "recipes-ft",
+            "management_endpoint": server.url,
+            "management_token": server.arm_token,
+            **target,
+        },
+        context={"resolved": True},
+    )
+    pipeline = SimpleNamespace(
+        name="t",
+        trainer=trainer,
+        model=SimpleNamespace(base=BASE),
+        dataset=SimpleNamespace(system_prompt="You are a cooking assistant."),
+    )
     out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
     out.mkdir()
     (tmp_path / "state").mkdir(exist_ok=True)
     logs: list[str] = []
-    ctx = StepContext(run_id="r1", step_id="deploy.azure-openai", pipeline=pipeline, pipeline_path=tmp_path / "p.yaml",
-                      out_dir=out, inputs={"train": train}, state_dir=tmp_path / "state", cache_dir=tmp_path,
-                      log=logs.append, progress=lambda *a: None, cache_key="d" * 64, options={"target": cfg})
+    ctx = StepContext(
+        run_id="r1",
+        step_id="deploy.azure-openai",
+        pipeline=pipeline,
+        pipeline_path=tmp_path / "p.yaml",
+        out_dir=out,
+        inputs={"train": train},
+        state_dir=tmp_path / "state",
+        cache_dir=tmp_path,
+        log=logs.append,
+        progress=lambda *a: None,
+        cache_key="d" * 64,
+        options={"target": cfg},
+    )
     return ctx, logs
 
 
@@ -74,8 +110,10 @@ def test_put_poll_succeeded_then_smoke_completion(tmp_path: Path, openai_server:
     assert openai_server.url + path == arm_deployment_url(openai_server, "recipes-ft")
     assert deployment_url(ctx.options["target"]) == arm_deployment_url(openai_server, "recipes-ft")
     assert headers["authorization"] == f"Bearer {openai_server.arm_token}"
-    assert json.loads(body) == {"sku": {"name": "standard", "capacity": 1},
-                                "properties": {"model": {"format": "OpenAI", "name": model_id, "version": "1"}}}
+    assert json.loads(body) == {
+        "sku": {"name": "standard", "capacity": 1},
+        "properties": {"model": {"format": "OpenAI", "name": model_id, "version": "1"}},
+    }
     assert len(arm_calls(openai_server, "GET")) >= 2  # read, then polled through Accepted → Creating → Succeeded
     assert any("deployment recipes-ft: Creating" in line for line in logs)
     assert openai_server.deployments["recipes-ft"]["properties"]["provisioningState"] == "Succeeded"
@@ -136,8 +174,9 @@ def test_bad_management_token_names_the_fix(tmp_path: Path, openai_server: OpenA
     assert re.match(r"Azure Resource Manager: reading deployment recipes-ft", str(e))
 
 
-def test_token_from_azure_identity_when_none_is_given(tmp_path: Path, openai_server: OpenAIServer,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_from_azure_identity_when_none_is_given(
+    tmp_path: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import azure.identity
     from azure.core.credentials import AccessToken
 

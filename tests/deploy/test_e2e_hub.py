@@ -2,6 +2,7 @@
 a few steps), evaluates it and deploys it to a local folder, a private Hub repo and an
 Inference Endpoint; an unchanged second run makes no new commit; a pipeline loads its base
 model and its dataset from the Hub by repo id; the token is nowhere on disk or on the Hub."""
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ def _write(folder: Path, text: str, data: bool = True) -> Path:
 
 
 def deploy_pipeline(folder: Path) -> Path:
-    return _write(folder, f"""\
+    return _write(
+        folder,
+        f"""\
 # Run it:  ftpipe run pipeline.yaml
 version: 1
 name: e2e-hub
@@ -62,11 +65,14 @@ deploy:
   - {{type: local, path: "outputs/{{pipeline}}", merge: true}}
   - {{type: hf-hub, repo: {MODEL_REPO}, private: true, token: "${{env:HF_TOKEN}}"}}
   - {{type: hf-endpoint, repo: {MODEL_REPO}, endpoint: e2e-ep, token: "${{env:HF_TOKEN}}"}}
-""")
+""",
+    )
 
 
 def hub_sources_pipeline(folder: Path) -> Path:
-    return _write(folder, f"""\
+    return _write(
+        folder,
+        f"""\
 # Run it:  ftpipe run pipeline.yaml
 version: 1
 name: e2e-hub-sources
@@ -79,7 +85,9 @@ model:
   token: ${{env:HF_TOKEN}}
 {TRAINER.format(peft="{type: none}")}deploy:
   - {{type: local, path: outputs/model}}
-""", data=False)
+""",
+        data=False,
+    )
 
 
 def ftpipe(*args: str) -> tuple[int, str, dict | None]:
@@ -109,8 +117,14 @@ def test_train_evaluate_deploy_local_hub_endpoint_then_rerun_makes_no_commit(hub
     code, output, summary = ftpipe("run", str(path), "--json")
     assert code == 0, output
     assert summary["status"] == "succeeded"
-    assert set(summary["steps"]) == {"prepare", "train", "evaluate", "deploy.local", "deploy.hf-hub",
-                                     "deploy.hf-endpoint"}
+    assert set(summary["steps"]) == {
+        "prepare",
+        "train",
+        "evaluate",
+        "deploy.local",
+        "deploy.hf-hub",
+        "deploy.hf-endpoint",
+    }
     assert set(summary["steps"].values()) == {"done"}
 
     store = tmp_path / "project" / ".ftpipe"
@@ -164,8 +178,7 @@ def test_train_evaluate_deploy_local_hub_endpoint_then_rerun_makes_no_commit(hub
 def test_base_model_and_dataset_by_hub_repo_id(hub, tmp_path):
     model_files = {p.relative_to(tiny_model_dir()).as_posix(): p for p in tiny_model_dir().rglob("*") if p.is_file()}
     hub.seed_repo("tester/tiny-base", model_files, private=True)
-    hub.seed_repo("tester/recipes", {"data/train.jsonl": "\n".join(_rows()) + "\n"}, repo_type="dataset",
-                  private=True)
+    hub.seed_repo("tester/recipes", {"data/train.jsonl": "\n".join(_rows()) + "\n"}, repo_type="dataset", private=True)
     path = hub_sources_pipeline(tmp_path / "project")
     code, output, summary = ftpipe("run", str(path), "--json")
     assert code == 0, output

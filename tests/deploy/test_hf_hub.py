@@ -1,4 +1,5 @@
 """The hf-hub deploy target against the loopback Hub, with the real huggingface_hub client."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ REPO = "tester/recipes-model"
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("hub-artifacts")
-    return {"full": make_train_artifact(root / "full", adapter=False),
-            "adapter": make_train_artifact(root / "adapter", adapter=True)}
+    return {
+        "full": make_train_artifact(root / "full", adapter=False),
+        "adapter": make_train_artifact(root / "adapter", adapter=True),
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +36,9 @@ def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hf_hub, "RETRY_DELAY_S", 0.0)
 
 
-def _deploy(tmp_path: Path, train: Path, *, step: str = "deploy.hf-hub", token: str = TOKEN,
-            logs: list | None = None, **target):
+def _deploy(
+    tmp_path: Path, train: Path, *, step: str = "deploy.hf-hub", token: str = TOKEN, logs: list | None = None, **target
+):
     from ftpipe.deploy.hf_hub import HubDeploy
 
     doc = pipeline_doc([{"type": "hf-hub", "repo": REPO, "token": token, **target}])
@@ -105,8 +109,12 @@ def test_faults_during_the_push_lose_and_duplicate_nothing(hub, tmp_path, artifa
     local = tmp_path / "check"
     from ftpipe.deploy.local import LocalDeploy
 
-    ctx = make_ctx(tmp_path, pipeline_doc([{"type": "local", "path": str(local)}]),
-                   inputs={"train": artifacts["adapter"]}, step_id="deploy.local")
+    ctx = make_ctx(
+        tmp_path,
+        pipeline_doc([{"type": "local", "path": str(local)}]),
+        inputs={"train": artifacts["adapter"]},
+        step_id="deploy.local",
+    )
     LocalDeploy().deploy(ctx)
     for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json"):
         assert files[name] == (local / name).read_bytes()

@@ -1,4 +1,5 @@
 """The hf-space deploy target: a Gradio chat demo Space on the loopback Hub."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 
 The helpers at the top (a train artifact holding the tiny model or a LoRA adapter on it, a
 pipeline, a step context) are shared by the other tests in tests/deploy."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ TOKEN = "hf_test_token"  # the loopback Hub's token: it must never land in a fil
 
 
 # --------------------------------------------------------------------------- shared helpers
+
 
 def shared_cache() -> Path:
     """The cache tests/conftest.py points FTPIPE_CACHE at (usable before its fixture runs)."""
@@ -44,8 +46,12 @@ def make_train_artifact(folder: Path, *, adapter: bool) -> Path:
         base = tiny_model_dir()
         model = AutoModelForCausalLM.from_pretrained(base)
         # init_lora_weights=False: random B, so merging visibly changes the weights
-        peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                init_lora_weights=False, task_type="CAUSAL_LM"))
+        peft = get_peft_model(
+            model,
+            LoraConfig(
+                r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM"
+            ),
+        )
         peft.save_pretrained(model_dir)
         AutoTokenizer.from_pretrained(base).save_pretrained(model_dir)
     else:
@@ -58,20 +64,31 @@ def make_train_artifact(folder: Path, *, adapter: bool) -> Path:
 
 def make_evaluate_artifact(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.md").write_text("# Evaluation: did fine-tuning pay?\n\n| variant | token_f1 |\n|---|---|\n"
-                                      "| finetuned | 0.61 |\n| base | 0.12 (+0.49) |\n")
+    (folder / "report.md").write_text(
+        "# Evaluation: did fine-tuning pay?\n\n| variant | token_f1 |\n|---|---|\n"
+        "| finetuned | 0.61 |\n| base | 0.12 (+0.49) |\n"
+    )
     (folder / "report.json").write_text("{}")
     return folder
 
 
 def pipeline_doc(deploy: list[dict], *, dataset: dict | None = None, model: dict | None = None) -> dict:
     return {
-        "version": 1, "name": "recipes", "description": "Extract ingredients.",
-        "dataset": dataset or {"source": {"type": "local", "path": "data.jsonl"}, "format": "chat",
-                               "system_prompt": "You are a recipe assistant."},
+        "version": 1,
+        "name": "recipes",
+        "description": "Extract ingredients.",
+        "dataset": dataset
+        or {
+            "source": {"type": "local", "path": "data.jsonl"},
+            "format": "chat",
+            "system_prompt": "You are a recipe assistant.",
+        },
         "model": model or {"base": "builtin:tiny"},
-        "trainer": {"backend": "trl", "peft": {"type": "lora", "r": 4},
-                    "hyperparameters": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 2}},
+        "trainer": {
+            "backend": "trl",
+            "peft": {"type": "lora", "r": 4},
+            "hyperparameters": {"epochs": 1, "learning_rate": 1e-3, "batch_size": 2},
+        },
         "deploy": deploy,
     }
 
@@ -82,24 +99,42 @@ def make_pipeline(doc: dict) -> Any:
     return pipeline_model().model_validate(doc, context={"resolved": True})
 
 
-def make_ctx(tmp_path: Path, doc: dict, *, inputs: dict[str, Path], target_index: int = 0,
-             step_id: str = "deploy.x", run_id: str = "20240101-000001-beef", logs: list | None = None) -> StepContext:
+def make_ctx(
+    tmp_path: Path,
+    doc: dict,
+    *,
+    inputs: dict[str, Path],
+    target_index: int = 0,
+    step_id: str = "deploy.x",
+    run_id: str = "20240101-000001-beef",
+    logs: list | None = None,
+) -> StepContext:
     pipeline = make_pipeline(doc)
     pipeline_path = tmp_path / "pipe.yaml"
     pipeline_path.write_text(yaml.safe_dump(doc))
     data = tmp_path / "data.jsonl"
     if not data.exists():
-        data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                 {"role": "assistant", "content": "hello"}]}) + "\n")
+        data.write_text(
+            json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+            + "\n"
+        )
     out = tmp_path / f"out-{step_id}"
     out.mkdir(parents=True, exist_ok=True)
     logs = [] if logs is None else logs
     (tmp_path / "store" / "state" / step_id).mkdir(parents=True, exist_ok=True)
     return StepContext(
-        run_id=run_id, step_id=step_id, pipeline=pipeline, pipeline_path=pipeline_path, out_dir=out,
-        inputs=inputs, state_dir=(tmp_path / "store" / "state" / step_id).resolve(),
-        cache_dir=shared_cache(), log=logs.append, progress=lambda *a: None,
-        secrets=(TOKEN,), options={"target": pipeline.deploy[target_index]} if pipeline.deploy else {},
+        run_id=run_id,
+        step_id=step_id,
+        pipeline=pipeline,
+        pipeline_path=pipeline_path,
+        out_dir=out,
+        inputs=inputs,
+        state_dir=(tmp_path / "store" / "state" / step_id).resolve(),
+        cache_dir=shared_cache(),
+        log=logs.append,
+        progress=lambda *a: None,
+        secrets=(TOKEN,),
+        options={"target": pipeline.deploy[target_index]} if pipeline.deploy else {},
     )
 
 
@@ -114,12 +149,15 @@ def front_matter(text: str) -> dict:
 
 # --------------------------------------------------------------------------- tests
 
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("artifacts")
-    return {"full": make_train_artifact(root / "full", adapter=False),
-            "adapter": make_train_artifact(root / "adapter", adapter=True),
-            "evaluate": make_evaluate_artifact(root / "evaluate")}
+    return {
+        "full": make_train_artifact(root / "full", adapter=False),
+        "adapter": make_train_artifact(root / "adapter", adapter=True),
+        "evaluate": make_evaluate_artifact(root / "evaluate"),
+    }
 
 
 def _deploy_local(tmp_path: Path, train: Path, target: dict, **extra: Path) -> tuple[StepContext, Any]:
@@ -130,12 +168,19 @@ def _deploy_local(tmp_path: Path, train: Path, target: dict, **extra: Path) -> t
 
 
 def test_full_model_is_copied_with_card_and_without_training_leftovers(tmp_path, artifacts):
-    ctx, result = _deploy_local(tmp_path, artifacts["full"], {"type": "local", "path": "out/{pipeline}"},
-                                evaluate=artifacts["evaluate"])
+    ctx, result = _deploy_local(
+        tmp_path, artifacts["full"], {"type": "local", "path": "out/{pipeline}"}, evaluate=artifacts["evaluate"]
+    )
     dest = tmp_path / "out" / "recipes"
     files = files_of(dest)
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-            "ftpipe.json"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "ftpipe.json",
+    } <= files
     assert "training_args.bin" not in files
     doc = json.loads((ctx.out_dir / "deploy.json").read_text())
     assert doc["target"] == "local" and doc["path"] == str(dest) and doc["files"] == sorted(files)
@@ -156,8 +201,14 @@ def test_adapter_keeps_a_pointer_to_its_base_and_loads(tmp_path, artifacts):
     # train_key: which fine-tune this is (the train artifact's key), for `must_beat: [deployed]`
     assert marker["train_key"] == Path(ctx.inputs["train"]).name and marker["replaced_train_key"] is None
     assert marker | {"pipeline": None, "train_key": None, "replaced_train_key": None} == {
-        "base": "builtin:tiny", "revision": None, "adapter": True, "merged": False, "pipeline": None,
-        "train_key": None, "replaced_train_key": None}
+        "base": "builtin:tiny",
+        "revision": None,
+        "adapter": True,
+        "merged": False,
+        "pipeline": None,
+        "train_key": None,
+        "replaced_train_key": None,
+    }
     card = (dest / "README.md").read_text()
     assert front_matter(card)["library_name"] == "peft"
 
@@ -222,10 +273,14 @@ def test_hosted_model_is_refused_with_a_hint(tmp_path):
 def test_model_card_contents(tmp_path, artifacts):
     from ftpipe.deploy.modelcard import build_model_card, pipeline_hash
 
-    doc = pipeline_doc([{"type": "local"}],
-                       dataset={"source": {"type": "hub", "repo": "tester/recipes", "revision": "abc123",
-                                           "token": TOKEN}, "format": "chat"},
-                       model={"base": "Qwen/Qwen2.5-0.5B-Instruct", "token": TOKEN})
+    doc = pipeline_doc(
+        [{"type": "local"}],
+        dataset={
+            "source": {"type": "hub", "repo": "tester/recipes", "revision": "abc123", "token": TOKEN},
+            "format": "chat",
+        },
+        model={"base": "Qwen/Qwen2.5-0.5B-Instruct", "token": TOKEN},
+    )
     # a secret that leaked into a free-text field is still redacted from the card
     doc["description"] = f"Extract ingredients. token={TOKEN}"
     ctx = make_ctx(tmp_path, doc, inputs={"train": artifacts["adapter"], "evaluate": artifacts["evaluate"]})

@@ -4,6 +4,7 @@ One real `ftpipe serve` process (module fixture) serves a LoRA train artifact of
 pipeline "recipes", so the tests also cover: the model is named after the pipeline, the
 adapter is served merged, an API key from the environment is enforced.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,19 +25,29 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 KEY = "test-key-0123456789"
-MESSAGES = [{"role": "system", "content": "You are a recipe assistant."},
-            {"role": "user", "content": "What goes in a tomato soup?"}]
+MESSAGES = [
+    {"role": "system", "content": "You are a recipe assistant."},
+    {"role": "user", "content": "What goes in a tomato soup?"},
+]
 
 
 def _store_with_a_run(root: Path) -> Path:
     store = root / ".ftpipe"
     art = make_train_artifact(store / "cache" / "k1", adapter=True)
-    (art / "model.json").write_text(json.dumps({"kind": "local", "base": "builtin:tiny", "path": "model",
-                                                "adapter": True}))
+    (art / "model.json").write_text(
+        json.dumps({"kind": "local", "base": "builtin:tiny", "path": "model", "adapter": True})
+    )
     run = store / "runs" / "20240101-000000-aaaa"
     run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"run_id": "20240101-000000-aaaa", "pipeline": "recipes",
-                                              "steps": {"train": {"status": "done", "artifact": "cache/k1"}}}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": "20240101-000000-aaaa",
+                "pipeline": "recipes",
+                "steps": {"train": {"status": "done", "artifact": "cache/k1"}},
+            }
+        )
+    )
     return store
 
 
@@ -51,9 +62,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("serve")
     store = _store_with_a_run(root)
     log = (root / "stderr.txt").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "ftpipe", "serve", "latest", "--store", str(store),
-                             "--port", "0"], stderr=log, stdout=subprocess.DEVNULL, text=True,
-                            env=_env(FTPIPE_API_KEY=KEY))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftpipe", "serve", "latest", "--store", str(store), "--port", "0"],
+        stderr=log,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=_env(FTPIPE_API_KEY=KEY),
+    )
     url = None
     try:
         import time
@@ -113,8 +128,14 @@ def test_non_streaming_greedy_equals_offline_generation_of_the_merged_adapter(cl
 @pytest.mark.integration
 def test_streaming_matches_the_non_streaming_answer(client):
     full = _greedy(client, max_tokens=12)
-    stream = client.chat.completions.create(model="recipes", messages=MESSAGES, temperature=0, max_tokens=12,
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="recipes",
+        messages=MESSAGES,
+        temperature=0,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -129,8 +150,10 @@ def test_streaming_matches_the_non_streaming_answer(client):
 def test_concurrent_greedy_requests_get_the_answer_a_lone_request_gets(client):
     from concurrent.futures import ThreadPoolExecutor
 
-    prompts = [[{"role": "user", "content": f"What goes in {dish}?"}] for dish in
-               ("a tomato soup", "bread", "pancakes", "a salad with eggs", "rice", "a stew")]
+    prompts = [
+        [{"role": "user", "content": f"What goes in {dish}?"}]
+        for dish in ("a tomato soup", "bread", "pancakes", "a salad with eggs", "rice", "a stew")
+    ]
 
     def ask(messages: list[dict]) -> str:
         resp = client.chat.completions.create(model="recipes", messages=messages, temperature=0, max_tokens=8)
@@ -155,12 +178,13 @@ def test_sampling_follows_temperature_and_seed(client):
 def test_stop_strings_cut_the_answer_streamed_or_not(client):
     full = _greedy(client, max_tokens=16).choices[0].message.content
     assert len(full) >= 6, full
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut = _greedy(client, max_tokens=16, stop=[stop, "\u2603never"])
     assert cut.choices[0].message.content == full[: full.find(stop)]
     assert cut.choices[0].finish_reason == "stop"
-    stream = client.chat.completions.create(model="recipes", messages=MESSAGES, temperature=0, max_tokens=16,
-                                            stop=stop, stream=True)
+    stream = client.chat.completions.create(
+        model="recipes", messages=MESSAGES, temperature=0, max_tokens=16, stop=stop, stream=True
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == full[: full.find(stop)]
 
 
@@ -168,8 +192,12 @@ def _request(served: dict, path: str, data: bytes | None = None, key: str | None
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    req = urllib.request.Request(served["url"].replace("/v1", "") + path, data=data, headers=headers,
-                                 method="POST" if data is not None else "GET")
+    req = urllib.request.Request(
+        served["url"].replace("/v1", "") + path,
+        data=data,
+        headers=headers,
+        method="POST" if data is not None else "GET",
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -229,8 +257,14 @@ def test_first_requests_leave_no_library_warnings(client, served):
 
 
 def test_serving_beyond_loopback_needs_an_api_key(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "serve", str(tmp_path), "--host", "0.0.0.0"],
-                          check=False, capture_output=True, text=True, env=_env(), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "serve", str(tmp_path), "--host", "0.0.0.0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "FTPIPE_API_KEY" in proc.stderr and "Traceback" not in proc.stderr and "--host 127.0.0.1" in proc.stderr
 
@@ -260,8 +294,15 @@ def test_find_model_folder_names_models_after_the_pipeline(tmp_path):
     for run_id in ("20240101-000000-aaaa", "20240102-000000-bbbb"):  # a cached rerun: same model, same name
         run = store / "runs" / run_id
         run.mkdir(parents=True)
-        (run / "run.json").write_text(json.dumps({"run_id": run_id, "pipeline": "recipes",
-                                                  "steps": {"train": {"status": "done", "artifact": "cache/k1"}}}))
+        (run / "run.json").write_text(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "pipeline": "recipes",
+                    "steps": {"train": {"status": "done", "artifact": "cache/k1"}},
+                }
+            )
+        )
     assert find_model_folder("latest", store=store) == (art, "recipes")
     assert find_model_folder("20240101", pipeline=tmp_path / "p.yaml") == (art, "recipes")
     assert find_model_folder(str(art), store=store) == (art.resolve(), "k1")

@@ -1,4 +1,5 @@
 """A pipeline whose steps are fakes that count calls, for testing the engine itself."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,20 @@ def write_pipeline(folder: Path, *, lr: float = 0.001, rows: int = 30, gate: boo
     if not data.exists():
         with data.open("w") as f:
             for i in range(rows):
-                f.write(json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
-                                                 {"role": "assistant", "content": f"answer {i}"}]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "messages": [
+                                {"role": "user", "content": f"question {i}"},
+                                {"role": "assistant", "content": f"answer {i}"},
+                            ]
+                        }
+                    )
+                    + "\n"
+                )
     deploy_block = "".join(f"  - {{type: local, name: out{i}, path: out{i}}}\n" for i in range(deploy))
-    text = f"""\
+    text = (
+        f"""\
 version: 1
 name: enginetest
 dataset:
@@ -31,7 +42,10 @@ trainer:
 evaluate:
   metrics: [token_f1]
   baselines: [base]
-""" + ("  gate: {metric: token_f1, must_beat: [base]}\n" if gate else "") + ("deploy:\n" + deploy_block if deploy else "")
+"""
+        + ("  gate: {metric: token_f1, must_beat: [base]}\n" if gate else "")
+        + ("deploy:\n" + deploy_block if deploy else "")
+    )
     path = folder / "pipeline.yaml"
     path.write_text(text)
     return path
@@ -63,7 +77,17 @@ RUNNER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def runner_cmd(pipeline: Path, calls: Path, slow: str = "-", marker: Path | None = None, gate: str = "pass",
-               wait: bool = False) -> list[str]:
-    return [sys.executable, "-c", RUNNER_SCRIPT, str(pipeline), str(calls), slow, str(marker or "/dev/null"), gate,
-            "1" if wait else "0"]
+def runner_cmd(
+    pipeline: Path, calls: Path, slow: str = "-", marker: Path | None = None, gate: str = "pass", wait: bool = False
+) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        RUNNER_SCRIPT,
+        str(pipeline),
+        str(calls),
+        slow,
+        str(marker or "/dev/null"),
+        gate,
+        "1" if wait else "0",
+    ]

@@ -7,6 +7,7 @@ The store is a 5 MB tmpfs (a real full disk: `mount` works as root). Where mount
 not allowed (CI without root), a per-file size limit (`ulimit -f`, RLIMIT_FSIZE) on the
 run's process is the other real way to make its writes fail; the assertions that need a
 full disk, not a size limit, are the tmpfs ones."""
+
 from __future__ import annotations
 
 import json
@@ -41,14 +42,20 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     mnt = tmp_path / "store"
     mnt.mkdir()
     # FTPIPE_TEST_DISK=ulimit exercises the fallback where mounting would work
-    mounted = os.environ.get("FTPIPE_TEST_DISK") != "ulimit" and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mnt)], capture_output=True, check=False).returncode == 0
+    mounted = (
+        os.environ.get("FTPIPE_TEST_DISK") != "ulimit"
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mnt)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if not mounted:
         yield SmallDisk(mnt, "ulimit", lambda: None, _limit_file_size)
         return
     try:
-        yield SmallDisk(mnt, "tmpfs", lambda: subprocess.run(["mount", "-o", "remount,size=128m", str(mnt)],
-                                                            check=True), None)
+        yield SmallDisk(
+            mnt, "tmpfs", lambda: subprocess.run(["mount", "-o", "remount,size=128m", str(mnt)], check=True), None
+        )
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
@@ -58,11 +65,13 @@ def _pipeline(tmp_path: Path) -> Path:
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "recipes.jsonl").write_bytes((REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
     text = (REPO / "pipelines" / "quickstart.yaml").read_text()
-    for old, new in [("epochs: 4,", "epochs: 1, max_steps: 4,"),
-                     ("checkpoint: {every_steps: 50, keep: 2}", "checkpoint: {every_steps: 1, keep: 2}"),
-                     ("  baselines: [base, few_shot]\n  few_shot: {k: 2, selection: similar}\n", "  baselines: [base]\n"),
-                     ("max_new_tokens: 24", "max_new_tokens: 6"),
-                     ("  gate: {metric: token_f1, must_beat: [base, few_shot], min_delta: 0.05}\n", "")]:
+    for old, new in [
+        ("epochs: 4,", "epochs: 1, max_steps: 4,"),
+        ("checkpoint: {every_steps: 50, keep: 2}", "checkpoint: {every_steps: 1, keep: 2}"),
+        ("  baselines: [base, few_shot]\n  few_shot: {k: 2, selection: similar}\n", "  baselines: [base]\n"),
+        ("max_new_tokens: 24", "max_new_tokens: 6"),
+        ("  gate: {metric: token_f1, must_beat: [base, few_shot], min_delta: 0.05}\n", ""),
+    ]:
         assert old in text, old
         text = text.replace(old, new)
     path = folder / "quickstart.yaml"
@@ -71,12 +80,18 @@ def _pipeline(tmp_path: Path) -> Path:
 
 
 def _ftpipe(*args: str, limit: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftpipe", *args], capture_output=True, text=True, timeout=900,
-                          preexec_fn=limit, check=False, env=dict(os.environ, FTPIPE_DEBUG=""))
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        preexec_fn=limit,
+        check=False,
+        env=dict(os.environ, FTPIPE_DEBUG=""),
+    )
 
 
-def test_disk_full_mid_run_is_a_clear_failure_and_the_next_run_resumes(tmp_path: Path,
-                                                                     small_disk: SmallDisk) -> None:
+def test_disk_full_mid_run_is_a_clear_failure_and_the_next_run_resumes(tmp_path: Path, small_disk: SmallDisk) -> None:
     path = _pipeline(tmp_path)
     store = str(small_disk.store)
     first = _ftpipe("run", str(path), "--store", store, limit=small_disk.limit)

@@ -1,4 +1,5 @@
 """The run engine with fake steps: caching, selective reruns, exit codes, records."""
+
 from __future__ import annotations
 
 import json
@@ -63,7 +64,9 @@ def test_changing_the_data_reruns_everything(tmp_path: Path) -> None:
     p = write_pipeline(tmp_path)
     run(p, Counting())
     with (tmp_path / "data.jsonl").open("a") as f:
-        f.write(json.dumps({"messages": [{"role": "user", "content": "new"}, {"role": "assistant", "content": "x"}]}) + "\n")
+        f.write(
+            json.dumps({"messages": [{"role": "user", "content": "new"}, {"role": "assistant", "content": "x"}]}) + "\n"
+        )
     again = Counting()
     run(p, again)
     assert again.calls[0] == "prepare" and len(again.calls) == 5
@@ -129,7 +132,7 @@ def test_an_internal_error_in_a_step_is_recorded_not_raised(tmp_path: Path) -> N
 
 def test_secrets_never_reach_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = write_pipeline(tmp_path, deploy=0)
-    text = p.read_text() + "deploy:\n  - {type: hf-hub, repo: me/model, token: \"${env:HF_TOKEN}\"}\n"
+    text = p.read_text() + 'deploy:\n  - {type: hf-hub, repo: me/model, token: "${env:HF_TOKEN}"}\n'
     p.write_text(text)
     secret = "hf_SECRETsecret123456"
     monkeypatch.setenv("HF_TOKEN", secret)
@@ -150,7 +153,7 @@ def test_secrets_never_reach_the_store(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_missing_environment_variable_stops_before_the_first_step(tmp_path: Path) -> None:
     p = write_pipeline(tmp_path, deploy=0)
-    p.write_text(p.read_text() + "deploy:\n  - {type: hf-hub, repo: me/model, token: \"${env:HF_TOKEN}\"}\n")
+    p.write_text(p.read_text() + 'deploy:\n  - {type: hf-hub, repo: me/model, token: "${env:HF_TOKEN}"}\n')
     calls = Counting()
     with pytest.raises(UsageError, match=r"HF_TOKEN is not set") as exc:
         run(p, calls)

@@ -1,5 +1,6 @@
 """Real processes: kill -9 at several points, concurrent runs, stale locks, and a killed
 run that still lists and shows."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ def _wait_for_text(proc: subprocess.Popen, text: str, timeout: float = 60) -> No
 
 
 def _ftpipe(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftpipe", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize("kill_in", ["prepare", "train", "gate", "deploy.out0"])
@@ -70,7 +72,9 @@ def test_kill_9_anywhere_then_resume(tmp_path: Path, kill_in: str) -> None:
 def test_second_run_exits_4_then_waits_with_wait(tmp_path: Path) -> None:
     p = write_pipeline(tmp_path)
     calls, marker = tmp_path / "calls.txt", tmp_path / "marker"
-    holder = subprocess.Popen(runner_cmd(p, calls, "train", marker), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        runner_cmd(p, calls, "train", marker), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for(marker)
         second = _ftpipe("run", str(p))
@@ -83,8 +87,9 @@ def test_second_run_exits_4_then_waits_with_wait(tmp_path: Path) -> None:
         third = _ftpipe("run", str(p))
         assert third.returncode == 4 and f"pid {holder.pid}, run {note['run_id']}" in third.stderr, third.stderr
         # --wait queues behind the holder: when the holder goes, the waiter runs
-        waiter = subprocess.Popen(runner_cmd(p, tmp_path / "calls2.txt", wait=True), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        waiter = subprocess.Popen(
+            runner_cmd(p, tmp_path / "calls2.txt", wait=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         _wait_for_text(waiter, "waiting for the lock")
         assert waiter.poll() is None
         holder.kill()
@@ -99,7 +104,9 @@ def test_second_run_exits_4_then_waits_with_wait(tmp_path: Path) -> None:
 def test_wait_flag_and_stale_lock(tmp_path: Path) -> None:
     p = write_pipeline(tmp_path)
     calls, marker = tmp_path / "calls.txt", tmp_path / "marker"
-    holder = subprocess.Popen(runner_cmd(p, calls, "train", marker), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        runner_cmd(p, calls, "train", marker), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     _wait_for(marker)
     waiter = subprocess.Popen([sys.executable, "-m", "ftpipe", "plan", str(p)], stdout=subprocess.PIPE, text=True)
     waiter.wait(timeout=60)  # planning never needs the lock

@@ -2,6 +2,7 @@
 
 Each case runs `ftpipe run` as a user would (a subprocess, the real clients, loopback
 servers) and asserts on the servers' state that nothing was uploaded or created."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,7 @@ AZURE_BASE = "gpt-35-turbo-0613"
 
 
 def ftpipe(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*FTPIPE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run([*FTPIPE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def copy_example(tmp_path: Path, name: str) -> Path:
@@ -38,18 +38,31 @@ def copy_example(tmp_path: Path, name: str) -> Path:
 
 
 def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "AZURE_", "HF_", "RAY_")) and k != "FTPIPE_STORE"}
-    env.update({"HOME": str(tmp_path / "home"), "FTPIPE_STORE": str(tmp_path / "store"),
-                "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-                "HF_HUB_DISABLE_TELEMETRY": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "AZURE_", "HF_", "RAY_")) and k != "FTPIPE_STORE"
+    }
+    env.update(
+        {
+            "HOME": str(tmp_path / "home"),
+            "FTPIPE_STORE": str(tmp_path / "store"),
+            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+    )
     env.update(extra)
     return env
 
 
 def azure_env(tmp_path: Path, server: OpenAIServer) -> dict[str, str]:
-    return base_env(tmp_path, AZURE_OPENAI_ENDPOINT=server.url, AZURE_OPENAI_API_KEY=server.azure_api_key,
-                    AZURE_MANAGEMENT_TOKEN=server.arm_token, AZURE_MANAGEMENT_ENDPOINT=server.url)
+    return base_env(
+        tmp_path,
+        AZURE_OPENAI_ENDPOINT=server.url,
+        AZURE_OPENAI_API_KEY=server.azure_api_key,
+        AZURE_MANAGEMENT_TOKEN=server.arm_token,
+        AZURE_MANAGEMENT_ENDPOINT=server.url,
+    )
 
 
 def assert_nothing_started(out: subprocess.CompletedProcess, *needles: str) -> None:
@@ -185,8 +198,13 @@ def test_plan_check_passes_on_every_example(name: str, tmp_path: Path, monkeypat
         with OpenAIServer(steps_per_state=0) as server:
             server.add_deployment("gpt-35-turbo-base", AZURE_BASE)
             env = azure_env(tmp_path, server)
-            env.update(OPENAI_API_KEY=server.api_key, OPENAI_BASE_URL=server.url + "/v1", HF_TOKEN=hub.token,
-                       HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
+            env.update(
+                OPENAI_API_KEY=server.api_key,
+                OPENAI_BASE_URL=server.url + "/v1",
+                HF_TOKEN=hub.token,
+                HF_ENDPOINT=hub.url,
+                HF_HUB_OFFLINE="0",
+            )
             installed = (INSTALLED_AUTOTRAIN / autotrain_env.MARKER).exists()
             if installed:
                 env[autotrain_env.ENV_VAR] = str(INSTALLED_AUTOTRAIN)

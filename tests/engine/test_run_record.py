@@ -1,5 +1,6 @@
 """The engine closes the run record whatever a step does, and library log lines go to the
 step's log instead of the console."""
+
 from __future__ import annotations
 
 import gc
@@ -34,8 +35,10 @@ def test_a_step_returning_the_wrong_type_fails_the_step_and_closes_the_run(tmp_p
     assert record["status"] == "failed" and record["finished_at"] and record["exit_code"] == 1
     train = record["steps"]["train"]
     assert train["status"] == "failed"
-    assert train["error"] == f"TypeError: step train returned {type(returned).__name__}, not a StepResult " \
-                             "(a bug in the trl implementation)"
+    assert (
+        train["error"] == f"TypeError: step train returned {type(returned).__name__}, not a StepResult "
+        "(a bug in the trl implementation)"
+    )
     assert record["steps"]["evaluate"]["status"] == "not-run"
     assert "not a StepResult" in (store / train["log"]).read_text()
     # the run is not left holding anything: the next run starts, and re-runs the failed step
@@ -77,7 +80,8 @@ def test_huggingface_hub_log_lines_go_to_the_step_log_not_the_console(tmp_path: 
         if step.id == "prepare":
             hub_logger.warning("Retrying in 1s [Retry 1/5].")
             logging.getLogger("huggingface_hub.hf_api").warning(
-                "No files have been modified since last commit. Skipping to prevent empty commit.")
+                "No files have been modified since last commit. Skipping to prevent empty commit."
+            )
         return StepResult()
 
     out = execute(p, store=store, step_runner=chatty, reporter=Reporter(quiet=True))

@@ -1,4 +1,5 @@
 """runs list / show / gc through the CLI, and the two progress styles."""
+
 from __future__ import annotations
 
 import io
@@ -25,7 +26,7 @@ def test_runs_list_show_gc(tmp_path: Path) -> None:
     assert [r["run_id"] for r in listed] == [first.run_id, second.run_id]
     # a unique prefix (two runs in the same second share their first 16 characters)
     unique = next(i for i in range(1, len(second.run_id) + 1) if not first.run_id.startswith(second.run_id[:i]))
-    shown = cli.invoke(main, ["runs", "show", second.run_id[:max(unique, 17)], "--store", store])
+    shown = cli.invoke(main, ["runs", "show", second.run_id[: max(unique, 17)], "--store", store])
     assert shown.exit_code == 0 and "prepare" in shown.output and f"(from run {first.run_id})" in shown.output
     as_json = json.loads(cli.invoke(main, ["runs", "show", "latest", "--json", "--store", store]).output)
     assert as_json["steps"]["train"]["status"] == "done"
@@ -113,8 +114,12 @@ def test_runs_show_lists_every_metric_and_the_files_to_open(tmp_path: Path) -> N
     assert "m8=0.8, m9=0.9, m10=1" in shown.output
     evaluate = store / out.record["steps"]["evaluate"]["artifact"]
     train = store / out.record["steps"]["train"]["artifact"]
-    for label, path in (("report", evaluate / "report.md"), ("chart", evaluate / "chart.png"),
-                        ("loss curve", train / "loss.png"), ("predictions", evaluate / "predictions.jsonl")):
+    for label, path in (
+        ("report", evaluate / "report.md"),
+        ("chart", evaluate / "chart.png"),
+        ("loss curve", train / "loss.png"),
+        ("predictions", evaluate / "predictions.jsonl"),
+    ):
         assert f"    {label:<13} {path}" in shown.output
     as_json = json.loads(CliRunner().invoke(main, ["runs", "show", "latest", "--json", "--store", str(store)]).output)
     assert as_json["files"]["chart"] == str(evaluate / "chart.png")

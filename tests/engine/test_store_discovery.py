@@ -1,5 +1,6 @@
 """Every command finds the same run store from anywhere in a repository (issue 12, 3.1):
 the nearest .ftpipe/ walking up, else the repository root's; --store / FTPIPE_STORE override."""
+
 from __future__ import annotations
 
 import io
@@ -31,7 +32,8 @@ def _repo_with_quickstart(tmp_path: Path) -> Path:
     (repo / ".git").mkdir(parents=True)
     (repo / "pipelines" / "data").mkdir(parents=True)
     (repo / "pipelines" / "data" / "recipes.jsonl").write_bytes(
-        (REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
+        (REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes()
+    )
     text = (REPO / "pipelines" / "quickstart.yaml").read_text()
     text = text.replace("epochs: 4,", "epochs: 1, max_steps: 2,")
     text = text.split("evaluate:")[0]  # drop evaluate and deploy
@@ -42,13 +44,21 @@ def _repo_with_quickstart(tmp_path: Path) -> Path:
 
 def _ftpipe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "FTPIPE_STORE"}
-    return subprocess.run([sys.executable, "-m", "ftpipe", *args], check=False, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", *args],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.mark.integration
-def test_run_then_runs_and_serve_agree_from_the_root_and_from_a_subfolder(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_then_runs_and_serve_agree_from_the_root_and_from_a_subfolder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = _repo_with_quickstart(tmp_path)
     first = _ftpipe(repo, "run", "pipelines/quickstart.yaml")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -76,8 +86,9 @@ def test_run_then_runs_and_serve_agree_from_the_root_and_from_a_subfolder(tmp_pa
         assert folder.parent.parent == (repo / ".ftpipe").resolve() and (folder / "model.json").is_file()
 
 
-def test_the_nearest_store_wins_and_the_repository_root_is_the_default(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_nearest_store_wins_and_the_repository_root_is_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     deep = repo / "a" / "b"
@@ -100,8 +111,7 @@ def test_the_nearest_store_wins_and_the_repository_root_is_the_default(tmp_path:
     assert locate_store().path == repo / "a" / ".ftpipe"
 
 
-def test_an_older_store_beside_a_pipeline_is_used_and_reported(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_store_beside_a_pipeline_is_used_and_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     (repo / "pipelines" / ".ftpipe").mkdir(parents=True)  # where ftpipe used to put it
@@ -125,8 +135,9 @@ def test_an_older_store_beside_a_pipeline_is_used_and_reported(tmp_path: Path,
     assert by_pipeline.exit_code == 0 and json.loads(by_pipeline.output)["run_id"] == out.run_id
 
 
-def test_a_run_started_outside_the_repository_prints_a_hint_with_its_store(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_started_outside_the_repository_prints_a_hint_with_its_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     path = write_pipeline(repo)

@@ -1,4 +1,5 @@
 """Fixtures for the evaluation tests: a tiny random chat model, prepared data, a context."""
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,13 @@ TEST = [
 
 
 def chat_record(question: str, answer: str) -> dict:
-    return {"messages": [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": answer},
-    ]}
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ]
+    }
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """The decision arithmetic against hand-computed cases: paired bootstrap intervals,
 win/tie/loss, percentiles, cost per 1k requests, training cost, break-even, and the
 recommendation; and the gate on an interval's lower bound."""
+
 from __future__ import annotations
 
 import pytest
@@ -97,8 +98,11 @@ def test_percentiles_interpolate_like_numpy() -> None:
     assert percentile(values, 50) == 10.5
     assert percentile(values, 95) == pytest.approx(19.05)  # numpy.percentile(range(1, 21), 95)
     assert percentile([], 50) is None
-    assert latency_summary([0.2, 0.4]) == {"p50_s": pytest.approx(0.3), "p95_s": pytest.approx(0.39),
-                                           "mean_s": pytest.approx(0.3)}
+    assert latency_summary([0.2, 0.4]) == {
+        "p50_s": pytest.approx(0.3),
+        "p95_s": pytest.approx(0.39),
+        "mean_s": pytest.approx(0.3),
+    }
 
 
 def test_cost_arithmetic() -> None:
@@ -130,8 +134,9 @@ def test_gate_on_the_lower_bound() -> None:
     per_example = {"finetuned": [1.0] * 5 + [0.2] * 5, "base": [0.5] * 5 + [0.5] * 5}
     point = check_gate(rep, metric="token_f1", must_beat=["base"], min_delta=0.05)
     assert point["passed"]
-    sure = check_gate(rep, metric="token_f1", must_beat=["base"], min_delta=0.05, confidence=0.95,
-                      per_example=per_example)
+    sure = check_gate(
+        rep, metric="token_f1", must_beat=["base"], min_delta=0.05, confidence=0.95, per_example=per_example
+    )
     assert not sure["passed"]
     comp = sure["comparisons"][0]
     assert comp["improvement_low"] < 0.05 and comp["interval"]["n"] == 10
@@ -139,17 +144,30 @@ def test_gate_on_the_lower_bound() -> None:
     assert "does not clear min_delta 0.05" in sure["reason"]
     assert sure["reason"].endswith("(gate on the lower bound of the 95% paired bootstrap interval)")
     # every example better by 0.1: the lower bound is 0.1
-    clear = check_gate(rep, metric="token_f1", must_beat=["base"], min_delta=0.05, confidence=0.95,
-                       per_example={"finetuned": [0.6] * 10, "base": [0.5] * 10})
+    clear = check_gate(
+        rep,
+        metric="token_f1",
+        must_beat=["base"],
+        min_delta=0.05,
+        confidence=0.95,
+        per_example={"finetuned": [0.6] * 10, "base": [0.5] * 10},
+    )
     assert clear["passed"]
-    assert clear["reason"] == ("token_f1 0.6 beat base 0.5 by +0.1 [95% CI +0.1, +0.1]: every 95% lower bound "
-                               "clears min_delta 0.05 (gate on the lower bound of the 95% paired bootstrap interval)")
+    assert clear["reason"] == (
+        "token_f1 0.6 beat base 0.5 by +0.1 [95% CI +0.1, +0.1]: every 95% lower bound "
+        "clears min_delta 0.05 (gate on the lower bound of the 95% paired bootstrap interval)"
+    )
     assert clear["comparisons"][0]["improvement_low"] == pytest.approx(0.1)
 
 
 def test_gate_with_confidence_and_few_rows_is_inconclusive() -> None:
-    doc = check_gate(_report(finetuned=1.0, base=0.0), metric="token_f1", must_beat=["base"], confidence=0.95,
-                     per_example={"finetuned": [1.0] * 4, "base": [0.0] * 4})
+    doc = check_gate(
+        _report(finetuned=1.0, base=0.0),
+        metric="token_f1",
+        must_beat=["base"],
+        confidence=0.95,
+        per_example={"finetuned": [1.0] * 4, "base": [0.0] * 4},
+    )
     assert not doc["passed"]
     assert "token_f1 vs base is inconclusive: only 4 paired examples" in doc["reason"]
 
@@ -159,8 +177,12 @@ def test_gate_skips_a_deployed_model_that_is_not_there() -> None:
     rep["skipped"] = {"deployed": "nothing deployed at /x yet"}
     doc = check_gate(rep, metric="token_f1", must_beat=["base", "deployed"])
     assert doc["passed"]
-    assert doc["comparisons"][1] == {"baseline": "deployed", "passed": True, "skipped": True,
-                                     "reason": "nothing deployed at /x yet"}
+    assert doc["comparisons"][1] == {
+        "baseline": "deployed",
+        "passed": True,
+        "skipped": True,
+        "reason": "nothing deployed at /x yet",
+    }
 
 
 def test_recommendation_do_not_fine_tune() -> None:
@@ -171,9 +193,12 @@ def test_recommendation_do_not_fine_tune() -> None:
     gate = check_gate(rep, metric="token_f1", must_beat=["base", "few_shot", "rag"])
     rec = recommend(rep, gate)
     # the cheapest of the alternatives the fine-tune did not beat
-    assert rec == {"variant": "few_shot", "fine_tune": False,
-                   "line": "do not fine-tune: few_shot is as good (token_f1 0.51 vs fine-tuned 0.5) and costs "
-                           "$0.0900 per 1k requests (fine-tuned: $0.0300)"}
+    assert rec == {
+        "variant": "few_shot",
+        "fine_tune": False,
+        "line": "do not fine-tune: few_shot is as good (token_f1 0.51 vs fine-tuned 0.5) and costs "
+        "$0.0900 per 1k requests (fine-tuned: $0.0300)",
+    }
 
 
 def test_recommendation_fine_tune_with_break_even() -> None:
@@ -181,15 +206,20 @@ def test_recommendation_fine_tune_with_break_even() -> None:
     rep["variants"]["finetuned"]["cost_per_1k_requests"] = 0.05
     rep["comparisons"] = [{"baseline": "base", "break_even_requests": 3000}]
     rec = recommend(rep, check_gate(rep, metric="token_f1", must_beat=["base"]))
-    assert rec["fine_tune"] and rec["line"] == ("fine-tune: it meets the gate on token_f1 and costs $0.0500 per 1k "
-                                                "requests (training pays for itself after 3,000 requests)")
+    assert rec["fine_tune"] and rec["line"] == (
+        "fine-tune: it meets the gate on token_f1 and costs $0.0500 per 1k "
+        "requests (training pays for itself after 3,000 requests)"
+    )
 
 
 def test_recommendation_keeps_a_better_deployed_model() -> None:
     rep = _report(finetuned=0.20, base=0.1, deployed=0.32)
     rec = recommend(rep, check_gate(rep, metric="token_f1", must_beat=["base", "deployed"]))
-    assert rec == {"variant": "deployed", "fine_tune": False,
-                   "line": "keep the deployed model: the new fine-tune does not beat it on token_f1 (0.2 vs 0.32)"}
+    assert rec == {
+        "variant": "deployed",
+        "fine_tune": False,
+        "line": "keep the deployed model: the new fine-tune does not beat it on token_f1 (0.2 vs 0.32)",
+    }
 
 
 def test_too_few_rows_make_the_recommendation_inconclusive() -> None:
@@ -197,5 +227,7 @@ def test_too_few_rows_make_the_recommendation_inconclusive() -> None:
     rep["comparisons"] = [{"baseline": "base", "intervals": {"token_f1": paired_bootstrap([0.6] * 4, [0.2] * 4)}}]
     rec = recommend(rep, check_gate(rep, metric="token_f1", must_beat=["base"]))
     assert rec["inconclusive"] and rec["variant"] == "finetuned"
-    assert rec["line"] == ("inconclusive: 4 test examples are too few to call a winner "
-                           "(on these numbers: fine-tune: it meets the gate on token_f1)")
+    assert rec["line"] == (
+        "inconclusive: 4 test examples are too few to call a winner "
+        "(on these numbers: fine-tune: it meets the gate on token_f1)"
+    )

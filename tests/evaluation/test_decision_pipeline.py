@@ -1,4 +1,5 @@
 """Whole pipelines through the engine: the decision report's verdicts block deploying."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ BASE = "gpt-35-turbo-0613"
 pytestmark = pytest.mark.integration
 
 
-def test_few_shot_as_good_as_the_fine_tune_means_do_not_fine_tune(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_few_shot_as_good_as_the_fine_tune_means_do_not_fine_tune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The Azure tutorial gated on few-shot prompting too, with 95% confidence: on the
     loopback double, few-shot examples chosen by similarity answer like the fine-tune, so
     the recommendation is not to fine-tune, and the gate blocks the deployment (exit 3)."""
@@ -28,14 +30,21 @@ def test_few_shot_as_good_as_the_fine_tune_means_do_not_fine_tune(tmp_path: Path
     text = (REPO / "pipelines" / "azure-gpt35-tutorial.yaml").read_text()
     gate = "gate: {metric: token_f1, must_beat: [base]}"
     assert gate in text
-    text = text.replace(gate, "gate: {metric: token_f1, must_beat: [base, few_shot], min_delta: 0.02, confidence: 0.95}\n"
-                              "  prices: {finetuned: {input: 1.65, output: 2.2}, default: {input: 0.5, output: 1.5}}")
+    text = text.replace(
+        gate,
+        "gate: {metric: token_f1, must_beat: [base, few_shot], min_delta: 0.02, confidence: 0.95}\n"
+        "  prices: {finetuned: {input: 1.65, output: 2.2}, default: {input: 0.5, output: 1.5}}",
+    )
     path = tmp_path / "pipelines" / "azure-gpt35-tutorial.yaml"
     path.write_text(text)
 
     with OpenAIServer(steps_per_state=0) as server:
-        for var, value in (("AZURE_OPENAI_ENDPOINT", server.url), ("AZURE_OPENAI_API_KEY", server.azure_api_key),
-                           ("AZURE_MANAGEMENT_TOKEN", server.arm_token), ("AZURE_MANAGEMENT_ENDPOINT", server.url)):
+        for var, value in (
+            ("AZURE_OPENAI_ENDPOINT", server.url),
+            ("AZURE_OPENAI_API_KEY", server.azure_api_key),
+            ("AZURE_MANAGEMENT_TOKEN", server.arm_token),
+            ("AZURE_MANAGEMENT_ENDPOINT", server.url),
+        ):
             monkeypatch.setenv(var, value)
         server.add_deployment(BASE, BASE)
         outcome = execute(path, store=tmp_path / "store", reporter=Reporter(quiet=True))
@@ -67,9 +76,11 @@ def _quickstart(tmp_path: Path, epochs: str) -> Path:
     if not folder.exists():
         shutil.copytree(REPO / "pipelines" / "data", folder / "data")
     text = (REPO / "pipelines" / "quickstart.yaml").read_text()
-    for old, new in (("epochs: 4, learning_rate: 5.0e-3", epochs),
-                     ("baselines: [base, few_shot, rag, deployed]", "baselines: [deployed]"),
-                     ("must_beat: [base, few_shot, rag, deployed], min_delta: 0.05", "must_beat: [deployed], min_delta: 0.0")):
+    for old, new in (
+        ("epochs: 4, learning_rate: 5.0e-3", epochs),
+        ("baselines: [base, few_shot, rag, deployed]", "baselines: [deployed]"),
+        ("must_beat: [base, few_shot, rag, deployed], min_delta: 0.05", "must_beat: [deployed], min_delta: 0.0"),
+    ):
         assert old in text
         text = text.replace(old, new)
     path = folder / "quickstart.yaml"
@@ -78,8 +89,13 @@ def _quickstart(tmp_path: Path, epochs: str) -> Path:
 
 
 def _run(path: Path) -> tuple[int, dict, str]:
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json"], capture_output=True,
-                          text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "run", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     record = json.loads((path.parent / ".ftpipe" / "runs" / summary["run_id"] / "run.json").read_text())
     return proc.returncode, record, proc.stderr
@@ -90,8 +106,9 @@ def test_a_worse_model_does_not_replace_the_deployed_one(tmp_path: Path) -> None
     good = "epochs: 1, learning_rate: 5.0e-3"
     code, first, err = _run(_quickstart(tmp_path, good))
     assert code == 0, err[-3000:]
-    gate = json.loads((tmp_path / "pipelines" / ".ftpipe" / first["steps"]["gate"]["artifact"] / "gate.json")
-                      .read_text())
+    gate = json.loads(
+        (tmp_path / "pipelines" / ".ftpipe" / first["steps"]["gate"]["artifact"] / "gate.json").read_text()
+    )
     assert gate["comparisons"][0]["skipped"] and "nothing deployed at" in gate["reason"]
     marker = tmp_path / "pipelines" / "outputs" / "quickstart" / "ftpipe.json"
     deployed_key = json.loads(marker.read_text())["train_key"]
@@ -104,10 +121,13 @@ def test_a_worse_model_does_not_replace_the_deployed_one(tmp_path: Path) -> None
     reason = second["steps"]["deploy.local"]["reason"]
     assert "did not beat deployed" in reason and "keep the deployed model" in reason
     assert json.loads(marker.read_text())["train_key"] == deployed_key
-    report = json.loads((tmp_path / "pipelines" / ".ftpipe" / second["steps"]["evaluate"]["artifact"] / "report.json")
-                        .read_text())
+    report = json.loads(
+        (tmp_path / "pipelines" / ".ftpipe" / second["steps"]["evaluate"]["artifact"] / "report.json").read_text()
+    )
     assert report["variants"]["deployed"]["kind"] == "local"
-    assert report["variants"]["deployed"]["metrics"]["token_f1"] > report["variants"]["finetuned"]["metrics"]["token_f1"]
+    assert (
+        report["variants"]["deployed"]["metrics"]["token_f1"] > report["variants"]["finetuned"]["metrics"]["token_f1"]
+    )
 
     # a better model replaces it, and records which one it replaced
     better = "epochs: 2, learning_rate: 5.0e-3"

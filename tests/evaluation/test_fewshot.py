@@ -1,4 +1,5 @@
 """BM25 ranking, few-shot selection and prompt construction."""
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,10 @@ def test_random_selection_is_seeded_and_fixed() -> None:
     first = a.select(ex("anything", "?"))
     assert first == a.select(ex("something else", "?")) == b.select(ex("x", "?"))
     assert len(first) == 2 and len({e.reference for e in first}) == 2
-    seeds = {tuple(e.reference for e in FewShotSelector(TRAIN, k=2, selection="random", seed=s).select(ex("q", "?")))
-             for s in range(10)}
+    seeds = {
+        tuple(e.reference for e in FewShotSelector(TRAIN, k=2, selection="random", seed=s).select(ex("q", "?")))
+        for s in range(10)
+    }
     assert len(seeds) > 1
 
 
@@ -108,23 +111,32 @@ def test_few_shot_messages_keep_the_system_prompt_first() -> None:
 
 
 def test_multi_turn_shots_keep_every_turn() -> None:
-    shot = Example(({"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"},
-                    {"role": "user", "content": "u2"}), "a2")
+    shot = Example(
+        ({"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}),
+        "a2",
+    )
     msgs = build_few_shot_messages(ex("q", "r", system=None), [shot])
     assert [m["content"] for m in msgs] == ["u1", "a1", "u2", "a2", "q"]
 
 
 def test_example_from_records() -> None:
-    chat = {"messages": [
-        {"role": "system", "content": "s"}, {"role": "user", "content": "u1"},
-        {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
-        {"role": "assistant", "content": "a2"},
-    ]}
+    chat = {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "u1"},
+            {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "u2"},
+            {"role": "assistant", "content": "a2"},
+        ]
+    }
     e = example_from_record(chat)
     assert e.reference == "a2" and [m["content"] for m in e.prompt] == ["s", "u1", "a1", "u2"]
     assert e.query_text == "u1\na1\nu2"
-    pref = {"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "good"}],
-            "rejected": [{"role": "assistant", "content": "bad"}]}
+    pref = {
+        "prompt": [{"role": "user", "content": "p"}],
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
     assert example_from_record(pref) == Example(({"role": "user", "content": "p"},), "good")
     assert example_from_record({"text": "plain"}) == Example((), "plain")
     with pytest.raises(ExampleError, match="no assistant message"):

@@ -1,5 +1,6 @@
 """Forgetting: lm-evaluation-harness on the fine-tuned and base model with the shipped
 offline task, in the report and the gate."""
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,19 @@ from ftpipe.evaluation.step import run_evaluate
 
 
 def _report(base: float, ft: float) -> dict:
-    bench = benchmark_section({"finetuned": {"t": {"metric": "acc", "value": ft, "n": 30}},
-                               "base": {"t": {"metric": "acc", "value": base, "n": 30}}})
-    return {"variants": {"finetuned": {"metrics": {"token_f1": 0.6}, "cost_per_1k_requests": None},
-                         "base": {"metrics": {"token_f1": 0.2}, "cost_per_1k_requests": None}},
-            "benchmarks": bench}
+    bench = benchmark_section(
+        {
+            "finetuned": {"t": {"metric": "acc", "value": ft, "n": 30}},
+            "base": {"t": {"metric": "acc", "value": base, "n": 30}},
+        }
+    )
+    return {
+        "variants": {
+            "finetuned": {"metrics": {"token_f1": 0.6}, "cost_per_1k_requests": None},
+            "base": {"metrics": {"token_f1": 0.2}, "cost_per_1k_requests": None},
+        },
+        "benchmarks": bench,
+    }
 
 
 def test_forgetting_is_finetuned_minus_base_and_gates() -> None:
@@ -38,18 +47,22 @@ def test_forgetting_is_finetuned_minus_base_and_gates() -> None:
 
 
 @pytest.mark.integration
-def test_lm_eval_runs_the_shipped_task_offline_on_both_models(tmp_path: Path, helpers, prepare_dir, recorder,
-                                                              monkeypatch, tiny) -> None:
+def test_lm_eval_runs_the_shipped_task_offline_on_both_models(
+    tmp_path: Path, helpers, prepare_dir, recorder, monkeypatch, tiny
+) -> None:
     pytest.importorskip("lm_eval", reason="lm-eval is the optional 'benchmarks' extra")
     fake = SimpleNamespace(load_for_inference=lambda *a, **k: tiny, load_base_for_inference=lambda *a, **k: tiny)
     monkeypatch.setattr(step_mod, "_loading", lambda: fake)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
     train = helpers.write_train_artifact(tmp_path, ModelRef(kind="local", base="builtin:tiny", path="model"))
-    cfg = helpers.evaluate_block(metrics=["token_f1"], baselines=["base"], benchmarks=["ftpipe_general_mini"],
-                                 gate={"metric": "token_f1", "must_beat": ["base"], "max_forgetting": 0.0})
-    ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"prepare": prepare_dir, "train": train},
-                           recorder=recorder)
+    cfg = helpers.evaluate_block(
+        metrics=["token_f1"],
+        baselines=["base"],
+        benchmarks=["ftpipe_general_mini"],
+        gate={"metric": "token_f1", "must_beat": ["base"], "max_forgetting": 0.0},
+    )
+    ctx = helpers.make_ctx(tmp_path, evaluate=cfg, inputs={"prepare": prepare_dir, "train": train}, recorder=recorder)
     result = run_evaluate(ctx)
     report = json.loads((ctx.out_dir / "report.json").read_text())
     task = report["benchmarks"]["tasks"]["ftpipe_general_mini"]
@@ -76,7 +89,9 @@ def test_a_scheduled_machine_installs_lm_eval_and_the_judge_client(tmp_path: Pat
     path = tmp_path / "p.yaml"
     path.write_text(text)
     assert extras_for(load(path).pipeline) == ["train"]
-    text = text.replace("  cost: {hourly: 0.10}", "  cost: {hourly: 0.10}\n  benchmarks: [ftpipe_general_mini]\n"
-                        "  judge: {model: gpt-4o-mini}")
+    text = text.replace(
+        "  cost: {hourly: 0.10}",
+        "  cost: {hourly: 0.10}\n  benchmarks: [ftpipe_general_mini]\n  judge: {model: gpt-4o-mini}",
+    )
     path.write_text(text)
     assert extras_for(load(path).pipeline) == ["benchmarks", "openai", "train"]

@@ -1,4 +1,5 @@
 """Local generation and reference likelihoods on the tiny random model."""
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,11 @@ PROMPTS = [
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How long do I boil an egg?"}],
     [{"role": "user", "content": "Soup?"}],
     [{"role": "user", "content": "What is a roux, and how do I make one for a gravy that does not go lumpy?"}],
-    [{"role": "user", "content": "Rice"}, {"role": "assistant", "content": "Yes?"}, {"role": "user", "content": "How much water?"}],
+    [
+        {"role": "user", "content": "Rice"},
+        {"role": "assistant", "content": "Yes?"},
+        {"role": "user", "content": "How much water?"},
+    ],
     [{"role": "user", "content": "Café crème — ¿qué es?"}],
 ]
 REFS = ["Nine minutes.", "Tomato.", "Butter and flour.", "Two cups.", "Un café."]
@@ -48,8 +53,9 @@ def test_prompt_tokens_and_render(tiny) -> None:
     model, tok = tiny
     text = render_prompt(tok, PROMPTS[1])
     assert text == "<|im_start|>user\nSoup?<|im_end|>\n<|im_start|>assistant\n"
-    assert count_prompt_tokens(tok, PROMPTS) == [g.prompt_tokens for g in
-                                                 generate_local(model, tok, PROMPTS, max_new_tokens=1, batch_size=5)]
+    assert count_prompt_tokens(tok, PROMPTS) == [
+        g.prompt_tokens for g in generate_local(model, tok, PROMPTS, max_new_tokens=1, batch_size=5)
+    ]
 
 
 def test_plain_layout_without_a_chat_template() -> None:

@@ -1,4 +1,5 @@
 """Metric values checked against hand-computed numbers."""
+
 from __future__ import annotations
 
 import sys
@@ -102,12 +103,12 @@ def test_rouge_l_differs_from_token_f1_on_order() -> None:
     "pred, expected",
     [
         ('{"a": 1}', 1.0),
-        ('  [1, 2]\n', 1.0),
+        ("  [1, 2]\n", 1.0),
         ('```json\n{"a": [1, 2]}\n```', 1.0),
         ("{a: 1}", 0.0),
         ('{"a": 1', 0.0),
         ("", 0.0),
-        ("Sure! {\"a\": 1}", 0.0),
+        ('Sure! {"a": 1}', 0.0),
     ],
 )
 def test_json_valid(pred: str, expected: float) -> None:
@@ -135,9 +136,7 @@ def test_unknown_metric_names_itself() -> None:
 
 
 def test_custom_metric_by_import_path(tmp_path, monkeypatch) -> None:
-    (tmp_path / "my_metrics_ev.py").write_text(
-        "def starts_same(p, r):\n    return float(p[:1] == r[:1])\n"
-    )
+    (tmp_path / "my_metrics_ev.py").write_text("def starts_same(p, r):\n    return float(p[:1] == r[:1])\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     fn = resolve_metric("my_metrics_ev:starts_same")
     assert fn("abc", "axe") == 1.0
@@ -197,7 +196,9 @@ def test_evaluation_imports_nothing_heavy() -> None:
     import subprocess
     import sys as _sys
 
-    code = ("import sys, ftpipe.evaluation, ftpipe.evaluation.generate; "
-            "print(sorted(m for m in ('torch', 'transformers', 'openai', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, ftpipe.evaluation, ftpipe.evaluation.generate; "
+        "print(sorted(m for m in ('torch', 'transformers', 'openai', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

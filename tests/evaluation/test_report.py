@@ -1,4 +1,5 @@
 """report.json numbers, report.md, chart.png, and comparing two runs."""
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,9 @@ METRICS = ["token_f1", "loss"]
 
 def results(ft_f1: float = 0.5, ft_loss: float = 1.0) -> list[VariantResult]:
     return [
-        VariantResult("finetuned", "local", "tiny + model", False, 10, {"token_f1": ft_f1, "loss": ft_loss}, 100.0, 20.0, 1.5),
+        VariantResult(
+            "finetuned", "local", "tiny + model", False, 10, {"token_f1": ft_f1, "loss": ft_loss}, 100.0, 20.0, 1.5
+        ),
         VariantResult("base", "local", "tiny", False, 10, {"token_f1": 0.2, "loss": 2.0}, 100.0, 30.0),
         VariantResult("few_shot", "local", "tiny", True, 10, {"token_f1": 0.4, "loss": 1.5}, 400.0, 25.0),
     ]
@@ -80,9 +83,15 @@ def test_markdown(rep: dict) -> None:
     # no latencies were measured for these hand-made results
     assert "| **finetuned** | tiny + model | 0.5000 | 1.0000 | 100.0 | 20.0 | n/a | n/a | $0.0540 |" in md
     assert "| few_shot | tiny | 0.4000 (+0.1000) | 1.5000 (-0.5000) | 400.0 | 25.0 | n/a | n/a | $0.0750 |" in md
-    assert "- **few_shot**: token_f1 +0.1000 (better), loss -0.5000 (better); 305.0 tokens saved per request (71.8%); $0.0210 saved per 1k requests." in md
+    assert (
+        "- **few_shot**: token_f1 +0.1000 (better), loss -0.5000 (better); 305.0 tokens saved per request (71.8%); $0.0210 saved per 1k requests."
+        in md
+    )
     # vs base: the fine-tune answers more briefly but its tokens cost more
-    assert "- **base**: token_f1 +0.3000 (better), loss -1.0000 (better); 10.0 tokens saved per request (7.7%); $0.0210 more per 1k requests." in md
+    assert (
+        "- **base**: token_f1 +0.3000 (better), loss -1.0000 (better); 10.0 tokens saved per request (7.7%); $0.0210 more per 1k requests."
+        in md
+    )
 
 
 def test_write_report(tmp_path, rep: dict) -> None:
@@ -124,8 +133,15 @@ def test_compare_reports(rep: dict) -> None:
 
 
 def test_compare_shows_each_runs_recommendation(rep: dict) -> None:
-    a = {**rep, "recommendation": {"variant": "few_shot", "fine_tune": False, "line": "do not fine-tune: few_shot is as good"}}
-    b = {**rep, "run_id": "r2", "recommendation": {"variant": "finetuned", "fine_tune": True, "line": "fine-tune: it meets the gate"}}
+    a = {
+        **rep,
+        "recommendation": {"variant": "few_shot", "fine_tune": False, "line": "do not fine-tune: few_shot is as good"},
+    }
+    b = {
+        **rep,
+        "run_id": "r2",
+        "recommendation": {"variant": "finetuned", "fine_tune": True, "line": "fine-tune: it meets the gate"},
+    }
     cmp = compare_reports(a, b)
     assert cmp["recommendation"] == {"a": "do not fine-tune: few_shot is as good", "b": "fine-tune: it meets the gate"}
     md = render_comparison_markdown(cmp)

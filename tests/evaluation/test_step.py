@@ -1,4 +1,5 @@
 """The evaluate step end to end on the tiny local model (then the gate on its report)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,14 +39,23 @@ def loads(monkeypatch, tiny):
 
 def _ctx(tmp_path, helpers, prepare_dir, recorder, **overrides):
     train = helpers.write_train_artifact(tmp_path, ModelRef(kind="local", base="builtin:tiny", path="model"))
-    return helpers.make_ctx(tmp_path, evaluate=helpers.evaluate_block(**overrides),
-                            inputs={"prepare": prepare_dir, "train": train}, recorder=recorder)
+    return helpers.make_ctx(
+        tmp_path,
+        evaluate=helpers.evaluate_block(**overrides),
+        inputs={"prepare": prepare_dir, "train": train},
+        recorder=recorder,
+    )
 
 
 def test_local_evaluation_writes_the_report(tmp_path, helpers, prepare_dir, recorder, loads) -> None:
-    ctx = _ctx(tmp_path, helpers, prepare_dir, recorder,
-               metrics=["token_f1", "exact_match", "rouge_l", "json_valid", "loss", "perplexity"],
-               prices={"finetuned": {"input": 0.3, "output": 1.2}, "default": {"input": 0.15, "output": 0.6}})
+    ctx = _ctx(
+        tmp_path,
+        helpers,
+        prepare_dir,
+        recorder,
+        metrics=["token_f1", "exact_match", "rouge_l", "json_valid", "loss", "perplexity"],
+        prices={"finetuned": {"input": 0.3, "output": 1.2}, "default": {"input": 0.15, "output": 0.6}},
+    )
     result = run_evaluate(ctx)
 
     # base and few_shot share one loaded model
@@ -64,7 +74,8 @@ def test_local_evaluation_writes_the_report(tmp_path, helpers, prepare_dir, reco
     assert few["few_shot"] and few["tokens"]["prompt_mean"] > 2 * base["tokens"]["prompt_mean"]
     assert 1 <= ft["tokens"]["completion_mean"] <= 4
     assert ft["cost_per_1k_requests"] == pytest.approx(
-        1000 * (ft["tokens"]["prompt_mean"] * 0.3 + ft["tokens"]["completion_mean"] * 1.2) / 1e6)
+        1000 * (ft["tokens"]["prompt_mean"] * 0.3 + ft["tokens"]["completion_mean"] * 1.2) / 1e6
+    )
     assert few["price"] == {"input": 0.15, "output": 0.6}  # default
     comp = {c["baseline"]: c for c in report["comparisons"]}
     assert comp["base"]["deltas"]["token_f1"] == 0.0
@@ -89,10 +100,14 @@ def test_local_evaluation_writes_the_report(tmp_path, helpers, prepare_dir, reco
     assert "| **finetuned** |" in md and "| few_shot |" in md
 
     # The same weights tie: the gate blocks deployment.
-    gate_ctx = helpers.make_ctx(tmp_path, evaluate=ctx.pipeline.evaluate, inputs={"evaluate": ctx.out_dir},
-                                step_id="gate")
+    gate_ctx = helpers.make_ctx(
+        tmp_path, evaluate=ctx.pipeline.evaluate, inputs={"evaluate": ctx.out_dir}, step_id="gate"
+    )
     gate = run_gate(gate_ctx)
-    assert gate.outcome == "blocked" and "(a tie is not a win). Recommendation: do not fine-tune: base is as good" in gate.summary
+    assert (
+        gate.outcome == "blocked"
+        and "(a tie is not a win). Recommendation: do not fine-tune: base is as good" in gate.summary
+    )
     # the same weights answer every row the same way: a tie, however few the rows
 
 
@@ -108,8 +123,9 @@ def test_limit_and_loss_only(tmp_path, helpers, prepare_dir, recorder, loads) ->
 
 def test_custom_metric_beside_the_pipeline(tmp_path, helpers, prepare_dir, recorder, loads) -> None:
     (tmp_path / "team_metrics_ev.py").write_text("def length_ok(p, r):\n    return float(len(p) < 500)\n")
-    ctx = _ctx(tmp_path, helpers, prepare_dir, recorder, metrics=["team_metrics_ev:length_ok"],
-               baselines=["base"], gate=None)
+    ctx = _ctx(
+        tmp_path, helpers, prepare_dir, recorder, metrics=["team_metrics_ev:length_ok"], baselines=["base"], gate=None
+    )
     run_evaluate(ctx)
     report = json.loads((ctx.out_dir / "report.json").read_text())
     assert report["variants"]["finetuned"]["metrics"] == {"team_metrics_ev:length_ok": 1.0}
@@ -147,12 +163,31 @@ def test_previous_run_as_a_baseline(tmp_path, helpers, prepare_dir, recorder, lo
     old_train = store.root / "cache" / "k-old-train"
     old_train.mkdir(parents=True)
     ModelRef(kind="local", base="builtin:tiny", path="model", adapter=True).write(old_train)
-    store.write_run({"run_id": "20240101-000000-abcd", "pipeline": "p", "status": "done",
-                     "steps": {"train": {"status": "done", "artifact": "cache/k-old-train"}}})
-    store.write_run({"run_id": "20240102-000000-ef01", "pipeline": "p", "status": "failed",
-                     "steps": {"train": {"status": "failed"}}})
-    ctx = _ctx(tmp_path, helpers, prepare_dir, recorder, metrics=["token_f1"], gate=None,
-               baselines=[{"name": "prev", "model": "run:20240101"}])
+    store.write_run(
+        {
+            "run_id": "20240101-000000-abcd",
+            "pipeline": "p",
+            "status": "done",
+            "steps": {"train": {"status": "done", "artifact": "cache/k-old-train"}},
+        }
+    )
+    store.write_run(
+        {
+            "run_id": "20240102-000000-ef01",
+            "pipeline": "p",
+            "status": "failed",
+            "steps": {"train": {"status": "failed"}},
+        }
+    )
+    ctx = _ctx(
+        tmp_path,
+        helpers,
+        prepare_dir,
+        recorder,
+        metrics=["token_f1"],
+        gate=None,
+        baselines=[{"name": "prev", "model": "run:20240101"}],
+    )
     ctx = dataclasses.replace(ctx, state_dir=store.root / "state" / "k-eval")
     run_evaluate(ctx)
     assert ("trained", "model", str(old_train)) in loads
@@ -171,9 +206,13 @@ def test_with_the_real_loader_and_builtin_tiny(tmp_path, helpers, prepare_dir, r
 
     train = helpers.write_train_artifact(tmp_path, ModelRef(kind="local", base="builtin:tiny", path="model"))
     shutil.copytree(tiny_model_dir, train / "model")
-    ctx = helpers.make_ctx(tmp_path, evaluate=helpers.evaluate_block(limit=2), recorder=recorder,
-                           inputs={"prepare": prepare_dir, "train": train},
-                           cache_dir=Path(os.environ["FTPIPE_CACHE"]))
+    ctx = helpers.make_ctx(
+        tmp_path,
+        evaluate=helpers.evaluate_block(limit=2),
+        recorder=recorder,
+        inputs={"prepare": prepare_dir, "train": train},
+        cache_dir=Path(os.environ["FTPIPE_CACHE"]),
+    )
     run_evaluate(ctx)
     report = json.loads((ctx.out_dir / "report.json").read_text())
     ft, base = report["variants"]["finetuned"], report["variants"]["base"]
@@ -186,9 +225,17 @@ def test_rag_latency_local_cost_and_break_even(tmp_path, helpers, prepare_dir, r
 
     (tmp_path / "notes.md").write_text("Boil eggs for nine minutes. " * 3 + "Rice takes two cups of water. " * 3)
     (tmp_path / "more.jsonl").write_text(json.dumps({"text": "Pancakes get fluffy with baking powder."}) + "\n")
-    ctx = _ctx(tmp_path, helpers, prepare_dir, recorder, metrics=["token_f1"], baselines=["base", "few_shot", "rag"],
-               rag={"corpus": ["notes.md", "*.jsonl"], "k": 2, "chunk_size": 6},
-               cost={"hourly": 3.6, "training": 0.5}, gate=None)
+    ctx = _ctx(
+        tmp_path,
+        helpers,
+        prepare_dir,
+        recorder,
+        metrics=["token_f1"],
+        baselines=["base", "few_shot", "rag"],
+        rag={"corpus": ["notes.md", "*.jsonl"], "k": 2, "chunk_size": 6},
+        cost={"hourly": 3.6, "training": 0.5},
+        gate=None,
+    )
     run_evaluate(ctx)
     report = json.loads((ctx.out_dir / "report.json").read_text())
     assert any(line.startswith("rag: top 2 of ") and "from 2 files" in line for line in recorder.logs)

@@ -5,6 +5,7 @@ The cluster runs in its own temp dir, on free ports, in its own process session:
 ends exactly the processes it started (SIGTERM to ``ray start --block``, then the session's
 process group), never other Ray clusters on the machine as ``ray stop`` would.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,19 +74,42 @@ def ray_cluster_fixture() -> Cluster:
     tmp = Path(tempfile.mkdtemp(prefix="ftr-", dir="/tmp"))
     token = secrets.token_hex(24)
     dash = free_port()
-    ports = {"--port": free_port(), "--dashboard-port": dash, "--ray-client-server-port": free_port(),
-             "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
-             "--metrics-export-port": free_port(), "--runtime-env-agent-port": free_port(),
-             "--node-manager-port": free_port(), "--object-manager-port": free_port()}
+    ports = {
+        "--port": free_port(),
+        "--dashboard-port": dash,
+        "--ray-client-server-port": free_port(),
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--metrics-export-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--node-manager-port": free_port(),
+        "--object-manager-port": free_port(),
+    }
     env = {k: v for k, v in os.environ.items() if k not in _RAY_VARS}
     cache = Path(os.environ.get("FTPIPE_TEST_CACHE", REPO / ".pytest_cache" / "ftpipe-cache"))
     cache.mkdir(parents=True, exist_ok=True)
     (tmp / "home").mkdir()
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, HOME=str(tmp / "home"), FTPIPE_CACHE=str(cache),
-               HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        HOME=str(tmp / "home"),
+        FTPIPE_CACHE=str(cache),
+        HF_HUB_OFFLINE="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
     log = tmp / "ray-start.log"
-    cmd = ["ray", "start", "--head", "--block", "--num-cpus=2", "--include-dashboard=true",
-           "--dashboard-host=127.0.0.1", f"--temp-dir={tmp / 'r'}", "--disable-usage-stats"]
+    cmd = [
+        "ray",
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--temp-dir={tmp / 'r'}",
+        "--disable-usage-stats",
+    ]
     cmd += [f"{k}={v}" for k, v in ports.items()]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

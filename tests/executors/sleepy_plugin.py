@@ -4,6 +4,7 @@ It is installed into a pipeline's folder as a module plus a ``.dist-info`` with 
 point, so the same plugin machinery that loads third-party trainers loads it, both on
 the client and (through the Ray job's working_dir, which is on its PYTHONPATH) on the
 cluster."""
+
 from __future__ import annotations
 
 import shutil
@@ -79,8 +80,15 @@ executor:
 {executor_extra}"""
 
 
-def write_pipeline(folder: Path, *, name: str = "sleepy", seconds: float = 0, fail: bool = False,
-                   executor_extra: str = "", data: Path | None = None) -> Path:
+def write_pipeline(
+    folder: Path,
+    *,
+    name: str = "sleepy",
+    seconds: float = 0,
+    fail: bool = False,
+    executor_extra: str = "",
+    data: Path | None = None,
+) -> Path:
     """A two-step pipeline (prepare → train) using the sleepy trainer, with the plugin installed."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data").mkdir(exist_ok=True)

@@ -3,6 +3,7 @@
 subprocess with the Job's environment and secrets: the image has this very ftpipe on its
 path (``hub.jobs.job_env``), so the install is skipped and the Job runs the same entry
 code it runs on the Hub."""
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,18 @@ EXTRA_SECRET = "extra-secret-value-9a7e"
 def job_env(hub: HubServer, tmp_path: Path, pythonpath: list[Path]) -> dict[str, str]:
     """What the Job's container provides: python with this ftpipe, the Hub's address."""
     home = tmp_path / "job-home"
-    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HOME": str(home),
-            "HF_HOME": str(home / "hf"), "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1",
-            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-            "PYTHONPATH": os.pathsep.join(str(p) for p in [REPO, *pythonpath]),
-            "FTPIPE_CACHE": os.environ["FTPIPE_CACHE"], "FTPIPE_SPACE_WORKDIR": str(home / "work")}
+    return {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf"),
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join(str(p) for p in [REPO, *pythonpath]),
+        "FTPIPE_CACHE": os.environ["FTPIPE_CACHE"],
+        "FTPIPE_SPACE_WORKDIR": str(home / "work"),
+    }
 
 
 @pytest.fixture
@@ -94,8 +102,11 @@ def test_flavors_are_the_clients_and_an_unknown_one_is_refused(tmp_path: Path) -
 
     assert FLAVORS == tuple(h.value for h in JobHardware)
     path = tmp_path / "p.yaml"
-    path.write_text(PIPELINE.format(seconds=0, data="d.jsonl").replace("sleepy, seconds: 0", "trl")
-                    .replace("cpu-upgrade", "a100-larg"))
+    path.write_text(
+        PIPELINE.format(seconds=0, data="d.jsonl")
+        .replace("sleepy, seconds: 0", "trl")
+        .replace("cpu-upgrade", "a100-larg")
+    )
     code, out, err = cli("validate", str(path))
     assert code == 2
     assert "executor.flavor" in out + err and "Did you mean 'a100-large'" in out + err
@@ -124,10 +135,12 @@ def _leaks(hub: HubServer, folder: Path, secrets: tuple[str, ...], extra: list[t
     """Every place a secret value appears: repos (every file of every commit), Job specs and logs,
     the local store and outputs, the client's output."""
     blobs = list(extra)
-    for (kind, repo_id) in list(hub._repos):
+    for kind, repo_id in list(hub._repos):
         for commit in hub.commits(repo_id, kind):
-            blobs += [(f"{repo_id}@{commit['oid'][:8]}:{p}", c)
-                      for p, c in hub.files(repo_id, kind, revision=commit["oid"]).items()]
+            blobs += [
+                (f"{repo_id}@{commit['oid'][:8]}:{p}", c)
+                for p, c in hub.files(repo_id, kind, revision=commit["oid"]).items()
+            ]
     for job in hub.jobs.all():
         blobs.append((f"job {job['id']} spec", json.dumps(job).encode()))
         blobs.append((f"job {job['id']} log", hub.jobs.log_text(job["id"]).encode()))
@@ -182,12 +195,17 @@ def test_secrets_as_job_secrets_variables_as_environment(hub: HubServer, project
     (job,) = hub.jobs.all()
     assert hub.jobs.secret_values(job["id"]) == {"HF_TOKEN": hub.token, "EXTRA_TOKEN": EXTRA_SECRET}
     assert job["environment"]["FTPIPE_NOTE"] == "a plain variable"
-    record = json.loads((path.parent / ".ftpipe" / "runs" / json.loads(out.splitlines()[-1])["run_id"]
-                         / "run.json").read_text())
+    record = json.loads(
+        (path.parent / ".ftpipe" / "runs" / json.loads(out.splitlines()[-1])["run_id"] / "run.json").read_text()
+    )
     assert record["steps"]["train"]["status"] == "done"
     captured = capfd.readouterr()
-    leaks = _leaks(hub, path.parent, (hub.token, EXTRA_SECRET),
-                   [("client output", (out + err + captured.out + captured.err).encode())])
+    leaks = _leaks(
+        hub,
+        path.parent,
+        (hub.token, EXTRA_SECRET),
+        [("client output", (out + err + captured.out + captured.err).encode())],
+    )
     assert not leaks, f"secret found in {leaks}"
 
     # unchanged: a second Job whose store is seeded from the results repo: every step cached
@@ -200,11 +218,24 @@ def test_secrets_as_job_secrets_variables_as_environment(hub: HubServer, project
 @pytest.mark.integration
 def test_kill_9_then_run_again_reattaches_to_the_one_job(hub: HubServer, project, tmp_path: Path) -> None:
     path = project(seconds=4)
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token, "HF_HUB_OFFLINE": "0",
-           "HF_HUB_DISABLE_XET": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(path.parent)])}
-    proc = subprocess.Popen([sys.executable, "-m", "ftpipe", "run", str(path)], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_TOKEN": hub.token,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_XET": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(path.parent)]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftpipe", "run", str(path)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     state_file = path.parent / ".ftpipe" / "jobs" / "hf-jobs" / "jobby.json"
     deadline = time.monotonic() + 120
     try:
@@ -300,12 +331,18 @@ def test_ray_refuses_inputs_outside_the_repository_too(tmp_path: Path) -> None:
     (tmp_path / "secret" / "d.jsonl").write_text("{}\n")
     (tmp_path / "p").mkdir()
     path = tmp_path / "p" / "p.yaml"
-    path.write_text(PIPELINE.format(seconds=0, data="../secret/d.jsonl").replace("sleepy, seconds: 0", "trl")
-                    .replace("type: hf-jobs\n  flavor: cpu-upgrade\n  timeout_s: 300", "type: ray"))
+    path.write_text(
+        PIPELINE.format(seconds=0, data="../secret/d.jsonl")
+        .replace("sleepy, seconds: 0", "trl")
+        .replace("type: hf-jobs\n  flavor: cpu-upgrade\n  timeout_s: 300", "type: ray")
+    )
     with pytest.raises(UsageError, match="outside its repository"):
         _Run(RunRequest(pipeline_path=path))._working_root()
-    path.write_text(path.read_text().replace("type: ray", "{type: ray, upload_outside_repo: true}")
-                    .replace("executor:\n  {type", "executor: {type"))
+    path.write_text(
+        path.read_text()
+        .replace("type: ray", "{type: ray, upload_outside_repo: true}")
+        .replace("executor:\n  {type", "executor: {type")
+    )
     assert _Run(RunRequest(pipeline_path=path))._working_root() == tmp_path
 
 

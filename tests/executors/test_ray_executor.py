@@ -1,5 +1,6 @@
 """The ray executor against a real local Ray cluster (marked ``ray``), plus the parts that
 need no cluster: error translation, exit codes, the job side, store sync."""
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120
 
 # --------------------------------------------------------------------------- no cluster needed
 
+
 def test_exit_codes_follow_the_run_record_then_the_job_state() -> None:
     from ftpipe.executors.ray_executor import exit_code_for
 
@@ -61,16 +63,25 @@ def test_ray_errors_become_remote_errors_with_hints() -> None:
     class AuthenticationError(Exception):
         pass
 
-    e = translate(AuthenticationError("Authentication failed: Forbidden: Invalid authentication token\n\nmore"),
-                  "connecting", "http://h:8265")
+    e = translate(
+        AuthenticationError("Authentication failed: Forbidden: Invalid authentication token\n\nmore"),
+        "connecting",
+        "http://h:8265",
+    )
     assert e.status == 403 and "RAY_AUTH_TOKEN" in (e.hint or "") and "\n\nmore" not in e.message
     e = translate(ConnectionError("Failed to connect to Ray at address: http://h:1."), "connecting", "http://h:1")
     assert e.code == "unreachable" and "http://h:1" in e.message
-    raw = ("Request failed with status code 500: Traceback (most recent call last):\n  File \"x\", line 1\n"
-           "RuntimeError: Request failed with status code 400: Traceback ...\n"
-           "ValueError: Job with submission_id ftpipe-x already exists. Please use a different submission_id.\n.")
+    raw = (
+        'Request failed with status code 500: Traceback (most recent call last):\n  File "x", line 1\n'
+        "RuntimeError: Request failed with status code 400: Traceback ...\n"
+        "ValueError: Job with submission_id ftpipe-x already exists. Please use a different submission_id.\n."
+    )
     e = translate(RuntimeError(raw), "submitting the job", "http://h:8265", "ftpipe-x")
-    assert e.status == 400 and "already exists. Please use a different submission_id (status 400" in e.message and e.job_id == "ftpipe-x"
+    assert (
+        e.status == 400
+        and "already exists. Please use a different submission_id (status 400" in e.message
+        and e.job_id == "ftpipe-x"
+    )
     e = translate(RuntimeError("Request failed with status code 404: Job nope does not exist."), "reading", "http://h")
     assert e.code == "not-found"
     assert normalize_address("head:8265") == "http://head:8265"
@@ -80,7 +91,11 @@ def test_ray_errors_become_remote_errors_with_hints() -> None:
 
 def test_unreachable_address_is_a_clear_error(tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])), RAY_ADDRESS="http://127.0.0.1:1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])),
+        RAY_ADDRESS="http://127.0.0.1:1",
+    )
     r = ftpipe("run", path.name, env=env, cwd=path.parent, timeout=120)
     assert r.returncode == errors.EXIT_INVALID, r.stderr  # a preflight check: nothing was submitted
     assert "cannot reach the Ray Jobs API at http://127.0.0.1:1" in r.stderr and "ray start --head" in r.stderr
@@ -91,10 +106,30 @@ def test_unreachable_address_is_a_clear_error(tmp_path: Path) -> None:
 def test_job_side_falls_back_to_a_node_store_when_the_client_store_is_not_visible(tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p", executor_extra="")
     node_store = tmp_path / "node-store"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])), FTPIPE_STORE=str(node_store))
-    r = subprocess.run([sys.executable, "-m", "ftpipe.executors.ray_job", path.name, "--run-id", "r1",
-                        "--client-store", str(tmp_path / "elsewhere"), "--nonce", "n0"],
-                       env=env, cwd=path.parent, capture_output=True, text=True, timeout=120)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(path.parent), os.environ.get("PYTHONPATH")])),
+        FTPIPE_STORE=str(node_store),
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ftpipe.executors.ray_job",
+            path.name,
+            "--run-id",
+            "r1",
+            "--client-store",
+            str(tmp_path / "elsewhere"),
+            "--nonce",
+            "n0",
+        ],
+        env=env,
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1].split(" ", 1)[1])
     assert result["exit_code"] == 0 and result["store"] == str(node_store)
@@ -122,8 +157,13 @@ def test_storage_sync_pulls_cached_results_and_pushes_the_run(tmp_path: Path) ->
     (node / "cache" / "k3" / "_result.json").write_text("{}")
     (node / "state" / "k4").mkdir(parents=True)
     (node / "state" / "k4" / "checkpoint.txt").write_text("7")
-    record = {"run_id": "r1", "steps": {"a": {"artifact": "cache/k3", "status": "done", "key": "k3"},
-                                        "b": {"status": "interrupted", "key": "k4"}}}
+    record = {
+        "run_id": "r1",
+        "steps": {
+            "a": {"artifact": "cache/k3", "status": "done", "key": "k3"},
+            "b": {"status": "interrupted", "key": "k4"},
+        },
+    }
     push_run(remote, node, record, lambda _t: None)
     assert (remote_root / "runs" / "r1" / "run.json").exists()
     assert (remote_root / "cache" / "k3" / "_result.json").exists()
@@ -135,8 +175,9 @@ def test_secrets_are_not_forwarded_to_the_job(tmp_path: Path, monkeypatch: pytes
     from ftpipe.executors.ray_executor import _Run
 
     path = sleepy_plugin.write_pipeline(tmp_path / "p")
-    text = path.read_text().replace("model:\n  base: builtin:tiny",
-                                    "model:\n  base: ${env:BASE_MODEL:-builtin:tiny}\n  token: ${env:HF_TOKEN}")
+    text = path.read_text().replace(
+        "model:\n  base: builtin:tiny", "model:\n  base: ${env:BASE_MODEL:-builtin:tiny}\n  token: ${env:HF_TOKEN}"
+    )
     path.write_text(text)
     monkeypatch.syspath_prepend(str(path.parent))
     from ftpipe import registry
@@ -165,7 +206,11 @@ def test_runs_on_ray_then_is_up_to_date_without_a_job(ray_cluster, tmp_path: Pat
     r = ftpipe("run", path.name, "--json", env=env, cwd=path.parent)
     assert r.returncode == 0, r.stderr
     out = last_json(r.stdout)
-    assert out["status"] == "succeeded" and out["executor"] == "ray" and out["steps"] == {"prepare": "done", "train": "done"}
+    assert (
+        out["status"] == "succeeded"
+        and out["executor"] == "ray"
+        and out["steps"] == {"prepare": "done", "train": "done"}
+    )
     assert out["ray_job"] == f"ftpipe-rayok-{out['run_id']}"
     assert "train: started" in r.stderr and "sleepy: training started" in r.stderr  # the job's log, streamed
     store = path.parent / ".ftpipe"
@@ -200,8 +245,9 @@ def test_storage_path_brings_artifacts_back(ray_cluster, tmp_path: Path) -> None
     shared = tmp_path / "cluster-store"
     path = sleepy_plugin.write_pipeline(tmp_path / "p", name="raystore", executor_extra=f"  storage: {shared}\n")
     local = tmp_path / "local-store"
-    r = ftpipe("run", path.name, "--json", "--store", str(local), env=ray_cluster.client_env(path.parent),
-               cwd=path.parent)
+    r = ftpipe(
+        "run", path.name, "--json", "--store", str(local), env=ray_cluster.client_env(path.parent), cwd=path.parent
+    )
     assert r.returncode == 0, r.stderr
     out = last_json(r.stdout)
     assert (shared / "runs" / out["run_id"] / "run.json").exists()  # the job wrote there
@@ -214,8 +260,9 @@ def test_storage_path_brings_artifacts_back(ray_cluster, tmp_path: Path) -> None
 @pytest.mark.ray
 def test_auth_failure_is_a_clear_error(ray_cluster, tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p", name="rayauth")
-    r = ftpipe("run", path.name, env=ray_cluster.client_env(path.parent, RAY_AUTH_TOKEN="not-the-token"),
-               cwd=path.parent)
+    r = ftpipe(
+        "run", path.name, env=ray_cluster.client_env(path.parent, RAY_AUTH_TOKEN="not-the-token"), cwd=path.parent
+    )
     assert r.returncode == errors.EXIT_INVALID  # refused by the preflight check, before any upload
     assert "authentication failed" in r.stderr and "hint:" in r.stderr and "Traceback" not in r.stderr
     assert ray_cluster.jobs("rayauth") == []
@@ -238,9 +285,15 @@ def test_ctrl_c_stops_the_job(ray_cluster, tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p", name="raystop", seconds=120)
     err = tmp_path / "stderr.txt"
     with open(err, "w") as ferr:
-        proc = subprocess.Popen([*FTPIPE, "run", path.name, "--json"], env=ray_cluster.client_env(path.parent),
-                                cwd=path.parent, stdout=subprocess.PIPE, stderr=ferr, text=True,
-                                preexec_fn=sigint_default)
+        proc = subprocess.Popen(
+            [*FTPIPE, "run", path.name, "--json"],
+            env=ray_cluster.client_env(path.parent),
+            cwd=path.parent,
+            stdout=subprocess.PIPE,
+            stderr=ferr,
+            text=True,
+            preexec_fn=sigint_default,
+        )
     try:
         wait_for(err, "sleepy: training started", proc)
         proc.send_signal(signal.SIGINT)
@@ -263,8 +316,9 @@ def test_a_killed_runner_reattaches_instead_of_resubmitting(ray_cluster, tmp_pat
     env = ray_cluster.client_env(path.parent)
     err = tmp_path / "stderr.txt"
     with open(err, "w") as ferr:
-        first = subprocess.Popen([*FTPIPE, "run", path.name], env=env, cwd=path.parent,
-                                 stdout=subprocess.DEVNULL, stderr=ferr)
+        first = subprocess.Popen(
+            [*FTPIPE, "run", path.name], env=env, cwd=path.parent, stdout=subprocess.DEVNULL, stderr=ferr
+        )
     try:
         wait_for(err, "sleepy: training started", first)
     finally:
@@ -302,8 +356,9 @@ def test_a_job_that_finished_while_no_runner_watched_is_reported_not_rerun(ray_c
     env = ray_cluster.client_env(path.parent)
     err = tmp_path / "stderr.txt"
     with open(err, "w") as ferr:
-        first = subprocess.Popen([*FTPIPE, "run", path.name], env=env, cwd=path.parent,
-                                 stdout=subprocess.DEVNULL, stderr=ferr)
+        first = subprocess.Popen(
+            [*FTPIPE, "run", path.name], env=env, cwd=path.parent, stdout=subprocess.DEVNULL, stderr=ferr
+        )
     try:
         wait_for(err, "Running entrypoint for job", first)  # the job exists
     finally:

@@ -1,6 +1,7 @@
 """Multi-worker training on Ray Train, on a real local cluster: 2 CPU workers (gloo) train
 the tiny model like one worker with the same global batch, and a worker killed mid-run is
 restarted from the last checkpoint."""
+
 from __future__ import annotations
 
 import json
@@ -40,14 +41,26 @@ executor: {executor}
 RAY = "{type: ray, resources: {cpus: 0.5}}"
 
 
-def write(folder: Path, *, name: str, workers: int, batch: int, steps: int, every: int = 50, failures: int = 0,
-          executor: str = RAY) -> Path:
+def write(
+    folder: Path,
+    *,
+    name: str,
+    workers: int,
+    batch: int,
+    steps: int,
+    every: int = 50,
+    failures: int = 0,
+    executor: str = RAY,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "data").exists():
         shutil.copytree(REPO / "pipelines" / "data", folder / "data")
     path = folder / f"{name}.yaml"
-    path.write_text(PIPELINE.format(name=name, workers=workers, batch=batch, steps=steps, every=every,
-                                    failures=failures, executor=executor))
+    path.write_text(
+        PIPELINE.format(
+            name=name, workers=workers, batch=batch, steps=steps, every=every, failures=failures, executor=executor
+        )
+    )
     return path
 
 
@@ -71,16 +84,30 @@ def last_json(stdout: str) -> dict:
 def test_two_workers_train_like_one_worker_with_the_same_global_batch(ray_cluster, tmp_path: Path) -> None:
     folder = tmp_path / "p"
     two = write(folder, name="ddp2", workers=2, batch=4, steps=6)
-    r = subprocess.run([*FTPIPE, "run", two.name, "--json"], env=env_for(ray_cluster, folder), cwd=folder,
-                       capture_output=True, text=True, timeout=900, check=False)
+    r = subprocess.run(
+        [*FTPIPE, "run", two.name, "--json"],
+        env=env_for(ray_cluster, folder),
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert r.returncode in (0, 3), r.stderr[-4000:]
     record, history = train_record(folder, last_json(r.stdout)["run_id"])
     train = record["steps"]["train"]
     assert train["metrics"]["ray_workers"] == 2 and train["metrics"]["global_step"] == 6
 
     one = write(folder, name="ddp1", workers=1, batch=8, steps=6, executor="{type: local}")
-    r1 = subprocess.run([*FTPIPE, "run", one.name, "--json"], env=env_for(ray_cluster, folder), cwd=folder,
-                        capture_output=True, text=True, timeout=900, check=False)
+    r1 = subprocess.run(
+        [*FTPIPE, "run", one.name, "--json"],
+        env=env_for(ray_cluster, folder),
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert r1.returncode in (0, 3), r1.stderr[-4000:]
     _, history1 = train_record(folder, last_json(r1.stdout)["run_id"])
 
@@ -113,19 +140,29 @@ def _worker_pids() -> list[int]:
 def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path: Path) -> None:
     folder = tmp_path / "k"
     path = write(folder, name="rayfail", workers=2, batch=2, steps=60, every=5, failures=2)
-    proc = subprocess.Popen([*FTPIPE, "run", path.name, "--json"], env=env_for(ray_cluster, folder), cwd=folder,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*FTPIPE, "run", path.name, "--json"],
+        env=env_for(ray_cluster, folder),
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 600
         killed = None
         while time.monotonic() < deadline and proc.poll() is None:
-            reported = [f for f in (folder / ".ftpipe" / "state").glob("*/ray-train/*/checkpoint_manager_snapshot.json")
-                        if _registered(f)]
+            reported = [
+                f
+                for f in (folder / ".ftpipe" / "state").glob("*/ray-train/*/checkpoint_manager_snapshot.json")
+                if _registered(f)
+            ]
             pids = _worker_pids()
             if reported and pids:
                 killed = pids[-1]
-                victim = subprocess.run(["ps", "-o", "args=", "-p", str(killed)], capture_output=True, text=True,
-                                        check=False).stdout.strip()
+                victim = subprocess.run(
+                    ["ps", "-o", "args=", "-p", str(killed)], capture_output=True, text=True, check=False
+                ).stdout.strip()
                 os.kill(killed, signal.SIGKILL)
                 break
             time.sleep(0.2)
@@ -141,6 +178,12 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path:
     assert metrics["restarts"] >= 1 and metrics["global_step"] == 60, (victim, metrics, log[-3000:])
     resumed = [int(s) for s in str(metrics["restarted_at_steps"]).split(",")]
     assert all(s > 0 and s % 5 == 0 for s in resumed), metrics  # from a checkpoint, not from scratch
-    shown = subprocess.run([*FTPIPE, "runs", "show", record["run_id"], "--json"], env=env_for(ray_cluster, folder),
-                           cwd=folder, capture_output=True, text=True, check=False)
+    shown = subprocess.run(
+        [*FTPIPE, "runs", "show", record["run_id"], "--json"],
+        env=env_for(ray_cluster, folder),
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert json.loads(shown.stdout)["steps"]["train"]["metrics"]["restarts"] >= 1

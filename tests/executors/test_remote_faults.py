@@ -2,6 +2,7 @@
 and one dropped connection in a row (the fake answers the next three matching requests so,
 whoever sends them: the runner here or the entry in the Space/Job) — and the run still
 succeeds, with one remote run in total, and a Space is paused only after its run ended."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,8 @@ JOBS = [
     ("job-logs", "GET", r"^/api/jobs/tester/[0-9a-f]+/logs$"),
 ]
 CASES = [pytest.param("hf-spaces", *route, id=f"spaces-{route[0]}") for route in COMMON + SPACES] + [
-    pytest.param("hf-jobs", *route, id=f"jobs-{route[0]}") for route in COMMON + JOBS]
+    pytest.param("hf-jobs", *route, id=f"jobs-{route[0]}") for route in COMMON + JOBS
+]
 
 
 @pytest.fixture
@@ -80,8 +82,9 @@ def flaky(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 @pytest.mark.parametrize(("executor", "route", "method", "pattern"), CASES)
-def test_one_429_one_500_one_dropped_connection_on_each_route(hub: HubServer, flaky: Path, executor: str,
-                                                              route: str, method: str, pattern: str) -> None:
+def test_one_429_one_500_one_dropped_connection_on_each_route(
+    hub: HubServer, flaky: Path, executor: str, route: str, method: str, pattern: str
+) -> None:
     from ftpipe.cli import commands, main, more  # noqa: F401 - registers the commands
 
     path = flaky / "flaky.yaml"
@@ -105,13 +108,17 @@ def test_one_429_one_500_one_dropped_connection_on_each_route(hub: HubServer, fl
     # paused only after the run ended: no pause between the restart and the entry's push of the outcome
     calls = [(m, p.split("?")[0]) for m, p, _ in hub.requests]
     restart = max(i for i, (m, p) in enumerate(calls) if m == "POST" and p.endswith("/restart"))
-    pushed = min(i for i, (m, p) in enumerate(calls) if i > restart and m == "POST"
-                 and p.startswith(f"/api/datasets/{NS}/ftpipe-flaky-results/commit/"))
+    pushed = min(
+        i
+        for i, (m, p) in enumerate(calls)
+        if i > restart and m == "POST" and p.startswith(f"/api/datasets/{NS}/ftpipe-flaky-results/commit/")
+    )
     assert not [i for i, (m, p) in enumerate(calls) if restart < i < pushed and m == "POST" and p.endswith("/pause")]
 
 
-def test_a_hub_that_keeps_failing_leaves_the_space_running_and_the_next_run_reattaches(hub: HubServer,
-                                                                                        flaky: Path) -> None:
+def test_a_hub_that_keeps_failing_leaves_the_space_running_and_the_next_run_reattaches(
+    hub: HubServer, flaky: Path
+) -> None:
     from ftpipe.cli import commands, main, more  # noqa: F401 - registers the commands
 
     path = flaky / "flaky.yaml"

@@ -2,6 +2,7 @@
 Docker: it runs the CMD of the Dockerfile the executor uploaded, as a local subprocess, with
 the Space's secrets and variables as its environment — so the Space runs the same entry code
 (``python -m ftpipe.executors.space_entry``) it would run on the Hub."""
+
 from __future__ import annotations
 
 import json
@@ -87,14 +88,33 @@ def docker_cmd(hub: HubServer, tmp_path: Path, pythonpath: Path, extra_env: dict
         cmd = json.loads(next(ln for ln in docker.splitlines() if ln.startswith("CMD "))[4:])
         assert cmd[0] == "python"
         home = tmp_path / f"space-home-{len(list(tmp_path.glob('space-home-*')))}"
-        env = {"PATH": os.environ["PATH"], "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_ENDPOINT": hub.url,
-               "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "NO_PROXY": "127.0.0.1,localhost",
-               "no_proxy": "127.0.0.1,localhost", "PYTHONPATH": os.pathsep.join([str(REPO), str(pythonpath)]),
-               "FTPIPE_CACHE": os.environ["FTPIPE_CACHE"], "SPACE_ID": space_id,
-               **env_from_docker, "FTPIPE_SPACE_WORKDIR": str(home / "work"), "FTPIPE_STATUS_PORT": "0",
-               **variables, **secrets, **(extra_env or {})}
-        proc = subprocess.Popen([sys.executable, *cmd[1:]], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(home),
+            "HF_HOME": str(home / "hf"),
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "PYTHONPATH": os.pathsep.join([str(REPO), str(pythonpath)]),
+            "FTPIPE_CACHE": os.environ["FTPIPE_CACHE"],
+            "SPACE_ID": space_id,
+            **env_from_docker,
+            "FTPIPE_SPACE_WORKDIR": str(home / "work"),
+            "FTPIPE_STATUS_PORT": "0",
+            **variables,
+            **secrets,
+            **(extra_env or {}),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, *cmd[1:]],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
         def pump() -> None:
             for line in proc.stdout:
@@ -134,10 +154,16 @@ def test_space_files_pin_ftpipe_and_the_libraries() -> None:
 
     path = REPO / "pipelines" / "quickstart-spaces.yaml"
     pipeline = load_checked(path).pipeline
-    sub = spaces.Submission(request_id="r", space_id="me/ftpipe-quickstart-spaces-0123abcd",
-                            inputs_repo="me/ftpipe-quickstart-spaces-inputs", inputs_revision="a" * 40,
-                            results_repo="me/ftpipe-quickstart-spaces-results", fingerprint="f",
-                            hardware="cpu-upgrade", submitted_at="now")
+    sub = spaces.Submission(
+        request_id="r",
+        space_id="me/ftpipe-quickstart-spaces-0123abcd",
+        inputs_repo="me/ftpipe-quickstart-spaces-inputs",
+        inputs_revision="a" * 40,
+        results_repo="me/ftpipe-quickstart-spaces-results",
+        fingerprint="f",
+        hardware="cpu-upgrade",
+        submitted_at="now",
+    )
     files = spaces.space_files(pipeline, sub, "0123abcd")
     docker = files["Dockerfile"]
     assert f'"ftpipe[hub,train]=={__version__}"' in docker
@@ -151,7 +177,10 @@ def test_space_files_pin_ftpipe_and_the_libraries() -> None:
     assert "ftpipe" not in lock
     assert "sdk: docker" in files["README.md"]
     assert spaces.space_names("Me", "My.Pipe", "0123abcd") == (
-        "Me/ftpipe-my-pipe-0123abcd", "Me/ftpipe-my-pipe-inputs", "Me/ftpipe-my-pipe-results")
+        "Me/ftpipe-my-pipe-0123abcd",
+        "Me/ftpipe-my-pipe-inputs",
+        "Me/ftpipe-my-pipe-results",
+    )
 
 
 @pytest.mark.integration
@@ -194,8 +223,9 @@ def test_round_trip_runs_in_a_private_space_and_comes_home(hub: HubServer, proje
     blobs: list[tuple[str, bytes]] = []
     for repo, kind in ((space_id, "space"), (inputs, "dataset"), ("tester/ftpipe-spacey-results", "dataset")):
         for commit in hub.commits(repo, kind):  # every file of every commit
-            blobs += [(f"{repo}@{commit['oid'][:8]}:{p}", c)
-                      for p, c in hub.files(repo, kind, revision=commit["oid"]).items()]
+            blobs += [
+                (f"{repo}@{commit['oid'][:8]}:{p}", c) for p, c in hub.files(repo, kind, revision=commit["oid"]).items()
+            ]
     blobs += [(str(p), p.read_bytes()) for p in (path.parent / ".ftpipe").rglob("*") if p.is_file()]
     blobs += [("variables", json.dumps(hub.space_variables(space_id)).encode())]
     blobs += [("space logs", "\n".join(api.fetch_space_logs(space_id)).encode())]
@@ -236,8 +266,10 @@ def test_round_trip_runs_in_a_private_space_and_comes_home(hub: HubServer, proje
 
 @pytest.mark.integration
 def test_failing_run_pauses_the_space_and_brings_the_failure_home(hub: HubServer, project, tmp_path: Path) -> None:
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]})
-            for i in range(30)]
+    rows = [
+        json.dumps({"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]})
+        for i in range(30)
+    ]
     rows[7] = '{"messages": [{"role": "user", "content": "broken row"'
     path = project(data="\n".join(rows) + "\n")
     hub.space_runner = docker_cmd(hub, tmp_path, path.parent)
@@ -286,8 +318,9 @@ def test_a_broken_space_fails_with_its_last_log_lines(hub: HubServer, project, t
 
 
 @pytest.mark.integration
-def test_timeout_and_interrupt_pause_the_space(hub: HubServer, project, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timeout_and_interrupt_pause_the_space(
+    hub: HubServer, project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = project(timeout=1)
     stopped: list[str] = []
 

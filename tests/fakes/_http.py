@@ -1,4 +1,5 @@
 """HTTP plumbing shared by the loopback test servers."""
+
 from __future__ import annotations
 
 from http.server import BaseHTTPRequestHandler

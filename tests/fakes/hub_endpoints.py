@@ -194,4 +194,3 @@ class _EndpointsApi:
                 }
             )
         raise _HttpError(404, f"Not found: {method} /{route}")
-

@@ -34,18 +34,54 @@ if TYPE_CHECKING:
 
 TERMINAL = ("COMPLETED", "CANCELED", "ERROR", "DELETED")
 HARDWARE = [
-    {"name": "cpu-basic", "prettyName": "CPU Basic", "cpu": "2 vCPU", "ram": "16 GB", "ephemeralStorage": "50 GB",
-     "accelerator": None, "unitCostMicroUSD": 167, "unitCostUSD": 0.000167, "unitLabel": "minute"},
-    {"name": "cpu-upgrade", "prettyName": "CPU Upgrade", "cpu": "8 vCPU", "ram": "32 GB",
-     "ephemeralStorage": "50 GB", "accelerator": None, "unitCostMicroUSD": 500, "unitCostUSD": 0.0005,
-     "unitLabel": "minute"},
-    {"name": "t4-small", "prettyName": "Nvidia T4 - small", "cpu": "4 vCPU", "ram": "15 GB",
-     "ephemeralStorage": "50 GB", "accelerator": {"type": "gpu", "model": "T4", "quantity": "1", "vram": "16 GB",
-                                                  "manufacturer": "Nvidia"},
-     "unitCostMicroUSD": 6667, "unitCostUSD": 0.006667, "unitLabel": "minute"},
+    {
+        "name": "cpu-basic",
+        "prettyName": "CPU Basic",
+        "cpu": "2 vCPU",
+        "ram": "16 GB",
+        "ephemeralStorage": "50 GB",
+        "accelerator": None,
+        "unitCostMicroUSD": 167,
+        "unitCostUSD": 0.000167,
+        "unitLabel": "minute",
+    },
+    {
+        "name": "cpu-upgrade",
+        "prettyName": "CPU Upgrade",
+        "cpu": "8 vCPU",
+        "ram": "32 GB",
+        "ephemeralStorage": "50 GB",
+        "accelerator": None,
+        "unitCostMicroUSD": 500,
+        "unitCostUSD": 0.0005,
+        "unitLabel": "minute",
+    },
+    {
+        "name": "t4-small",
+        "prettyName": "Nvidia T4 - small",
+        "cpu": "4 vCPU",
+        "ram": "15 GB",
+        "ephemeralStorage": "50 GB",
+        "accelerator": {"type": "gpu", "model": "T4", "quantity": "1", "vram": "16 GB", "manufacturer": "Nvidia"},
+        "unitCostMicroUSD": 6667,
+        "unitCostUSD": 0.006667,
+        "unitLabel": "minute",
+    },
 ]
-_SPEC_KEYS = ("dockerImage", "spaceId", "command", "arguments", "environment", "flavor", "timeoutSeconds", "labels",
-              "attempts", "volumes", "expose", "resourceGroupId")
+_SPEC_KEYS = (
+    "dockerImage",
+    "spaceId",
+    "command",
+    "arguments",
+    "environment",
+    "flavor",
+    "timeoutSeconds",
+    "labels",
+    "attempts",
+    "volumes",
+    "expose",
+    "resourceGroupId",
+)
 
 
 @dataclass
@@ -87,10 +123,14 @@ class JobsState:
         raw = {key: spec[key] for key in _SPEC_KEYS if key in spec}
         raw.setdefault("arguments", [])
         raw.setdefault("environment", {})
-        raw.update(id=job_id, createdAt=_now(), secrets={k: None for k in spec.get("secrets") or {}},
-                   status={"stage": "SCHEDULING", "message": None},
-                   owner={"id": namespace, "name": namespace, "type": "user"},
-                   initiator=initiator or {"type": "user", "id": namespace, "name": namespace})
+        raw.update(
+            id=job_id,
+            createdAt=_now(),
+            secrets={k: None for k in spec.get("secrets") or {}},
+            status={"stage": "SCHEDULING", "message": None},
+            owner={"id": namespace, "name": namespace, "type": "user"},
+            initiator=initiator or {"type": "user", "id": namespace, "name": namespace},
+        )
         job = _Job(raw, {str(k): str(v) for k, v in (spec.get("secrets") or {}).items()})
         self.jobs[job_id] = job
         threading.Thread(target=self._run, args=(job,), name=f"job-{job_id}", daemon=True).start()
@@ -115,8 +155,9 @@ class JobsState:
             env = {**self.job_env, **job.raw.get("environment", {}), **job.secrets}
             job.logs.append((_now(), f"===== Job started at {_now()} ====="))
             try:
-                job.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                            text=True, errors="replace")
+                job.proc = subprocess.Popen(
+                    cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+                )
             except OSError as exc:
                 job.raw["status"] = {"stage": "ERROR", "message": f"could not start the command: {exc}"}
                 return
@@ -228,7 +269,7 @@ class _JobsApi:
 
     def _logs(self, job: _Job) -> _Response:
         tail = self.params.get("tail")
-        events = job.logs[-int(tail[0]):] if tail else job.logs
+        events = job.logs[-int(tail[0]) :] if tail else job.logs
         lines = [f"data: {json.dumps({'data': text, 'timestamp': stamp})}\n\n" for stamp, text in events]
         return _Response(200, "".join(lines).encode(), {"Content-Type": "text/event-stream"})
 
@@ -247,17 +288,29 @@ class _JobsApi:
             spec = dict(payload["jobSpec"])
             values = {str(k): str(v) for k, v in (spec.get("secrets") or {}).items()}
             spec["secrets"] = {k: None for k in values}
-            scheduled[sid] = {"id": sid, "createdAt": _now(), "jobSpec": spec, "schedule": payload["schedule"],
-                              "suspend": bool(payload.get("suspend", False)),
-                              "concurrency": bool(payload.get("concurrency", False)),
-                              "status": {"lastJob": None, "nextJobRunAt": None},
-                              "owner": {"id": ns, "name": ns, "type": "user"}, "_secrets": values}
+            scheduled[sid] = {
+                "id": sid,
+                "createdAt": _now(),
+                "jobSpec": spec,
+                "schedule": payload["schedule"],
+                "suspend": bool(payload.get("suspend", False)),
+                "concurrency": bool(payload.get("concurrency", False)),
+                "status": {"lastJob": None, "nextJobRunAt": None},
+                "owner": {"id": ns, "name": ns, "type": "user"},
+                "_secrets": values,
+            }
             return _json(_public(scheduled[sid]))
         if len(segs) == 1 and method == "GET":
             label = self.params.get("label", [])
             wanted = [lb.split("=", 1) for lb in label]
-            return _json([_public(s) for s in scheduled.values() if s["owner"]["name"] == ns
-                          and all((s["jobSpec"].get("labels") or {}).get(k) == v for k, v in wanted)])
+            return _json(
+                [
+                    _public(s)
+                    for s in scheduled.values()
+                    if s["owner"]["name"] == ns
+                    and all((s["jobSpec"].get("labels") or {}).get(k) == v for k, v in wanted)
+                ]
+            )
         item = scheduled.get(segs[1])
         if item is None or item["owner"]["name"] != ns:
             raise _HttpError(404, f"Scheduled Job {segs[1]} not found")
@@ -297,8 +350,17 @@ def _check_spec(spec: dict) -> None:
 
 
 # flavors the real Hub accepts that the hardware list above leaves out (kept short)
-_OTHER_FLAVORS = {"cpu-performance", "cpu-xl", "t4-medium", "l4x1", "l4x4", "a10g-small", "a10g-large",
-                  "a100-large", "h200"}
+_OTHER_FLAVORS = {
+    "cpu-performance",
+    "cpu-xl",
+    "t4-medium",
+    "l4x1",
+    "l4x4",
+    "a10g-small",
+    "a10g-large",
+    "a100-large",
+    "h200",
+}
 
 
 def _public(item: dict) -> dict:

@@ -186,4 +186,3 @@ def _setting(value: str, description: str | None) -> dict:
 def _repo_not_found(user: str | None) -> _HttpError:
     # Like the Hub: anonymous callers get 401 (cannot tell private from missing), others 404.
     return _HttpError(401 if user is None else 404, "Repository not found", "RepoNotFound")
-

@@ -384,6 +384,7 @@ class _RepoApi:
 
 # -- resolve (file download) and git-LFS basic transfer ------------------------------------------
 
+
 def resolve(hub: HubServer, method: str, segs: list[str], headers: Any, user: str | None) -> _Response:
     if method not in ("GET", "HEAD"):
         raise _HttpError(405, "Method not allowed")
@@ -431,7 +432,9 @@ def resolve(hub: HubServer, method: str, segs: list[str], headers: Any, user: st
     data = blob.content[start : end + 1]
     return _Response(status, data, out, content_length=len(data))
 
+
 # -- git-LFS basic transfer --------------------------------------------------------------
+
 
 def lfs_batch(hub: HubServer, raw_path: str, user: str | None, body: bytes) -> _Response:
     path = unquote(raw_path[1 : -len(".git/info/lfs/objects/batch")])
@@ -461,6 +464,7 @@ def lfs_batch(hub: HubServer, raw_path: str, user: str | None, body: bytes) -> _
         objects.append(entry)
     body = json.dumps({"transfer": "basic", "objects": objects}).encode()
     return _Response(200, body, {"Content-Type": "application/vnd.git-lfs+json"})
+
 
 def lfs_object(hub: HubServer, method: str, segs: list[str], user: str | None, body: bytes) -> _Response:
     if segs[:1] == ["upload"] and method == "PUT" and len(segs) == 4:

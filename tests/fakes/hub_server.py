@@ -349,7 +349,6 @@ class HubServer:
             return
         start_space(self, repo)
 
-
     # -- internals: request handling ----------------------------------------------------------
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:

@@ -112,6 +112,7 @@ class _SpaceApi:
 
 # -- a Space's lifecycle ---------------------------------------------------------------------
 
+
 def runtime_dict(repo: _Repo) -> dict:
     space = repo.space
     host = repo.repo_id.replace("/", "-").replace("_", "-").lower()
@@ -127,6 +128,7 @@ def runtime_dict(repo: _Repo) -> dict:
         "sdk": space.sdk,
     }
 
+
 def app_file_present(repo: _Repo) -> bool:
     files = repo.head().files
     sdk = repo.space.sdk
@@ -136,6 +138,7 @@ def app_file_present(repo: _Repo) -> bool:
         return True
     meta = _front_matter(files["README.md"].content.decode(errors="replace")) if "README.md" in files else {}
     return str((meta or {}).get("app_file", "app.py")) in files
+
 
 def start_space(hub: HubServer, repo: _Repo) -> None:
     space = repo.space
@@ -153,6 +156,7 @@ def start_space(hub: HubServer, repo: _Repo) -> None:
     variables = {k: v["value"] for k, v in space.variables.items()}
     args = (repo.repo_id, space.generation, files, secrets, variables)
     threading.Thread(target=_run_space, args=(hub, *args), name=f"space-{repo.repo_id}", daemon=True).start()
+
 
 def _run_space(hub: HubServer, space_id: str, generation: int, files: dict, secrets: dict, variables: dict) -> None:
     time.sleep(hub.space_build_seconds)

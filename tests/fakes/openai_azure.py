@@ -1,5 +1,6 @@
 """Azure-only surfaces: chat through a deployment, and Azure Resource Manager deployments
 (PUT/GET/DELETE, Accepted -> Creating -> Succeeded or Failed)."""
+
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ ARM_PATH = re.compile(
 def azure_chat(srv: OpenAIServer, req: Request, deployment: str) -> Response:
     return chat(srv, req, deployment)
 
+
 # ---------------------------------------------------------------- Azure Resource Manager
 
 
@@ -34,8 +36,11 @@ def arm(srv: OpenAIServer, req: Request) -> Response:
     if match is None:
         raise ApiError(404, f"The resource path '{req.path}' was not found.", code="NotFound")
     if not req.api_version:
-        raise ApiError(400, "The api-version query parameter (?api-version=) is required for all requests.",
-                        code="MissingApiVersionParameter")
+        raise ApiError(
+            400,
+            "The api-version query parameter (?api-version=) is required for all requests.",
+            code="MissingApiVersionParameter",
+        )
     name = match.group("name")
     if name is None:
         if req.method != "GET":
@@ -64,8 +69,7 @@ def arm_put(srv: OpenAIServer, req: Request, match: re.Match[str], name: str) ->
     if not isinstance(sku, dict) or not isinstance(sku.get("name"), str):
         raise ApiError(400, "The 'sku' with a 'name' is required.", code="InvalidResourceProperties")
     if not isinstance(model, dict) or model.get("format") != "OpenAI" or not isinstance(model.get("name"), str):
-        raise ApiError(400, "properties.model needs format 'OpenAI' and a name.",
-                        code="InvalidResourceProperties")
+        raise ApiError(400, "properties.model needs format 'OpenAI' and a name.", code="InvalidResourceProperties")
     existed = name in srv.deployments
     dep = deployment_object(srv, match.group("sub"), match.group("rg"), match.group("account"), name, sku, model)
     srv.deployments[name] = dep
@@ -77,13 +81,24 @@ def deployment_object(srv: OpenAIServer, sub: str, rg: str, account: str, name: 
     stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     return {
         "id": f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.CognitiveServices/"
-              f"accounts/{account}/deployments/{name}",
-        "name": name, "type": "Microsoft.CognitiveServices/accounts/deployments",
+        f"accounts/{account}/deployments/{name}",
+        "name": name,
+        "type": "Microsoft.CognitiveServices/accounts/deployments",
         "sku": dict(sku),
-        "properties": {"model": dict(model), "provisioningState": "Accepted",
-                       "capabilities": {"chatCompletion": "true"}, "rateLimits": []},
-        "systemData": {"createdAt": stamp, "createdBy": "ftpipe-test", "createdByType": "User",
-                       "lastModifiedAt": stamp, "lastModifiedBy": "ftpipe-test", "lastModifiedByType": "User"},
+        "properties": {
+            "model": dict(model),
+            "provisioningState": "Accepted",
+            "capabilities": {"chatCompletion": "true"},
+            "rateLimits": [],
+        },
+        "systemData": {
+            "createdAt": stamp,
+            "createdBy": "ftpipe-test",
+            "createdByType": "User",
+            "lastModifiedAt": stamp,
+            "lastModifiedBy": "ftpipe-test",
+            "lastModifiedByType": "User",
+        },
         "etag": f'"{srv.rng.getrandbits(64):016x}"',
     }
 
@@ -101,8 +116,7 @@ def arm_progress(srv: OpenAIServer, name: str, dep: dict[str, Any]) -> None:
         return
     model = props["model"]["name"]
     sim = srv.models.get(model)
-    deployable = (sim is not None and sim.provider == "azure") or model in AZURE_DEPLOYABLE_BASE \
-        or model in AZURE_FINE_TUNABLE
+    deployable = (
+        (sim is not None and sim.provider == "azure") or model in AZURE_DEPLOYABLE_BASE or model in AZURE_FINE_TUNABLE
+    )
     props["provisioningState"] = "Succeeded" if deployable else "Failed"
-
-

@@ -1,5 +1,6 @@
 """Training data as the services check it, and the double's notion of similarity (how a
 "fine-tuned" model answers)."""
+
 from __future__ import annotations
 
 import json
@@ -153,8 +154,5 @@ def parse_training_data(content: bytes, method: str, *, min_examples: int) -> tu
         examples += 1
         tokens += count_tokens(line)
     if examples < min_examples:
-        raise DataError(
-            f"Training file has {examples} example(s), but must have at least {min_examples} examples"
-        )
+        raise DataError(f"Training file has {examples} example(s), but must have at least {min_examples} examples")
     return pairs, examples, tokens
-

@@ -1,5 +1,6 @@
 """Files: upload (multipart), list, retrieve (Azure files are ``pending`` until polled),
 content, delete."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -17,27 +18,38 @@ def file_upload(srv: OpenAIServer, req: Request) -> Response:
     if "file" not in parts:
         raise ApiError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
     if "purpose" not in parts:
-        raise ApiError(400, "Missing required parameter: 'purpose'.", param="purpose",
-                        code="missing_required_parameter")
+        raise ApiError(
+            400, "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
+        )
     filename, data = parts["file"]
     purpose = parts["purpose"][1].decode("utf-8", "replace")
     if purpose not in FILE_PURPOSES:
-        raise ApiError(400, f"'{purpose}' is not one of {sorted(FILE_PURPOSES)} - 'purpose'",
-                        param="purpose", code="invalid_value")
+        raise ApiError(
+            400, f"'{purpose}' is not one of {sorted(FILE_PURPOSES)} - 'purpose'", param="purpose", code="invalid_value"
+        )
     filename = filename or "upload"
     if purpose == "fine-tune" and not filename.endswith(".jsonl"):
-        raise ApiError(400, "Invalid file format for Fine-Tuning API. Must be .jsonl", param="file",
-                        code="invalid_file_format")
+        raise ApiError(
+            400, "Invalid file format for Fine-Tuning API. Must be .jsonl", param="file", code="invalid_file_format"
+        )
     if not data:
         raise ApiError(400, "File is empty.", param="file", code="invalid_file_format")
     obj = store_file(srv, req.surface, filename, purpose, data)
     return srv.ok(req, obj, created=f"files/{obj['id']}")
 
 
-def store_file(srv: OpenAIServer, provider: str, filename: str, purpose: str, data: bytes, *, processed: bool = False) -> dict:
+def store_file(
+    srv: OpenAIServer, provider: str, filename: str, purpose: str, data: bytes, *, processed: bool = False
+) -> dict:
     file_id = srv.new_id("file-", provider, 22)
-    obj: dict[str, Any] = {"id": file_id, "object": "file", "bytes": len(data), "created_at": srv.now(),
-                           "filename": filename, "purpose": purpose}
+    obj: dict[str, Any] = {
+        "id": file_id,
+        "object": "file",
+        "bytes": len(data),
+        "created_at": srv.now(),
+        "filename": filename,
+        "purpose": purpose,
+    }
     if provider == "azure":
         obj["status"] = "processed" if processed else "pending"
     else:
@@ -86,4 +98,3 @@ def file_content(srv: OpenAIServer, req: Request, file_id: str) -> Response:
     if req.surface == "openai" and obj["purpose"] == "fine-tune":
         raise ApiError(400, "Not allowed to download files of purpose: fine-tune")
     return Response(200, srv.content[file_id], {"content-type": "application/octet-stream"})
-

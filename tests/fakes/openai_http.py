@@ -1,5 +1,6 @@
 """HTTP plumbing of the loopback OpenAI/Azure double: requests, responses, errors in each
 surface's shape, injected faults, cursor pages and the threaded server."""
+
 from __future__ import annotations
 
 import email.parser
@@ -36,8 +37,15 @@ class Response:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 type: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
 
@@ -72,12 +80,16 @@ def fault_response(fault: Fault, surface: str) -> Response | None:
     if fault.fault == "drop":
         return None
     status = int(fault.fault)
-    messages = {429: "Rate limit reached. Please try again later.",
-                500: "The server had an error while processing your request. Sorry about that!"}
-    exc = ApiError(status, messages.get(status, f"Injected fault {status}."),
-                    code="rate_limit_exceeded" if status == 429 else None,
-                    type="requests" if status == 429 else "server_error" if status >= 500 else
-                    "invalid_request_error")
+    messages = {
+        429: "Rate limit reached. Please try again later.",
+        500: "The server had an error while processing your request. Sorry about that!",
+    }
+    exc = ApiError(
+        status,
+        messages.get(status, f"Injected fault {status}."),
+        code="rate_limit_exceeded" if status == 429 else None,
+        type="requests" if status == 429 else "server_error" if status >= 500 else "invalid_request_error",
+    )
     resp = error_response(surface, exc)
     if status == 429:
         resp.headers.update({"retry-after": "0", "retry-after-ms": "10"})
@@ -90,12 +102,16 @@ def error_response(surface: str, exc: ApiError) -> Response:
         body = {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
     elif surface == "azure":
         code = exc.code or {400: "invalidPayload", 401: "401", 404: "notFound", 429: "tooManyRequests"}.get(
-            exc.status, "internalServerError" if exc.status >= 500 else str(exc.status))
-        body = {"error": {"code": code, "message": exc.message, "target": exc.param, "details": [],
-                          "innererror": None}}
+            exc.status, "internalServerError" if exc.status >= 500 else str(exc.status)
+        )
+        body = {"error": {"code": code, "message": exc.message, "target": exc.param, "details": [], "innererror": None}}
     else:
-        body = {"error": {"code": exc.code or ("InternalServerError" if exc.status >= 500 else "BadRequest"),
-                          "message": exc.message}}
+        body = {
+            "error": {
+                "code": exc.code or ("InternalServerError" if exc.status >= 500 else "BadRequest"),
+                "message": exc.message,
+            }
+        }
     return Response(exc.status, body)
 
 
@@ -114,7 +130,7 @@ def page(items: list[dict[str, Any]], req: Request, *, default_limit: int, max_l
     if after:
         ids = [item["id"] for item in items]
         start = ids.index(after) + 1 if after in ids else len(items)
-    data = items[start:start + limit]
+    data = items[start : start + limit]
     return {"object": "list", "data": data, "has_more": start + limit < len(items)}
 
 
@@ -195,4 +211,3 @@ class Handler(BaseHTTPRequestHandler):
         return read_body(self)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
-

@@ -1,5 +1,6 @@
 """Fine-tuning job routes: create (the request checks), list, retrieve (a poll), cancel,
 delete (Azure), events and checkpoints."""
+
 from __future__ import annotations
 
 import re
@@ -49,26 +50,42 @@ def job_create(srv: OpenAIServer, req: Request) -> Response:
     for key in body:
         if key not in allowed:
             hint = " (not in this api-version; use a preview api-version)" if provider == "azure" else ""
-            raise ApiError(400, f"Unrecognized request argument supplied: {key}{hint}", param=key,
-                            code="unknown_parameter" if provider == "openai" else None)
+            raise ApiError(
+                400,
+                f"Unrecognized request argument supplied: {key}{hint}",
+                param=key,
+                code="unknown_parameter" if provider == "openai" else None,
+            )
     for key in ("model", "training_file"):
         if not isinstance(body.get(key), str) or not body[key]:
-            raise ApiError(400, f"Missing required parameter: '{key}'.", param=key,
-                            code="missing_required_parameter" if provider == "openai" else None)
+            raise ApiError(
+                400,
+                f"Missing required parameter: '{key}'.",
+                param=key,
+                code="missing_required_parameter" if provider == "openai" else None,
+            )
     model, base = resolve_base_model(srv, provider, body["model"])
     method_type, hp = check_method(body, provider)
     supported = (OPENAI_FINE_TUNABLE if provider == "openai" else AZURE_FINE_TUNABLE)[base]
     if method_type not in supported:
-        raise ApiError(400, f"Model {body['model']} does not support the {method_type} method.",
-                        param="method", code="invalid_value" if provider == "openai" else None)
+        raise ApiError(
+            400,
+            f"Model {body['model']} does not support the {method_type} method.",
+            param="method",
+            code="invalid_value" if provider == "openai" else None,
+        )
     check_training_file(srv, req, body["training_file"], "training_file")
     if body.get("validation_file") is not None:
         check_training_file(srv, req, body["validation_file"], "validation_file")
     suffix = check_suffix(body.get("suffix"), provider)
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2147483647):
-        raise ApiError(400, f"Invalid seed: {seed!r}. Must be an integer between 0 and 2147483647.",
-                        param="seed", code="invalid_value" if provider == "openai" else None)
+        raise ApiError(
+            400,
+            f"Invalid seed: {seed!r}. Must be an integer between 0 and 2147483647.",
+            param="seed",
+            code="invalid_value" if provider == "openai" else None,
+        )
     metadata = check_metadata(body.get("metadata"))
     integrations = check_integrations(body.get("integrations"))
 
@@ -79,22 +96,45 @@ def job_create(srv: OpenAIServer, req: Request) -> Response:
     job: dict[str, Any]
     if provider == "openai":
         job = {
-            "id": job_id, "object": "fine_tuning.job", "created_at": srv.now(), "error": None,
-            "fine_tuned_model": None, "finished_at": None, "hyperparameters": top_level_hp(hp),
-            "model": model, "organization_id": ORGANIZATION_ID, "result_files": [], "seed": seed,
-            "status": OPENAI_STATES[0], "trained_tokens": None, "training_file": body["training_file"],
-            "validation_file": body.get("validation_file"), "estimated_finish": None,
-            "integrations": integrations, "metadata": metadata,
+            "id": job_id,
+            "object": "fine_tuning.job",
+            "created_at": srv.now(),
+            "error": None,
+            "fine_tuned_model": None,
+            "finished_at": None,
+            "hyperparameters": top_level_hp(hp),
+            "model": model,
+            "organization_id": ORGANIZATION_ID,
+            "result_files": [],
+            "seed": seed,
+            "status": OPENAI_STATES[0],
+            "trained_tokens": None,
+            "training_file": body["training_file"],
+            "validation_file": body.get("validation_file"),
+            "estimated_finish": None,
+            "integrations": integrations,
+            "metadata": metadata,
             "method": {"type": method_type, method_type: {"hyperparameters": dict(hp)}},
             "user_provided_suffix": suffix,
         }
     else:
         job = {
-            "id": job_id, "object": "fine_tuning.job", "created_at": srv.now(), "finished_at": None,
-            "status": AZURE_STATES[0], "model": model, "fine_tuned_model": None,
-            "training_file": body["training_file"], "validation_file": body.get("validation_file"),
-            "hyperparameters": azure_pending_hp(hp), "result_files": [], "trained_tokens": None,
-            "suffix": suffix, "seed": seed, "estimated_finish": None, "error": None,
+            "id": job_id,
+            "object": "fine_tuning.job",
+            "created_at": srv.now(),
+            "finished_at": None,
+            "status": AZURE_STATES[0],
+            "model": model,
+            "fine_tuned_model": None,
+            "training_file": body["training_file"],
+            "validation_file": body.get("validation_file"),
+            "hyperparameters": azure_pending_hp(hp),
+            "result_files": [],
+            "trained_tokens": None,
+            "suffix": suffix,
+            "seed": seed,
+            "estimated_finish": None,
+            "error": None,
         }
         if preview:
             job["method"] = {"type": method_type, method_type: {"hyperparameters": dict(hp)}}
@@ -124,24 +164,43 @@ def resolve_base_model(srv: OpenAIServer, provider: str, name: str) -> tuple[str
     if provider == "azure" and "." in name and name.replace("3.5", "35") in catalog:
         hint = f" Azure model names have no dots: did you mean '{name.replace('3.5', '35')}'?"
     if provider == "openai":
-        raise ApiError(400, f"Model {name} is not available for fine-tuning or does not exist.",
-                        param="model", code="model_not_available")
-    raise ApiError(400, f"The specified base model '{name}' does not support fine-tuning.{hint}",
-                    param="model", code="invalidPayload")
+        raise ApiError(
+            400,
+            f"Model {name} is not available for fine-tuning or does not exist.",
+            param="model",
+            code="model_not_available",
+        )
+    raise ApiError(
+        400,
+        f"The specified base model '{name}' does not support fine-tuning.{hint}",
+        param="model",
+        code="invalidPayload",
+    )
 
 
 def check_training_file(srv: OpenAIServer, req: Request, file_id: Any, param: str) -> None:
     if not isinstance(file_id, str) or srv.file_provider.get(file_id) != req.surface:
-        raise ApiError(400, f"invalid {param}: {file_id}", param=param,
-                        code="invalid_file_id" if req.surface == "openai" else "invalidPayload")
+        raise ApiError(
+            400,
+            f"invalid {param}: {file_id}",
+            param=param,
+            code="invalid_file_id" if req.surface == "openai" else "invalidPayload",
+        )
     obj = srv.files[file_id]
     if obj["purpose"] != "fine-tune":
-        raise ApiError(400, f"File {file_id} has purpose '{obj['purpose']}', expected 'fine-tune'.",
-                        param=param, code="invalid_file_purpose" if req.surface == "openai" else "invalidPayload")
+        raise ApiError(
+            400,
+            f"File {file_id} has purpose '{obj['purpose']}', expected 'fine-tune'.",
+            param=param,
+            code="invalid_file_purpose" if req.surface == "openai" else "invalidPayload",
+        )
     if obj["status"] != "processed":
-        raise ApiError(400, f"The file {file_id} is not ready for fine-tuning (status: {obj['status']}). "
-                             "Wait until it is processed.", param=param,
-                        code="file_not_ready" if req.surface == "openai" else "invalidPayload")
+        raise ApiError(
+            400,
+            f"The file {file_id} is not ready for fine-tuning (status: {obj['status']}). Wait until it is processed.",
+            param=param,
+            code="file_not_ready" if req.surface == "openai" else "invalidPayload",
+        )
 
 
 def get_sim(srv: OpenAIServer, req: Request, job_id: str) -> JobSim:
@@ -149,8 +208,12 @@ def get_sim(srv: OpenAIServer, req: Request, job_id: str) -> JobSim:
     if sim is None or sim.provider != req.surface:
         if req.surface == "azure":
             raise ApiError(404, f"The specified fine-tuning job '{job_id}' could not be found.", code="notFound")
-        raise ApiError(404, f"Could not find fine-tuning job: {job_id}", param="fine_tuning_job_id",
-                        code="fine_tuning_job_not_found")
+        raise ApiError(
+            404,
+            f"Could not find fine-tuning job: {job_id}",
+            param="fine_tuning_job_id",
+            code="fine_tuning_job_not_found",
+        )
     return sim
 
 
@@ -185,8 +248,11 @@ def job_list(srv: OpenAIServer, req: Request) -> Response:
 def job_cancel(srv: OpenAIServer, req: Request, job_id: str) -> Response:
     sim = get_sim(srv, req, job_id)
     if sim.job["status"] in TERMINAL:
-        raise ApiError(400, f"Job has already completed: {job_id}",
-                        code="invalid_job_state" if req.surface == "openai" else "invalidPayload")
+        raise ApiError(
+            400,
+            f"Job has already completed: {job_id}",
+            code="invalid_job_state" if req.surface == "openai" else "invalidPayload",
+        )
     finish(srv, sim, "cancelled")
     return Response(200, sim.job)
 

@@ -1,6 +1,7 @@
 """The simulated fine-tuning job: the catalogues of fine-tunable models, a job's state, and
 how it moves on when polled (data checked when it leaves its first state, hyperparameters
 resolved, metric events, checkpoints, the fine-tuned model)."""
+
 from __future__ import annotations
 
 import math
@@ -79,7 +80,6 @@ class JobSim:
     tokens: int = 0
 
 
-
 # ---------------------------------------------------------------- job progression
 
 
@@ -143,7 +143,8 @@ def validate_data(srv: OpenAIServer, sim: JobSim) -> bool:
             if content is None:
                 raise DataError(f"file {file_id} was deleted")
             pairs, examples, tokens = parse_training_data(
-                content, sim.method, min_examples=10 if param == "training_file" else 1)
+                content, sim.method, min_examples=10 if param == "training_file" else 1
+            )
         except DataError as exc:
             code = "jsonlValidationFailed" if azure else f"invalid_{param}"
             what = "training" if param == "training_file" else "validation"
@@ -183,8 +184,11 @@ def resolve_hyperparameters(srv: OpenAIServer, sim: JobSim) -> None:
     for step in range(1, total + 1):
         progress = step / total
         loss = 0.25 + 1.9 * math.exp(-3 * progress) + 0.04 * math.sin(step + seed_shift)
-        metrics = {"step": step, "train_loss": round(loss, 4),
-                   "train_mean_token_accuracy": round(min(0.99, 0.45 + 0.5 * (1 - math.exp(-3 * progress))), 4)}
+        metrics = {
+            "step": step,
+            "train_loss": round(loss, 4),
+            "train_mean_token_accuracy": round(min(0.99, 0.45 + 0.5 * (1 - math.exp(-3 * progress))), 4),
+        }
         if valid:
             metrics["valid_loss"] = round(loss + 0.08, 4)
             metrics["valid_mean_token_accuracy"] = round(metrics["train_mean_token_accuracy"] - 0.03, 4)
@@ -202,8 +206,7 @@ def emit_metrics(srv: OpenAIServer, sim: JobSim, upto: int) -> None:
         if step % stride and step != total:
             continue
         data = {**metrics, "total_steps": total}
-        event(srv, sim, f"Step {step}/{total}: training loss={metrics['train_loss']:.2f}",
-                    type="metrics", data=data)
+        event(srv, sim, f"Step {step}/{total}: training loss={metrics['train_loss']:.2f}", type="metrics", data=data)
 
 
 def succeed(srv: OpenAIServer, sim: JobSim) -> None:
@@ -222,18 +225,29 @@ def succeed(srv: OpenAIServer, sim: JobSim) -> None:
             metrics["full_valid_loss"] = metrics["valid_loss"]
             metrics["full_valid_mean_token_accuracy"] = metrics["valid_mean_token_accuracy"]
         ckpt_model = f"{model_id}:ckpt-step-{step}"
-        sim.checkpoints.append({
-            "id": srv.new_id("ftckpt_" if sim.provider == "openai" else "ftchkpt-", sim.provider),
-            "object": "fine_tuning.job.checkpoint", "created_at": srv.now(),
-            "fine_tuned_model_checkpoint": ckpt_model, "fine_tuning_job_id": job["id"],
-            "step_number": step, "metrics": metrics,
-        })
+        sim.checkpoints.append(
+            {
+                "id": srv.new_id("ftckpt_" if sim.provider == "openai" else "ftchkpt-", sim.provider),
+                "object": "fine_tuning.job.checkpoint",
+                "created_at": srv.now(),
+                "fine_tuned_model_checkpoint": ckpt_model,
+                "fine_tuning_job_id": job["id"],
+                "step_number": step,
+                "metrics": metrics,
+            }
+        )
         srv.models[ckpt_model] = sim
         event(srv, sim, f"Checkpoint created at step {step}")
     srv.models[model_id] = sim
     csv = metrics_csv(sim.steps, sim.provider)
-    result = store_file(srv, sim.provider, "step_metrics.csv" if sim.provider == "openai" else "results.csv",
-                              "fine-tune-results", csv, processed=True)
+    result = store_file(
+        srv,
+        sim.provider,
+        "step_metrics.csv" if sim.provider == "openai" else "results.csv",
+        "fine-tune-results",
+        csv,
+        processed=True,
+    )
     job.update(fine_tuned_model=model_id, result_files=[result["id"]], trained_tokens=sim.tokens * epochs)
     event(srv, sim, f"New fine-tuned model created: {model_id}")
     event(srv, sim, "The job has successfully completed")
@@ -252,14 +266,28 @@ def finish(srv: OpenAIServer, sim: JobSim, status: str) -> None:
     sim.job.update(status=status, finished_at=srv.now(), estimated_finish=None)
 
 
-def event(srv: OpenAIServer, sim: JobSim, message: str, *, level: str = "info", type: str = "message",
-           data: dict[str, Any] | None = None) -> None:
+def event(
+    srv: OpenAIServer,
+    sim: JobSim,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> None:
     if sim.provider == "azure" and level == "warn":
         level = "warning"
-    sim.events.append({
-        "id": srv.new_id("ftevent-", sim.provider), "object": "fine_tuning.job.event",
-        "created_at": srv.now(), "level": level, "message": message, "type": type, "data": data or {},
-    })
+    sim.events.append(
+        {
+            "id": srv.new_id("ftevent-", sim.provider),
+            "object": "fine_tuning.job.event",
+            "created_at": srv.now(),
+            "level": level,
+            "message": message,
+            "type": type,
+            "data": data or {},
+        }
+    )
 
 
 def metrics_csv(steps: list[dict[str, float]], provider: str) -> bytes:

@@ -64,6 +64,7 @@ data checks and similarity; ``openai_jobsim`` the simulated job and how it moves
 ``openai_chat`` and ``openai_azure`` the routes of each surface (a route is a function
 ``(server, request, *path groups) -> Response`` listed in ``_ROUTES``).
 """
+
 from __future__ import annotations
 
 import random
@@ -210,8 +211,9 @@ class OpenAIServer:
 
     # -- test controls
 
-    def inject(self, method: str, path_regex: str, fault: int | str, times: int = 1,
-               after_handling: bool = False) -> None:
+    def inject(
+        self, method: str, path_regex: str, fault: int | str, times: int = 1, after_handling: bool = False
+    ) -> None:
         """Answer the next ``times`` requests whose method matches (``"*"``: any) and whose
         path (without query) matches ``path_regex`` (``re.search``) with ``fault``: an HTTP
         status, or ``"drop"`` to close the connection unanswered. ``after_handling`` carries
@@ -221,8 +223,9 @@ class OpenAIServer:
         with self.lock:
             self._faults.append(Fault(method.upper(), re.compile(path_regex), fault, times, after_handling))
 
-    def set_job_outcome(self, status: str, *, code: str | None = None, message: str | None = None,
-                        job_id: str | None = None) -> None:
+    def set_job_outcome(
+        self, status: str, *, code: str | None = None, message: str | None = None, job_id: str | None = None
+    ) -> None:
         """Make the next created job (or ``job_id``) end ``failed`` or ``cancelled`` (or
         ``succeeded``) when it finishes running. Calls without ``job_id`` queue up."""
         if status not in TERMINAL:
@@ -248,9 +251,15 @@ class OpenAIServer:
     def add_deployment(self, name: str, model: str, *, version: str = "1") -> dict[str, Any]:
         """Seed a Succeeded Azure deployment (e.g. of a base model for baselines)."""
         with self.lock:
-            dep = deployment_object(self, "sub", "rg", "account", name,
-                                          {"name": "standard", "capacity": 1},
-                                          {"format": "OpenAI", "name": model, "version": version})
+            dep = deployment_object(
+                self,
+                "sub",
+                "rg",
+                "account",
+                name,
+                {"name": "standard", "capacity": 1},
+                {"format": "OpenAI", "name": model, "version": version},
+            )
             dep["properties"]["provisioningState"] = "Succeeded"
             self.deployments[name] = dep
             return dep
@@ -265,8 +274,15 @@ class OpenAIServer:
             self.requests.append((method, raw_path, headers, body))
             split = urlsplit(raw_path)
             path = split.path
-            surface = "openai" if path.startswith("/v1/") else "azure" if path.startswith("/openai/") else \
-                "arm" if path.lower().startswith("/subscriptions/") else "openai"
+            surface = (
+                "openai"
+                if path.startswith("/v1/")
+                else "azure"
+                if path.startswith("/openai/")
+                else "arm"
+                if path.lower().startswith("/subscriptions/")
+                else "openai"
+            )
             req = Request(method, path, parse_qsl(split.query, keep_blank_values=True), headers, body, surface)
             fault = self._take_fault(method, path)
             if fault is not None and not fault.after_handling:
@@ -291,7 +307,6 @@ class OpenAIServer:
                 return fault
         return None
 
-
     def _dispatch(self, req: Request) -> Response:
         if req.surface == "arm":
             self._auth_arm(req)
@@ -300,15 +315,16 @@ class OpenAIServer:
             self._auth_azure(req)
             if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(-preview)?", req.api_version):
                 raise ApiError(404, "Resource not found")
-            path = req.path[len("/openai"):]
+            path = req.path[len("/openai") :]
         else:
             self._auth_openai(req)
             if not req.path.startswith("/v1/"):
                 raise ApiError(404, f"Invalid URL ({req.method} {req.path})")
-            path = req.path[len("/v1"):]
+            path = req.path[len("/v1") :]
         for method, pattern, handler in _ROUTES:
             if (handler in _OPENAI_ONLY and req.surface != "openai") or (
-                    handler in _AZURE_ONLY and req.surface != "azure"):
+                handler in _AZURE_ONLY and req.surface != "azure"
+            ):
                 continue
             match = re.fullmatch(pattern, path)
             if match and method == req.method:
@@ -321,23 +337,32 @@ class OpenAIServer:
 
     def _auth_openai(self, req: Request) -> None:
         if req.headers.get("authorization") != f"Bearer {self.api_key}":
-            raise ApiError(401, "Incorrect API key provided. You can find your API key at "
-                                 "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "Incorrect API key provided. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
 
     def _auth_azure(self, req: Request) -> None:
         if req.headers.get("api-key") == self.azure_api_key:
             return
         if req.headers.get("authorization") == f"Bearer {self.azure_ad_token}":
             return
-        raise ApiError(401, "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
-                             "provide a valid key for an active subscription and use a correct regional API "
-                             "endpoint for your resource.", code="401")
+        raise ApiError(
+            401,
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+            "provide a valid key for an active subscription and use a correct regional API "
+            "endpoint for your resource.",
+            code="401",
+        )
 
     def _auth_arm(self, req: Request) -> None:
         auth = req.headers.get("authorization")
         if auth is None:
-            raise ApiError(401, "Authentication failed. The 'Authorization' header is missing.",
-                            code="AuthenticationFailed")
+            raise ApiError(
+                401, "Authentication failed. The 'Authorization' header is missing.", code="AuthenticationFailed"
+            )
         if auth != f"Bearer {self.arm_token}":
             raise ApiError(401, "The access token is invalid.", code="InvalidAuthenticationToken")
 
@@ -393,33 +418,64 @@ def openai_server_fixture() -> Iterator[OpenAIServer]:
         yield server
 
 
-def openai_client(server: OpenAIServer, *, api_key: str | None = None, max_retries: int = 2,
-                  timeout: float = 10.0) -> OpenAI:
+def openai_client(
+    server: OpenAIServer, *, api_key: str | None = None, max_retries: int = 2, timeout: float = 10.0
+) -> OpenAI:
     """The official client, validating every response against its own types."""
     from openai import OpenAI
 
-    return OpenAI(base_url=server.url + "/v1", api_key=api_key or server.api_key, max_retries=max_retries,
-                  timeout=timeout, _strict_response_validation=True)
+    return OpenAI(
+        base_url=server.url + "/v1",
+        api_key=api_key or server.api_key,
+        max_retries=max_retries,
+        timeout=timeout,
+        _strict_response_validation=True,
+    )
 
 
-def azure_client(server: OpenAIServer, *, api_version: str = "2024-10-21", api_key: str | None = None,
-                 azure_ad_token: str | None = None, max_retries: int = 2, timeout: float = 10.0) -> AzureOpenAI:
+def azure_client(
+    server: OpenAIServer,
+    *,
+    api_version: str = "2024-10-21",
+    api_key: str | None = None,
+    azure_ad_token: str | None = None,
+    max_retries: int = 2,
+    timeout: float = 10.0,
+) -> AzureOpenAI:
     """The official Azure client. Not strict: its job type lists only OpenAI's states."""
     from openai import AzureOpenAI
 
     if azure_ad_token is not None:
-        return AzureOpenAI(azure_endpoint=server.url, api_version=api_version, azure_ad_token=azure_ad_token,
-                           max_retries=max_retries, timeout=timeout)
-    return AzureOpenAI(azure_endpoint=server.url, api_version=api_version,
-                       api_key=api_key or server.azure_api_key, max_retries=max_retries, timeout=timeout)
+        return AzureOpenAI(
+            azure_endpoint=server.url,
+            api_version=api_version,
+            azure_ad_token=azure_ad_token,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+    return AzureOpenAI(
+        azure_endpoint=server.url,
+        api_version=api_version,
+        api_key=api_key or server.azure_api_key,
+        max_retries=max_retries,
+        timeout=timeout,
+    )
 
 
-def arm_deployment_url(server: OpenAIServer, name: str, *, subscription: str = "sub-123",
-                       resource_group: str = "rg-ftpipe", account: str = "aoai-ftpipe",
-                       api_version: str = "2024-10-01") -> str:
+def arm_deployment_url(
+    server: OpenAIServer,
+    name: str,
+    *,
+    subscription: str = "sub-123",
+    resource_group: str = "rg-ftpipe",
+    account: str = "aoai-ftpipe",
+    api_version: str = "2024-10-01",
+) -> str:
     """The ARM URL of one deployment, with the server standing in for management.azure.com."""
-    return (f"{server.url}/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
-            f"Microsoft.CognitiveServices/accounts/{account}/deployments/{name}?api-version={api_version}")
+    return (
+        f"{server.url}/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+        f"Microsoft.CognitiveServices/accounts/{account}/deployments/{name}?api-version={api_version}"
+    )
 
 
 def arm_headers(server: OpenAIServer) -> dict[str, str]:

@@ -1,4 +1,5 @@
 """The loopback Hub's Jobs and scheduled-Jobs routes, driven by the official client."""
+
 from __future__ import annotations
 
 import sys
@@ -14,9 +15,15 @@ def test_jobs_run_log_finish_and_are_found_by_label(hub: HubServer) -> None:
     api = HfApi()
     assert "cpu-basic" in [h.name for h in api.list_jobs_hardware()]
     hub.jobs.job_env = {"PATH": "/usr/bin:/bin"}
-    job = api.run_job(image="python:3.12", command=[sys.executable, "-c", "import os; print('hi', os.environ['X'])"],
-                      env={"A": "1"}, secrets={"X": "s3cret"}, flavor="cpu-basic", timeout="5m",
-                      labels={"who": "me"})
+    job = api.run_job(
+        image="python:3.12",
+        command=[sys.executable, "-c", "import os; print('hi', os.environ['X'])"],
+        env={"A": "1"},
+        secrets={"X": "s3cret"},
+        flavor="cpu-basic",
+        timeout="5m",
+        labels={"who": "me"},
+    )
     assert job.status.stage == JobStage.SCHEDULING and job.owner.name == "tester"
     done = api.wait_for_job(job.id, timeout=60, poll_interval=0.05)
     assert done.status.stage == JobStage.COMPLETED and done.started_at and done.finished_at
@@ -47,8 +54,9 @@ def test_scheduled_jobs_crud(hub: HubServer) -> None:
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi()
-    sj = api.create_scheduled_job(image="python:3.12", command=["true"], schedule="@daily", secrets={"T": "v"},
-                                  labels={"p": "x"})
+    sj = api.create_scheduled_job(
+        image="python:3.12", command=["true"], schedule="@daily", secrets={"T": "v"}, labels={"p": "x"}
+    )
     assert sj.schedule == "@daily" and sj.suspend is False and set(sj.job_spec.secrets or {}) == {"T"}
     assert [s.id for s in api.list_scheduled_jobs(labels={"p": "x"})] == [sj.id]
     assert api.update_scheduled_job_schedule(scheduled_job_id=sj.id, schedule="0 1 * * *").schedule == "0 1 * * *"

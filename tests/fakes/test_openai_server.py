@@ -1,4 +1,5 @@
 """The loopback OpenAI / Azure OpenAI double, driven by the official ``openai`` client."""
+
 from __future__ import annotations
 
 import json
@@ -37,16 +38,28 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def sft_jsonl(pairs: list[tuple[str, str]] = QA) -> bytes:
-    rows = [{"messages": [{"role": "system", "content": "You are a recipe assistant."},
-                          {"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for q, a in pairs]
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "You are a recipe assistant."},
+                {"role": "user", "content": q},
+                {"role": "assistant", "content": a},
+            ]
+        }
+        for q, a in pairs
+    ]
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
 def dpo_jsonl(pairs: list[tuple[str, str]] = QA) -> bytes:
-    rows = [{"input": {"messages": [{"role": "user", "content": q}]},
-             "preferred_output": [{"role": "assistant", "content": a}],
-             "non_preferred_output": [{"role": "assistant", "content": "No idea."}]} for q, a in pairs]
+    rows = [
+        {
+            "input": {"messages": [{"role": "user", "content": q}]},
+            "preferred_output": [{"role": "assistant", "content": a}],
+            "non_preferred_output": [{"role": "assistant", "content": "No idea."}],
+        }
+        for q, a in pairs
+    ]
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
@@ -77,9 +90,12 @@ def test_upload_create_poll_to_success_with_strict_client(openai_server: OpenAIS
     assert (file.status, file.purpose, file.bytes) == ("processed", "fine-tune", len(sft_jsonl()))
     assert client.files.retrieve(file.id).filename == "train.jsonl"
 
-    job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file.id, suffix="recipes",
-                                         method={"type": "supervised",
-                                                 "supervised": {"hyperparameters": {"n_epochs": 3}}})
+    job = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18",
+        training_file=file.id,
+        suffix="recipes",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}},
+    )
     assert job.status == "validating_files" and job.fine_tuned_model is None
     assert job.hyperparameters.n_epochs == 3 and job.hyperparameters.batch_size == "auto"
 
@@ -110,8 +126,9 @@ def test_upload_create_poll_to_success_with_strict_client(openai_server: OpenAIS
 def test_list_jobs_filtered_by_metadata(openai_server: OpenAIServer) -> None:
     client = openai_client(openai_server)
     file_id = upload(client, sft_jsonl())
-    first = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id,
-                                           metadata={"ftpipe_run": "run-1", "step": "train"})
+    first = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=file_id, metadata={"ftpipe_run": "run-1", "step": "train"}
+    )
     client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id, metadata={"ftpipe_run": "run-2"})
     client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id)
 
@@ -123,13 +140,18 @@ def test_list_jobs_filtered_by_metadata(openai_server: OpenAIServer) -> None:
     assert first.model == "gpt-4o-mini-2024-07-18"  # alias resolved like the service
 
 
-@pytest.mark.parametrize("data, needle", [
-    (sft_jsonl(QA[:5]), "at least 10 examples"),
-    (sft_jsonl() + b'{"messages": [{"role": "user", "content": "hi"}]}\n', "Line 13"),
-    (sft_jsonl() + b"not json\n", "not valid JSON"),
-    (sft_jsonl() + b'{"messages": [{"role": "chef", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
-     "invalid role"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        (sft_jsonl(QA[:5]), "at least 10 examples"),
+        (sft_jsonl() + b'{"messages": [{"role": "user", "content": "hi"}]}\n', "Line 13"),
+        (sft_jsonl() + b"not json\n", "not valid JSON"),
+        (
+            sft_jsonl() + b'{"messages": [{"role": "chef", "content": "x"}, {"role": "assistant", "content": "y"}]}\n',
+            "invalid role",
+        ),
+    ],
+)
 def test_bad_training_data_fails_the_job(openai_server: OpenAIServer, data: bytes, needle: str) -> None:
     client = openai_client(openai_server)
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=upload(client, data))
@@ -147,8 +169,9 @@ def test_dpo_job_and_method_shape(openai_server: OpenAIServer) -> None:
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=upload(client, dpo_jsonl()), method=dpo)
     job, _ = poll(client, job.id)
     assert job.status == "succeeded" and job.method.dpo.hyperparameters.beta == 0.2
-    answer = client.chat.completions.create(model=job.fine_tuned_model,
-                                            messages=[{"role": "user", "content": "vinaigrette ratio?"}])
+    answer = client.chat.completions.create(
+        model=job.fine_tuned_model, messages=[{"role": "user", "content": "vinaigrette ratio?"}]
+    )
     assert answer.choices[0].message.content == "Three parts oil to one part vinegar."
 
     # SFT-shaped data under the DPO method fails validation.
@@ -156,23 +179,35 @@ def test_dpo_job_and_method_shape(openai_server: OpenAIServer) -> None:
     assert poll(client, job.id)[0].error.code == "invalid_training_file"
 
 
-@pytest.mark.parametrize("kwargs, param", [
-    ({"model": "gpt-9-ultra"}, "model"),
-    ({"training_file": "file-missing"}, "training_file"),
-    ({"suffix": "x" * 65}, "suffix"),
-    ({"seed": -1}, "seed"),
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-    ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
-    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 0}}}},
-     "method.supervised.hyperparameters.batch_size"),
-    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": 0}}}},
-     "method.supervised.hyperparameters.learning_rate_multiplier"),
-    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}}, "method.dpo.hyperparameters.beta"),
-    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta"),
-    ({"method": {"type": "dpo", "dpo": {}}, "model": "gpt-3.5-turbo-0125"}, "method"),
-    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
-      "hyperparameters": {"n_epochs": 3}}, "hyperparameters"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        ({"model": "gpt-9-ultra"}, "model"),
+        ({"training_file": "file-missing"}, "training_file"),
+        ({"suffix": "x" * 65}, "suffix"),
+        ({"seed": -1}, "seed"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": 0}}}},
+            "method.supervised.hyperparameters.batch_size",
+        ),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"learning_rate_multiplier": 0}}}},
+            "method.supervised.hyperparameters.learning_rate_multiplier",
+        ),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}}, "method.dpo.hyperparameters.beta"),
+        ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}}, "method.dpo.hyperparameters.beta"),
+        ({"method": {"type": "dpo", "dpo": {}}, "model": "gpt-3.5-turbo-0125"}, "method"),
+        (
+            {
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+                "hyperparameters": {"n_epochs": 3},
+            },
+            "hyperparameters",
+        ),
+    ],
+)
 def test_create_is_validated_like_the_service(openai_server: OpenAIServer, kwargs: dict, param: str) -> None:
     client = openai_client(openai_server)
     args = {"model": "gpt-4o-mini", "training_file": upload(client, sft_jsonl()), **kwargs}
@@ -240,8 +275,7 @@ def test_transient_faults_are_retried_and_yield_one_job(openai_server: OpenAISer
 
 def test_429_carries_retry_after(openai_server: OpenAIServer) -> None:
     openai_server.inject("GET", r"/files$", 429)
-    response = httpx2.get(openai_server.url + "/v1/files",
-                          headers={"Authorization": f"Bearer {openai_server.api_key}"})
+    response = httpx2.get(openai_server.url + "/v1/files", headers={"Authorization": f"Bearer {openai_server.api_key}"})
     assert response.status_code == 429
     assert response.headers["retry-after"] == "0" and response.headers["retry-after-ms"] == "10"
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
@@ -263,8 +297,9 @@ def test_500_after_handling_duplicates_unless_the_caller_checks(openai_server: O
         no_retry.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id, metadata={"ftpipe_run": "b"})
     existing = client.fine_tuning.jobs.list(metadata={"ftpipe_run": "b"}).data
     assert len(existing) == 1  # found: the caller adopts it instead of creating another
-    assert [j["id"] for j in openai_server.jobs.values() if (j["metadata"] or {}).get("ftpipe_run") == "b"] == \
-        [existing[0].id]
+    assert [j["id"] for j in openai_server.jobs.values() if (j["metadata"] or {}).get("ftpipe_run") == "b"] == [
+        existing[0].id
+    ]
 
 
 def test_drop_after_handling_on_upload_stores_the_file(openai_server: OpenAIServer) -> None:
@@ -301,21 +336,27 @@ def test_chat_base_few_shot_and_fine_tuned(openai_server: OpenAIServer) -> None:
     shots = [m for q, a in QA[1:4] for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
     few = client.chat.completions.create(model="gpt-4o-mini", messages=[*shots, question])
     assert few.choices[0].message.content == "About 10 grams per litre."
-    unrelated = client.chat.completions.create(model="gpt-4o-mini",
-                                               messages=[*shots, {"role": "user", "content": "Zebra?"}])
+    unrelated = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[*shots, {"role": "user", "content": "Zebra?"}]
+    )
     assert unrelated.choices[0].message.content == BASE_MODEL_ANSWER
 
     job = client.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=upload(client, sft_jsonl()))
     job, _ = poll(client, job.id)
-    tuned = client.chat.completions.create(model=job.fine_tuned_model,
-                                           messages=[{"role": "system", "content": "Be brief."},
-                                                     {"role": "user", "content": "rest time for a steak?"}])
+    tuned = client.chat.completions.create(
+        model=job.fine_tuned_model,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "rest time for a steak?"}],
+    )
     assert tuned.choices[0].message.content == "Half its cooking time, about five minutes."
-    assert tuned.model == job.fine_tuned_model and tuned.usage.total_tokens == \
-        tuned.usage.prompt_tokens + tuned.usage.completion_tokens
+    assert (
+        tuned.model == job.fine_tuned_model
+        and tuned.usage.total_tokens == tuned.usage.prompt_tokens + tuned.usage.completion_tokens
+    )
     checkpoint = client.fine_tuning.jobs.checkpoints.list(job.id).data[-1].fine_tuned_model_checkpoint
-    assert client.chat.completions.create(model=checkpoint, messages=[question]).choices[0].message.content \
+    assert (
+        client.chat.completions.create(model=checkpoint, messages=[question]).choices[0].message.content
         == "About 10 grams per litre."
+    )
 
     short = client.chat.completions.create(model=job.fine_tuned_model, messages=[question], max_tokens=2)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
@@ -329,19 +370,22 @@ def test_chat_base_few_shot_and_fine_tuned(openai_server: OpenAIServer) -> None:
 
 def test_azure_upload_and_create_answer_201_and_states_progress(openai_server: OpenAIServer) -> None:
     client = azure_client(openai_server)
-    raw = client.files.with_raw_response.create(file=("train.jsonl", sft_jsonl(), "application/jsonl"),
-                                                purpose="fine-tune")
+    raw = client.files.with_raw_response.create(
+        file=("train.jsonl", sft_jsonl(), "application/jsonl"), purpose="fine-tune"
+    )
     file = raw.parse()
     assert raw.http_response.status_code == 201 and raw.headers["location"].endswith(
-        f"/openai/files/{file.id}?api-version=2024-10-21")
+        f"/openai/files/{file.id}?api-version=2024-10-21"
+    )
     assert file.status == "pending"
     with pytest.raises(openai.BadRequestError) as info:  # not processed yet
         client.fine_tuning.jobs.create(model="gpt-35-turbo-0125", training_file=file.id)
     assert info.value.code == "invalidPayload" and info.value.body["target"] == "training_file"
     assert client.files.wait_for_processing(file.id, poll_interval=0.01).status == "processed"
 
-    raw = client.fine_tuning.jobs.with_raw_response.create(model="gpt-35-turbo-0125", training_file=file.id,
-                                                           hyperparameters={"n_epochs": 2}, suffix="recipes")
+    raw = client.fine_tuning.jobs.with_raw_response.create(
+        model="gpt-35-turbo-0125", training_file=file.id, hyperparameters={"n_epochs": 2}, suffix="recipes"
+    )
     job = raw.parse()
     assert raw.http_response.status_code == 201 and job.id in raw.headers["location"]
     assert job.status == "created" and job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == -1
@@ -357,13 +401,16 @@ def test_azure_upload_and_create_answer_201_and_states_progress(openai_server: O
     assert [j.id for j in client.fine_tuning.jobs.list()] == [job.id]
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"model": "gpt-3.5-turbo-0125"}, "gpt-35-turbo-0125"),  # no dots on Azure
-    ({"suffix": "has space"}, "suffix"),
-    ({"suffix": "x" * 41}, "suffix"),
-    ({"method": {"type": "supervised"}}, "method"),  # GA has no `method`
-    ({"metadata": {"k": "v"}}, "metadata"),
-])
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"model": "gpt-3.5-turbo-0125"}, "gpt-35-turbo-0125"),  # no dots on Azure
+        ({"suffix": "has space"}, "suffix"),
+        ({"suffix": "x" * 41}, "suffix"),
+        ({"method": {"type": "supervised"}}, "method"),  # GA has no `method`
+        ({"metadata": {"k": "v"}}, "metadata"),
+    ],
+)
 def test_azure_create_validation(openai_server: OpenAIServer, kwargs: dict, needle: str) -> None:
     client = azure_client(openai_server)
     file_id = upload(client, sft_jsonl())
@@ -378,8 +425,11 @@ def test_azure_preview_accepts_dpo_and_bad_data_fails(openai_server: OpenAIServe
     client = azure_client(openai_server, api_version="2025-02-01-preview")
     file_id = upload(client, dpo_jsonl())
     client.files.wait_for_processing(file_id, poll_interval=0.01)
-    job = client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id,
-                                         method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}})
+    job = client.fine_tuning.jobs.create(
+        model="gpt-4o-mini-2024-07-18",
+        training_file=file_id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5}}},
+    )
     assert poll(client, job.id)[0].status == "succeeded"
 
     bad = upload(client, sft_jsonl(QA[:3]))
@@ -392,8 +442,13 @@ def test_strict_client_rejects_azure_job_states(openai_server: OpenAIServer) -> 
     """The reference note holds for this client: strict mode knows only OpenAI's states."""
     from openai import AzureOpenAI
 
-    strict = AzureOpenAI(azure_endpoint=openai_server.url, api_version="2024-10-21",
-                         api_key=openai_server.azure_api_key, _strict_response_validation=True, max_retries=0)
+    strict = AzureOpenAI(
+        azure_endpoint=openai_server.url,
+        api_version="2024-10-21",
+        api_key=openai_server.azure_api_key,
+        _strict_response_validation=True,
+        max_retries=0,
+    )
     file_id = upload(azure_client(openai_server), sft_jsonl())
     azure_client(openai_server).files.wait_for_processing(file_id, poll_interval=0.01)
     with pytest.raises(openai.APIResponseValidationError):
@@ -407,8 +462,10 @@ def test_arm_deployment_then_chat_through_it(openai_server: OpenAIServer) -> Non
     job, _ = poll(client, client.fine_tuning.jobs.create(model="gpt-4o-mini-2024-07-18", training_file=file_id).id)
 
     url = arm_deployment_url(openai_server, "recipes-ft")
-    body = {"sku": {"name": "standard", "capacity": 1},
-            "properties": {"model": {"format": "OpenAI", "name": job.fine_tuned_model, "version": "1"}}}
+    body = {
+        "sku": {"name": "standard", "capacity": 1},
+        "properties": {"model": {"format": "OpenAI", "name": job.fine_tuned_model, "version": "1"}},
+    }
     with httpx2.Client(headers=arm_headers(openai_server)) as arm:
         with pytest.raises(openai.NotFoundError):  # not deployed yet
             client.chat.completions.create(model="recipes-ft", messages=[{"role": "user", "content": "hi"}])
@@ -422,15 +479,20 @@ def test_arm_deployment_then_chat_through_it(openai_server: OpenAIServer) -> Non
         states = [arm.get(url).json()["properties"]["provisioningState"] for _ in range(3)]
         assert states == ["Creating", "Succeeded", "Succeeded"]
 
-        answer = client.chat.completions.create(model="recipes-ft",
-                                                messages=[{"role": "user", "content": "keep guacamole green"}])
+        answer = client.chat.completions.create(
+            model="recipes-ft", messages=[{"role": "user", "content": "keep guacamole green"}]
+        )
         assert answer.choices[0].message.content == "Press film onto its surface and add lime."
         assert answer.usage.prompt_tokens == 3
         assert requests_to(openai_server, "POST", "/openai/deployments/recipes-ft/chat/completions?api-version=")
 
         unknown = arm_deployment_url(openai_server, "bogus")
-        assert arm.put(unknown, json={**body, "properties": {"model": {"format": "OpenAI", "name": "gpt-99",
-                                                                        "version": "1"}}}).status_code == 201
+        assert (
+            arm.put(
+                unknown, json={**body, "properties": {"model": {"format": "OpenAI", "name": "gpt-99", "version": "1"}}}
+            ).status_code
+            == 201
+        )
         assert [arm.get(unknown).json()["properties"]["provisioningState"] for _ in range(2)] == ["Creating", "Failed"]
 
         assert arm.delete(url).status_code == 200

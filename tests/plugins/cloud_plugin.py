@@ -6,6 +6,7 @@ mirror another target's slot, so that target must run first).
 Everything the core needs to know it learns from the ``caps`` declared here. The module is
 installed into a folder with a ``.dist-info`` holding its entry points (``install``), so the
 same machinery that loads any third-party plugin loads it."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ class CloudTuneTrainer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     backend: Literal["cloudtune"]
     caps: ClassVar[TrainerCaps] = TrainerCaps(
-        hosted=True, provider=PROVIDER, service="CloudTune", extras=("openai",), can_cancel=True,
-        eval_access="chat-api", formats=("chat",), cache_version=CACHE_VERSION)
+        hosted=True,
+        provider=PROVIDER,
+        service="CloudTune",
+        extras=("openai",),
+        can_cancel=True,
+        eval_access="chat-api",
+        formats=("chat",),
+        cache_version=CACHE_VERSION,
+    )
     base_url: str
     wait: bool = True  # poll the job until it ends
 
@@ -41,8 +49,14 @@ class CloudServeTarget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["cloudserve"]
-    caps: ClassVar[TargetCaps] = TargetCaps(deploys_from="hosted", providers=(PROVIDER,), publishes="slot",
-                                            consumes="mirror_of", extras=("hub",), cache_version=2)
+    caps: ClassVar[TargetCaps] = TargetCaps(
+        deploys_from="hosted",
+        providers=(PROVIDER,),
+        publishes="slot",
+        consumes="mirror_of",
+        extras=("hub",),
+        cache_version=2,
+    )
     name: str | None = None
     slot: str
     mirror_of: str | None = None  # another slot this one copies: its target runs first
@@ -77,8 +91,9 @@ class CloudTune:
         while trainer.wait and job.status not in ("succeeded", "failed", "cancelled"):
             job = client.fine_tuning.jobs.retrieve(job.id)
         model_id = job.fine_tuned_model or ctx.pipeline.model.base
-        ModelRef(kind="hosted", base=ctx.pipeline.model.base, provider=PROVIDER, model_id=model_id,
-                 job_id=job.id).write(ctx.out_dir)
+        ModelRef(
+            kind="hosted", base=ctx.pipeline.model.base, provider=PROVIDER, model_id=model_id, job_id=job.id
+        ).write(ctx.out_dir)
         return StepResult(metrics={}, summary=f"{job.id} {job.status}")
 
     def cancel(self, state_dir: Path, trainer: CloudTuneTrainer) -> dict:
@@ -102,8 +117,9 @@ class CloudServe:
     def deploy(self, ctx: StepContext) -> StepResult:
         target: CloudServeTarget = ctx.options["target"]
         ref = ModelRef.read(Path(ctx.inputs["train"]))
-        (ctx.out_dir / "deploy.json").write_text(json.dumps({"target": "cloudserve", "slot": target.slot,
-                                                             "model_id": ref.model_id}))
+        (ctx.out_dir / "deploy.json").write_text(
+            json.dumps({"target": "cloudserve", "slot": target.slot, "model_id": ref.model_id})
+        )
         return StepResult(summary=f"{ref.model_id} in slot {target.slot}")
 
 
@@ -113,5 +129,6 @@ def install(folder: Path) -> None:
     dist = folder / f"{MODULE}-0.1.dist-info"
     dist.mkdir(exist_ok=True)
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {MODULE}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[ftpipe.trainers]\ncloudtune = {MODULE}:CloudTune\n\n"
-                                           f"[ftpipe.targets]\ncloudserve = {MODULE}:CloudServe\n")
+    (dist / "entry_points.txt").write_text(
+        f"[ftpipe.trainers]\ncloudtune = {MODULE}:CloudTune\n\n[ftpipe.targets]\ncloudserve = {MODULE}:CloudServe\n"
+    )

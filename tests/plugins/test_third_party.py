@@ -2,6 +2,7 @@
 by entry point, get the treatment a built-in gets — validation rules, plan order, cache keys,
 `ftpipe cancel`, evaluation through its chat API, `schedule` extras, `backends list` —
 from their declared caps alone, with no edit anywhere else."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,33 @@ from tests.fakes.openai_server import OpenAIServer, openai_server_fixture  # noq
 from tests.plugins import cloud_plugin
 
 BASE = "gpt-4o-mini-2024-07-18"
-QA = [(f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.")
-      for i, w in enumerate(["rice", "beans", "eggs", "leeks", "pasta", "tofu", "lamb", "kale", "fish", "corn",
-                             "plums", "figs", "duck", "okra", "peas", "yams", "oats", "milk", "nuts", "beef"])]
+QA = [
+    (f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.")
+    for i, w in enumerate(
+        [
+            "rice",
+            "beans",
+            "eggs",
+            "leeks",
+            "pasta",
+            "tofu",
+            "lamb",
+            "kale",
+            "fish",
+            "corn",
+            "plums",
+            "figs",
+            "duck",
+            "okra",
+            "peas",
+            "yams",
+            "oats",
+            "milk",
+            "nuts",
+            "beef",
+        ]
+    )
+]
 
 
 def _clear() -> None:
@@ -43,14 +68,17 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     _clear()
 
 
-def _pipeline(folder: Path, *, trainer: str, deploy: str = "", evaluate: str = "", fmt: str = "chat",
-              base: str = BASE) -> Path:
+def _pipeline(
+    folder: Path, *, trainer: str, deploy: str = "", evaluate: str = "", fmt: str = "chat", base: str = BASE
+) -> Path:
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = folder / "cloud.yaml"
-    path.write_text(f"version: 1\nname: cloud\ndataset:\n  source: {{type: local, path: data.jsonl}}\n"
-                    f"  format: {fmt}\n  split: {{validation: 0.1, test: 0.2, seed: 1}}\n"
-                    f"model: {{base: {base}}}\ntrainer: {trainer}\n{evaluate}{deploy}")
+    path.write_text(
+        f"version: 1\nname: cloud\ndataset:\n  source: {{type: local, path: data.jsonl}}\n"
+        f"  format: {fmt}\n  split: {{validation: 0.1, test: 0.2, seed: 1}}\n"
+        f"model: {{base: {base}}}\ntrainer: {trainer}\n{evaluate}{deploy}"
+    )
     return path
 
 
@@ -68,8 +96,10 @@ def test_validation_rules_follow_the_declared_caps(plugin: Any, tmp_path: Path) 
     ok = _pipeline(tmp_path, trainer=CLOUD, deploy=SERVE, evaluate="evaluate: {metrics: [token_f1]}\n")
     assert _problems(ok) == []
     # formats: cloudtune trains on chat only
-    assert any("cloudtune backend does not train on format text" in p
-               for p in _problems(_pipeline(tmp_path, trainer=CLOUD, fmt="text")))
+    assert any(
+        "cloudtune backend does not train on format text" in p
+        for p in _problems(_pipeline(tmp_path, trainer=CLOUD, fmt="text"))
+    )
     # hosted: a target that needs local weights is refused, naming the alternatives from caps
     weights = _problems(_pipeline(tmp_path, trainer=CLOUD, deploy="deploy: [{type: local}]\n"))
     assert len(weights) == 1 and "a fine-tune made by cloudtune stays on the service" in weights[0]
@@ -81,7 +111,9 @@ def test_validation_rules_follow_the_declared_caps(plugin: Any, tmp_path: Path) 
     trl = _problems(_pipeline(tmp_path, trainer="{backend: trl}", deploy=SERVE, base="builtin:tiny"))
     assert len(trl) == 2 and all("needs trainer.backend: cloudtune" in p for p in trl)
     # the plugin's own cross-block rule
-    orphan = _problems(_pipeline(tmp_path, trainer=CLOUD, deploy="deploy: [{type: cloudserve, slot: b, mirror_of: a}]\n"))
+    orphan = _problems(
+        _pipeline(tmp_path, trainer=CLOUD, deploy="deploy: [{type: cloudserve, slot: b, mirror_of: a}]\n")
+    )
     assert len(orphan) == 1 and "deploy[0].mirror_of: no cloudserve target fills slot 'a'" in orphan[0]
     # the peft hint for hosted backends
     peft = _problems(_pipeline(tmp_path, trainer=CLOUD.replace("}", ", peft: {type: lora}}")))
@@ -97,8 +129,9 @@ def _plan(path: Path) -> Any:
     return build_plan(loaded.pipeline, path)
 
 
-def test_plan_order_and_cache_keys_follow_the_declared_caps(plugin: Any, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_order_and_cache_keys_follow_the_declared_caps(
+    plugin: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ftpipe.contracts import TrainerCaps
     from ftpipe.spec import models as m
 
@@ -142,15 +175,17 @@ def server(openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> Open
     return openai_server
 
 
-def test_a_run_evaluates_through_the_plugins_chat_api_and_deploys_in_order(plugin: Any, tmp_path: Path,
-                                                                           server: OpenAIServer) -> None:
+def test_a_run_evaluates_through_the_plugins_chat_api_and_deploys_in_order(
+    plugin: Any, tmp_path: Path, server: OpenAIServer
+) -> None:
     from ftpipe.engine import execute
     from ftpipe.progress import Reporter
 
     server.steps_per_state = 0
     trainer = f"{{backend: cloudtune, base_url: '{server.url}/v1'}}"
-    path = _pipeline(tmp_path, trainer=trainer, deploy=SERVE,
-                     evaluate="evaluate: {metrics: [token_f1], baselines: [base]}\n")
+    path = _pipeline(
+        tmp_path, trainer=trainer, deploy=SERVE, evaluate="evaluate: {metrics: [token_f1], baselines: [base]}\n"
+    )
     store = tmp_path / "store"
     outcome = execute(path, store=store, reporter=Reporter(quiet=True))
     assert outcome.exit_code == 0, outcome.record["steps"]
@@ -188,8 +223,9 @@ def test_ftpipe_cancel_asks_the_plugin(plugin: Any, tmp_path: Path, server: Open
     assert "has already ended: cancelled" in again.output
 
 
-def test_a_backend_that_cannot_cancel_says_so(plugin: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              server: OpenAIServer) -> None:
+def test_a_backend_that_cannot_cancel_says_so(
+    plugin: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: OpenAIServer
+) -> None:
     from ftpipe.cli import main
     from ftpipe.contracts import TrainerCaps
     from ftpipe.engine import execute

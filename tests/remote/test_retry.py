@@ -1,4 +1,5 @@
 """The shared retry helper against a real loopback HTTP server (urllib) and real client errors."""
+
 from __future__ import annotations
 
 import http.server
@@ -59,8 +60,7 @@ def test_retries_429_5xx_and_dropped_connections_honouring_retry_after(server: s
     _Flaky.script = [(429, {"Retry-After": "3"}), (503, {"retry-after-ms": "250"}), (0, {}), (200, {})]
     waits: list[float] = []
     lines: list[str] = []
-    body = call_with_retries(lambda: _get(server), what="GET thing", log=lines.append, attempts=5,
-                             sleep=waits.append)
+    body = call_with_retries(lambda: _get(server), what="GET thing", log=lines.append, attempts=5, sleep=waits.append)
     assert body == b'{"ok": true}'
     assert _Flaky.hits == 4
     assert waits[:2] == [3.0, 0.25]  # what the server asked for
@@ -88,8 +88,14 @@ def test_retry_after_is_capped_and_secrets_are_redacted(server: str) -> None:
     _Flaky.script = [(429, {"Retry-After": "3600"}), (200, {})]
     waits: list[float] = []
     lines: list[str] = []
-    call_with_retries(lambda: _get(server), what="GET with sk-secret-token", log=lines.append,
-                      policy=RetryPolicy(max_delay=2.0), secrets=("sk-secret-token",), sleep=waits.append)
+    call_with_retries(
+        lambda: _get(server),
+        what="GET with sk-secret-token",
+        log=lines.append,
+        policy=RetryPolicy(max_delay=2.0),
+        secrets=("sk-secret-token",),
+        sleep=waits.append,
+    )
     assert waits == [2.0]
     assert "sk-secret-token" not in lines[0] and "***" in lines[0]
 

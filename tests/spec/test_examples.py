@@ -1,4 +1,5 @@
 """Every example pipeline validates, plans, points editors at the schema and says how to run it."""
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@ text, and mutations of every example pipeline never end in exit 1 or a traceback
 each input is handled within bounded CPU time and memory. The example budget is fixed so
 that CI stays fast (about a minute in all; FTPIPE_FUZZ_EXAMPLES scales it for a longer hunt;
 under CI the examples are derandomized, so a run is reproducible)."""
+
 from __future__ import annotations
 
 import os
@@ -27,9 +28,18 @@ BUDGET = int(os.environ.get("FTPIPE_FUZZ_EXAMPLES", "120"))
 CPU_LIMIT_S = 2.0
 MEMORY_LIMIT_MB = 64
 
-FUZZ = settings(max_examples=BUDGET, deadline=None, derandomize=bool(os.environ.get("CI")), database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=BUDGET,
+    deadline=None,
+    derandomize=bool(os.environ.get("CI")),
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +87,84 @@ def check_validate(folder: Path, text: str | bytes) -> None:
 
 # --------------------------------------------------------------------------- generated documents
 
-KEYS = ["version", "name", "dataset", "source", "type", "path", "format", "columns", "model", "base", "trainer",
-        "backend", "method", "peft", "hyperparameters", "epochs", "learning_rate", "evaluate", "metrics",
-        "baselines", "gate", "metric", "must_beat", "deploy", "executor", "schedule", "cron", "token", "api_key",
-        "description", "split", "repo", "<<", "local", "trl", "openai", "hf-hub", "lora", "r"]
+KEYS = [
+    "version",
+    "name",
+    "dataset",
+    "source",
+    "type",
+    "path",
+    "format",
+    "columns",
+    "model",
+    "base",
+    "trainer",
+    "backend",
+    "method",
+    "peft",
+    "hyperparameters",
+    "epochs",
+    "learning_rate",
+    "evaluate",
+    "metrics",
+    "baselines",
+    "gate",
+    "metric",
+    "must_beat",
+    "deploy",
+    "executor",
+    "schedule",
+    "cron",
+    "token",
+    "api_key",
+    "description",
+    "split",
+    "repo",
+    "<<",
+    "local",
+    "trl",
+    "openai",
+    "hf-hub",
+    "lora",
+    "r",
+]
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30), st.sampled_from(["1", "trl", "local", "lora", "chat", "builtin:tiny", "token_f1", "base",
-                                           "${env:HF_TOKEN}", "${env:X:-1}", "${env:", "${oops}", "data/recipes.jsonl",
-                                           "17 3 * * 1", "0x1F", ".inf", "~", "!!binary aGk=", "&a", "*a"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from(
+        [
+            "1",
+            "trl",
+            "local",
+            "lora",
+            "chat",
+            "builtin:tiny",
+            "token_f1",
+            "base",
+            "${env:HF_TOKEN}",
+            "${env:X:-1}",
+            "${env:",
+            "${oops}",
+            "data/recipes.jsonl",
+            "17 3 * * 1",
+            "0x1F",
+            ".inf",
+            "~",
+            "!!binary aGk=",
+            "&a",
+            "*a",
+        ]
+    ),
 )
 VALUES = st.recursive(
     SCALARS,
-    lambda inner: st.one_of(st.lists(inner, max_size=5),
-                            st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)), inner, max_size=6)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)), inner, max_size=6),
+    ),
     max_leaves=40,
 )
 DOCS = st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=8).map(lambda d: {"version": 1, "name": "fuzz", **d})
@@ -102,9 +176,37 @@ def test_generated_documents(workdir: Path, doc: object, flow: bool) -> None:
     check_validate(workdir, yaml.safe_dump(doc, default_flow_style=flow, allow_unicode=True))
 
 
-YAML_BITS = ["&a ", "*a", "<<: *a\n", "!!python/object:os.system ", "!!str ", "!!set ", "? ", "- ", ": ", "\t",
-             "'", '"', "{", "}", "[", "]", "#", "|\n", ">-\n", "---\n", "...\n", "%YAML 1.1\n", "\x00", "\ufeff",
-             "\r\n", "  ", "\n", "key: value\n", "${env:HF_TOKEN}"]
+YAML_BITS = [
+    "&a ",
+    "*a",
+    "<<: *a\n",
+    "!!python/object:os.system ",
+    "!!str ",
+    "!!set ",
+    "? ",
+    "- ",
+    ": ",
+    "\t",
+    "'",
+    '"',
+    "{",
+    "}",
+    "[",
+    "]",
+    "#",
+    "|\n",
+    ">-\n",
+    "---\n",
+    "...\n",
+    "%YAML 1.1\n",
+    "\x00",
+    "\ufeff",
+    "\r\n",
+    "  ",
+    "\n",
+    "key: value\n",
+    "${env:HF_TOKEN}",
+]
 
 
 @FUZZ
@@ -121,6 +223,7 @@ def test_raw_bytes(workdir: Path, blob: bytes) -> None:
 
 # --------------------------------------------------------------------------- mutated examples
 
+
 @st.composite
 def mutated_example(draw: st.DrawFn) -> str:
     text = draw(st.sampled_from(EXAMPLES)).read_text()
@@ -129,8 +232,11 @@ def mutated_example(draw: st.DrawFn) -> str:
         if not lines:
             break
         i = draw(st.integers(0, len(lines) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "indent", "dedent", "insert", "replace_value",
-                                   "truncate", "chars"]))
+        op = draw(
+            st.sampled_from(
+                ["delete", "duplicate", "swap", "indent", "dedent", "insert", "replace_value", "truncate", "chars"]
+            )
+        )
         if op == "delete":
             del lines[i]
         elif op == "duplicate":
@@ -151,7 +257,7 @@ def mutated_example(draw: st.DrawFn) -> str:
             lines[i] = f"{key}: {value}\n"
         elif op == "truncate":
             lines[i] = lines[i][: draw(st.integers(0, len(lines[i])))]
-            del lines[i + 1:]
+            del lines[i + 1 :]
         elif op == "chars":
             pos = draw(st.integers(0, len(lines[i])))
             lines[i] = lines[i][:pos] + draw(st.text(min_size=1, max_size=4)) + lines[i][pos:]

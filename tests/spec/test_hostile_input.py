@@ -3,6 +3,7 @@ clear exit 2 naming the file and line, within bounded CPU time and memory, never
 internal error. Each case runs `ftpipe validate` in its own process and measures that
 process alone (CPU seconds and peak memory from getrusage, so a busy machine does not
 make the test fail; the timeout only catches a hang)."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ print(json.dumps({"rc": proc.returncode, "out": proc.stdout + proc.stderr,
 
 
 def _validate_measured(path: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -46,10 +49,12 @@ HOSTILE = {
     "alias-bomb": (_alias_bomb(), 3, "more than 5,000 values"),
     "self-alias": ("version: 1\nname: x\nx: &a [*a]\n", 3, "nested more than"),
     "deep-flow": ("version: 1\nname: x\nx: " + "[" * 5000 + "]" * 5000 + "\n", 3, "nested more than"),
-    "deep-block": ("version: 1\nname: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(300)), 42,
-                   "nested more than"),
-    "huge": ("version: 1\nname: x\n" + "".join(f"k{i}: value number {i}\n" for i in range(2_500_000)), 1,
-             "a pipeline file is at most 64 KiB"),
+    "deep-block": ("version: 1\nname: x\n" + "".join(" " * i + f"k{i}:\n" for i in range(300)), 42, "nested more than"),
+    "huge": (
+        "version: 1\nname: x\n" + "".join(f"k{i}: value number {i}\n" for i in range(2_500_000)),
+        1,
+        "a pipeline file is at most 64 KiB",
+    ),
     "many-values": ("version: 1\nname: x\nx: [" + ",".join(["1"] * 30_000) + "]\n", 3, "more than 5,000 values"),
 }
 
@@ -99,8 +104,12 @@ def test_nesting_up_to_the_limit_loads_and_one_more_level_does_not() -> None:
 
 def test_aliases_and_merge_keys_within_the_limits_work() -> None:
     doc = load_yaml("a: &b {p: 1, q: 2}\nx:\n  <<: *b\n  q: 3\ny: {<<: [{a: 1}, {a: 2, b: 2}], c: 3}\nz: *b\n")
-    assert doc.data == {"a": {"p": 1, "q": 2}, "x": {"p": 1, "q": 3}, "y": {"a": 1, "b": 2, "c": 3},
-                        "z": {"p": 1, "q": 2}}
+    assert doc.data == {
+        "a": {"p": 1, "q": 2},
+        "x": {"p": 1, "q": 3},
+        "y": {"a": 1, "b": 2, "c": 3},
+        "z": {"p": 1, "q": 2},
+    }
 
 
 def test_merge_of_a_scalar_is_a_clear_problem() -> None:
@@ -109,17 +118,22 @@ def test_merge_of_a_scalar_is_a_clear_problem() -> None:
     assert (exc.value.line, exc.value.col) == (2, 7)
 
 
-@pytest.mark.parametrize("content, line, words", [
-    (b"version: 1\nname: x\x00\x01\x02\n", 2, "not a text file"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 1, "not a UTF-8 text file"),
-    ("version: 1\nname: caf\u00e9\n".encode("latin-1"), 2, "not a UTF-8 text file (byte 0xe9"),
-])
-def test_binary_or_non_utf8_file_is_a_user_error_naming_the_file(tmp_path: Path, content: bytes, line: int,
-                                                                words: str) -> None:
+@pytest.mark.parametrize(
+    "content, line, words",
+    [
+        (b"version: 1\nname: x\x00\x01\x02\n", 2, "not a text file"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", 1, "not a UTF-8 text file"),
+        ("version: 1\nname: caf\u00e9\n".encode("latin-1"), 2, "not a UTF-8 text file (byte 0xe9"),
+    ],
+)
+def test_binary_or_non_utf8_file_is_a_user_error_naming_the_file(
+    tmp_path: Path, content: bytes, line: int, words: str
+) -> None:
     f = tmp_path / "p.yaml"
     f.write_bytes(content)
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False, timeout=120
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "internal error" not in out and "Traceback" not in out and "ReaderError" not in out
@@ -129,8 +143,9 @@ def test_binary_or_non_utf8_file_is_a_user_error_naming_the_file(tmp_path: Path,
 def test_a_yaml_tag_pyyaml_refuses_is_a_positioned_problem(tmp_path: Path) -> None:
     f = tmp_path / "p.yaml"
     f.write_text("version: 1\nname: !!python/object/apply:os.system ['true']\n")
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False, timeout=120
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert f"{f}:2:7" in out and "internal error" not in out, out
@@ -138,8 +153,9 @@ def test_a_yaml_tag_pyyaml_refuses_is_a_positioned_problem(tmp_path: Path) -> No
 
 def test_missing_file_prints_no_zero_position(tmp_path: Path) -> None:
     f = tmp_path / "nope.yaml"
-    proc = subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ftpipe", "validate", str(f)], capture_output=True, text=True, check=False, timeout=120
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2
     assert f"{f}  file not found" in out and ":0:0" not in out, out

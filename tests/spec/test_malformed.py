@@ -1,5 +1,6 @@
 """Each file in malformed/ is one mistake a person makes; its first line says where the
 validator must point and what it must say."""
+
 from __future__ import annotations
 
 import os
@@ -73,7 +74,12 @@ deploy:
     r = CliRunner().invoke(main, ["validate", str(f)])
     assert r.exit_code == 2
     assert "4 problems" in r.output
-    for where in (":5:3  dataset.colums", ":9:12  trainer.backend", ":11:21  evaluate.baselines[1]", ":13:39  deploy[0].token"):
+    for where in (
+        ":5:3  dataset.colums",
+        ":9:12  trainer.backend",
+        ":11:21  evaluate.baselines[1]",
+        ":13:39  deploy[0].token",
+    ):
         assert where in r.output
     assert "hf_abc" not in r.output  # a literal secret is never echoed back
 
@@ -95,11 +101,19 @@ def test_internal_errors_are_said_plainly_and_debug_shows_the_traceback() -> Non
     """A bug (not a user error) reaching the CLI's last-resort handler: exit 1, one line,
     the traceback only with FTPIPE_DEBUG=1."""
     env = {k: v for k, v in os.environ.items() if k != "FTPIPE_DEBUG"}
-    plain = subprocess.run([sys.executable, "-c", _BUG], check=False, capture_output=True, text=True, env=env, timeout=120)
+    plain = subprocess.run(
+        [sys.executable, "-c", _BUG], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
     assert plain.returncode == 1, plain.stderr
     assert "internal error: RuntimeError: a bug on purpose" in plain.stderr and "Traceback" not in plain.stderr
-    debug = subprocess.run([sys.executable, "-c", _BUG], check=False, capture_output=True, text=True, timeout=120,
-                           env=dict(env, FTPIPE_DEBUG="1"))
+    debug = subprocess.run(
+        [sys.executable, "-c", _BUG],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(env, FTPIPE_DEBUG="1"),
+    )
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and ", in boom" in debug.stderr
 
@@ -109,5 +123,7 @@ def test_user_errors_show_a_traceback_only_with_debug(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "ftpipe", "runs", "show", "nope", "--store", str(tmp_path)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no runs in" in proc.stderr
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=dict(env, FTPIPE_DEBUG="1"), timeout=120)
+    proc = subprocess.run(
+        cmd, check=False, capture_output=True, text=True, env=dict(env, FTPIPE_DEBUG="1"), timeout=120
+    )
     assert proc.returncode == 2 and "Traceback" in proc.stderr

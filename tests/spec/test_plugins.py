@@ -1,5 +1,6 @@
 """Third-party plugins through entry points: their config joins validation and the schema;
 a plugin that breaks its contract fails at load with a message naming it."""
+
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, EntryPoints
@@ -82,8 +83,12 @@ def _ep(name: str, value: str, group: str) -> EntryPoint:
 
 
 def test_a_plugin_trainer_is_validated_and_in_the_schema(fake_entry_points, tmp_path) -> None:
-    fake_entry_points({"ftpipe.trainers": [_ep("echo", f"{__name__}:EchoTrainer", "ftpipe.trainers")],
-                       "ftpipe.metrics": [_ep("shout", f"{__name__}:shout", "ftpipe.metrics")]})
+    fake_entry_points(
+        {
+            "ftpipe.trainers": [_ep("echo", f"{__name__}:EchoTrainer", "ftpipe.trainers")],
+            "ftpipe.metrics": [_ep("shout", f"{__name__}:shout", "ftpipe.metrics")],
+        }
+    )
     from ftpipe.schema import schema_dict
     from ftpipe.spec.validate import load
 
@@ -91,8 +96,10 @@ def test_a_plugin_trainer_is_validated_and_in_the_schema(fake_entry_points, tmp_
     data = tmp_path / "d.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
     p = tmp_path / "p.yaml"
-    p.write_text("version: 1\nname: x\ndataset: {source: {type: local, path: d.jsonl}}\nmodel: {base: m}\n"
-                 "trainer: {backend: echo, loudnes: 3}\nevaluate: {metrics: [shout]}\n")
+    p.write_text(
+        "version: 1\nname: x\ndataset: {source: {type: local, path: d.jsonl}}\nmodel: {base: m}\n"
+        "trainer: {backend: echo, loudnes: 3}\nevaluate: {metrics: [shout]}\n"
+    )
     problems = load(p).problems
     assert len(problems) == 1
     assert "trainer.loudnes: unknown key 'loudnes'. Did you mean 'loudness'?" in str(problems[0])
@@ -109,8 +116,11 @@ def test_a_plugin_missing_its_method_fails_at_load_naming_it(fake_entry_points) 
 
 def test_a_plugin_without_caps_fails_at_registration_naming_itself(fake_entry_points) -> None:
     fake_entry_points({"ftpipe.trainers": [_ep("nocaps", f"{__name__}:NoCapsTrainer", "ftpipe.trainers")]})
-    with pytest.raises(PluginError, match=r"plugin 'nocaps' .* declares no capabilities: add `caps: "
-                                          r"ClassVar\[TrainerCaps\]"):
+    with pytest.raises(
+        PluginError,
+        match=r"plugin 'nocaps' .* declares no capabilities: add `caps: "
+        r"ClassVar\[TrainerCaps\]",
+    ):
         registry.plugins()
 
 
@@ -151,8 +161,10 @@ def test_builtins_are_lazy() -> None:
     import subprocess
     import sys
 
-    script = ("import sys\nfrom ftpipe import registry\np = registry.get('trainer', 'openai')\n"
-              "assert isinstance(p.target, str)\nprint('ftpipe.trainers.openai_backend' in sys.modules)")
+    script = (
+        "import sys\nfrom ftpipe import registry\np = registry.get('trainer', 'openai')\n"
+        "assert isinstance(p.target, str)\nprint('ftpipe.trainers.openai_backend' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # looking a plugin up imports nothing; load() does
 
@@ -187,10 +199,13 @@ def test_every_builtin_implements_what_its_caps_promise() -> None:
 def test_a_builtins_own_cross_block_rules_run_through_its_config_model(tmp_path) -> None:
     from ftpipe.spec.validate import load
 
-    (tmp_path / "d.jsonl").write_text('{"messages": [{"role": "user", "content": "a"}, '
-                                      '{"role": "assistant", "content": "b"}]}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
+    )
     p = tmp_path / "p.yaml"
-    p.write_text("version: 1\nname: x\ndataset: {source: {type: local, path: d.jsonl}}\n"
-                 "model: {base: builtin:tiny, revision: abc}\ntrainer: {backend: autotrain}\n")
+    p.write_text(
+        "version: 1\nname: x\ndataset: {source: {type: local, path: d.jsonl}}\n"
+        "model: {base: builtin:tiny, revision: abc}\ntrainer: {backend: autotrain}\n"
+    )
     problems = [str(x) for x in load(p).problems]
     assert len(problems) == 1 and "model.revision: AutoTrain always loads the newest revision" in problems[0]

@@ -10,7 +10,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_committed_schema_is_current() -> None:
     committed = (REPO / "schemas" / "pipeline.schema.json").read_text()
-    assert committed == schema_json(), "schemas/pipeline.schema.json is stale: run `ftpipe schema -o schemas/pipeline.schema.json`"
+    assert committed == schema_json(), (
+        "schemas/pipeline.schema.json is stale: run `ftpipe schema -o schemas/pipeline.schema.json`"
+    )
 
 
 def test_schema_marks_secrets_and_covers_every_backend() -> None:

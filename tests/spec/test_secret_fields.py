@@ -1,6 +1,7 @@
 """A field typed `Secret` is the one mark of a secret (issue 12 §2): a plugin's
 `credentials: Secret` is kept a reference, left out of plans, exported as x-secret and
 redacted, whatever its name; and a credential variable in a plain field is refused."""
+
 from __future__ import annotations
 
 import json
@@ -54,13 +55,16 @@ def vault_plugin(monkeypatch: pytest.MonkeyPatch):
 
 def _pipeline(tmp_path: Path, trainer: str, extra: str = "") -> Path:
     p = tmp_path / "p.yaml"
-    p.write_text(f"version: 1\nname: vault\n{extra}dataset: {{source: {{type: local, path: {DATA}}}}}\n"
-                 f"model: {{base: builtin:tiny}}\ntrainer: {trainer}\n")
+    p.write_text(
+        f"version: 1\nname: vault\n{extra}dataset: {{source: {{type: local, path: {DATA}}}}}\n"
+        f"model: {{base: builtin:tiny}}\ntrainer: {trainer}\n"
+    )
     return p
 
 
 def test_a_plugin_secret_field_validates_as_a_reference_and_never_reaches_a_plan(
-        vault_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ftpipe.spec.validate import load
 
     monkeypatch.setenv("VAULT_CREDS", VALUE)
@@ -91,8 +95,9 @@ def test_a_plugin_secret_field_is_x_secret_in_the_schema(vault_plugin) -> None:
     assert "x-secret" not in props["api_token_path"] and "x-secret" not in props["region"]
 
 
-def test_a_run_redacts_a_plugin_secret_and_its_default(vault_plugin, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_redacts_a_plugin_secret_and_its_default(
+    vault_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ftpipe.engine import prepare
 
     monkeypatch.setenv("VAULT_CREDS", VALUE)
@@ -103,8 +108,7 @@ def test_a_run_redacts_a_plugin_secret_and_its_default(vault_plugin, tmp_path: P
     assert prepared.resolved.trainer.credentials == VALUE  # the plugin gets the value, not the reference
 
 
-def test_secret_defaults_are_resolved_for_a_run(vault_plugin, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_defaults_are_resolved_for_a_run(vault_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ftpipe.engine import prepare
 
     monkeypatch.setenv("HF_TOKEN", "hf_FromTheEnvironment")
@@ -119,12 +123,18 @@ def test_secret_defaults_are_resolved_for_a_run(vault_plugin, tmp_path: Path,
 
 def test_secret_paths_follow_the_models_not_the_key_names(vault_plugin) -> None:
     model = registry.pipeline_model()
-    data = {"trainer": {"backend": "vault", "credentials": "${env:A}", "api_token_path": "x"},
-            "model": {"base": "m", "token": "${env:B}"},
-            "deploy": [{"type": "local", "path": "o"}, {"type": "hf-hub", "repo": "a/b", "token": "${env:C}"}],
-            "executor": {"type": "hf-spaces", "token": "${env:D}"}}
-    assert secret_paths(model, data) == {("trainer", "credentials"), ("model", "token"), ("deploy", 1, "token"),
-                                         ("executor", "token")}
+    data = {
+        "trainer": {"backend": "vault", "credentials": "${env:A}", "api_token_path": "x"},
+        "model": {"base": "m", "token": "${env:B}"},
+        "deploy": [{"type": "local", "path": "o"}, {"type": "hf-hub", "repo": "a/b", "token": "${env:C}"}],
+        "executor": {"type": "hf-spaces", "token": "${env:D}"},
+    }
+    assert secret_paths(model, data) == {
+        ("trainer", "credentials"),
+        ("model", "token"),
+        ("deploy", 1, "token"),
+        ("executor", "token"),
+    }
     assert ("trainer", "api_token_path") not in secret_paths(model, data)
 
 
@@ -137,12 +147,16 @@ def test_without_secrets_drops_secret_fields_only(vault_plugin, tmp_path: Path) 
     assert dump["model"]["base"] == "builtin:tiny" and "token" not in dump["model"]
 
 
-@pytest.mark.parametrize("field, var", [
-    ('description: "model by ${env:HF_TOKEN}"\n', "HF_TOKEN"),
-    ('description: "${env:MY_SERVICE_API_KEY}"\n', "MY_SERVICE_API_KEY"),
-])
-def test_a_credential_variable_in_a_plain_field_is_refused_naming_the_field(tmp_path: Path, field: str,
-                                                                         var: str) -> None:
+@pytest.mark.parametrize(
+    "field, var",
+    [
+        ('description: "model by ${env:HF_TOKEN}"\n', "HF_TOKEN"),
+        ('description: "${env:MY_SERVICE_API_KEY}"\n', "MY_SERVICE_API_KEY"),
+    ],
+)
+def test_a_credential_variable_in_a_plain_field_is_refused_naming_the_field(
+    tmp_path: Path, field: str, var: str
+) -> None:
     p = _pipeline(tmp_path, "{backend: trl}", extra=field)
     r = CliRunner().invoke(main, ["validate", str(p)])
     assert r.exit_code == 2
@@ -164,11 +178,21 @@ def test_plain_variables_stay_allowed(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
 
 
-@pytest.mark.parametrize("name, secret", [
-    ("HF_TOKEN", True), ("OPENAI_API_KEY", True), ("MY_DB_PASSWORD", True), ("GITLAB_TOKEN", True),
-    ("AZURE_CLIENT_SECRET", True), ("AZURE_OPENAI_ENDPOINT", False), ("RAY_ADDRESS", False),
-    ("TOKENIZER_NAME", False), ("MONKEY", False), ("HF_TOKEN_PATH", False),
-])
+@pytest.mark.parametrize(
+    "name, secret",
+    [
+        ("HF_TOKEN", True),
+        ("OPENAI_API_KEY", True),
+        ("MY_DB_PASSWORD", True),
+        ("GITLAB_TOKEN", True),
+        ("AZURE_CLIENT_SECRET", True),
+        ("AZURE_OPENAI_ENDPOINT", False),
+        ("RAY_ADDRESS", False),
+        ("TOKENIZER_NAME", False),
+        ("MONKEY", False),
+        ("HF_TOKEN_PATH", False),
+    ],
+)
 def test_credential_variable_names(name: str, secret: bool) -> None:
     assert is_secret_var(name) is secret
 

@@ -1,6 +1,7 @@
 """The autotrain backend: pipeline → AutoTrain config and data (unit), the managed
 environment's bookkeeping, the validation rules, and one real AutoTrain SFT run
 (``-m autotrain``; it fails instead of skipping when FTPIPE_REQUIRE_AUTOTRAIN=1)."""
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,27 @@ REPO = Path(__file__).resolve().parents[2]
 # give each test its own home and cache.
 INSTALLED_ENV = autotrain_env.env_dir()
 
-CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
-                     {"role": "assistant", "content": "Hello."}]}
-PREF = {"prompt": [{"role": "user", "content": "Capital of France?"}],
-        "chosen": [{"role": "assistant", "content": "Paris."}],
-        "rejected": [{"role": "assistant", "content": "Lyon."}]}
+CHAT = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
+}
+PREF = {
+    "prompt": [{"role": "user", "content": "Capital of France?"}],
+    "chosen": [{"role": "assistant", "content": "Paris."}],
+    "rejected": [{"role": "assistant", "content": "Lyon."}],
+}
 
 
 def pipeline(tmp_path: Path, trainer: str, *, fmt: str = "chat", extra: str = "") -> object:
     """A validated pipeline whose trainer block is ``trainer`` (YAML, indented 2)."""
     (tmp_path / "d.jsonl").write_text(json.dumps(PREF if fmt == "preference" else CHAT) + "\n")
-    text = f"version: 1\nname: t\ndataset:\n  source: {{type: local, path: d.jsonl}}\n  format: {fmt}\n" \
-           f"model:\n  base: builtin:tiny\ntrainer:\n{textwrap.indent(textwrap.dedent(trainer), '  ')}{extra}"
+    text = (
+        f"version: 1\nname: t\ndataset:\n  source: {{type: local, path: d.jsonl}}\n  format: {fmt}\n"
+        f"model:\n  base: builtin:tiny\ntrainer:\n{textwrap.indent(textwrap.dedent(trainer), '  ')}{extra}"
+    )
     path = tmp_path / "p.yaml"
     path.write_text(text)
     loaded = load(path)
@@ -44,8 +54,10 @@ def pipeline(tmp_path: Path, trainer: str, *, fmt: str = "chat", extra: str = ""
 
 def problems(tmp_path: Path, trainer: str, *, fmt: str = "chat", extra: str = "") -> list[str]:
     (tmp_path / "d.jsonl").write_text(json.dumps(CHAT) + "\n")
-    text = f"version: 1\nname: t\ndataset:\n  source: {{type: local, path: d.jsonl}}\n  format: {fmt}\n" \
-           f"model:\n  base: builtin:tiny\ntrainer:\n{textwrap.indent(textwrap.dedent(trainer), '  ')}{extra}"
+    text = (
+        f"version: 1\nname: t\ndataset:\n  source: {{type: local, path: d.jsonl}}\n  format: {fmt}\n"
+        f"model:\n  base: builtin:tiny\ntrainer:\n{textwrap.indent(textwrap.dedent(trainer), '  ')}{extra}"
+    )
     path = tmp_path / "p.yaml"
     path.write_text(text)
     return [f"{p.path}: {p.message}" for p in load(path).problems]
@@ -53,8 +65,10 @@ def problems(tmp_path: Path, trainer: str, *, fmt: str = "chat", extra: str = ""
 
 # --------------------------------------------------------------------------- config
 
-@pytest.mark.parametrize("method,task", [("sft", "llm-sft"), ("dpo", "llm-dpo"), ("orpo", "llm-orpo"),
-                                         ("reward", "llm-reward")])
+
+@pytest.mark.parametrize(
+    "method,task", [("sft", "llm-sft"), ("dpo", "llm-dpo"), ("orpo", "llm-orpo"), ("reward", "llm-reward")]
+)
 def test_method_becomes_task(tmp_path: Path, method: str, task: str) -> None:
     fmt = "chat" if method == "sft" else "preference"
     p = pipeline(tmp_path, f"backend: autotrain\nmethod: {method}\n", fmt=fmt)
@@ -72,18 +86,26 @@ def test_method_becomes_task(tmp_path: Path, method: str, task: str) -> None:
 def test_column_mapping_per_method(tmp_path: Path) -> None:
     sft = pipeline(tmp_path, "backend: autotrain\n")
     assert cfg.build_config(sft, base_model="m", data_dir=tmp_path)["data"]["column_mapping"] == {
-        "text_column": "messages"}
+        "text_column": "messages"
+    }
     for method in ("dpo", "orpo"):
         p = pipeline(tmp_path, f"backend: autotrain\nmethod: {method}\n", fmt="preference")
         assert cfg.build_config(p, base_model="m", data_dir=tmp_path)["data"]["column_mapping"] == {
-            "text_column": "chosen", "rejected_text_column": "rejected", "prompt_text_column": "prompt"}
+            "text_column": "chosen",
+            "rejected_text_column": "rejected",
+            "prompt_text_column": "prompt",
+        }
     reward = pipeline(tmp_path, "backend: autotrain\nmethod: reward\n", fmt="preference")
     assert cfg.build_config(reward, base_model="m", data_dir=tmp_path)["data"]["column_mapping"] == {
-        "text_column": "chosen", "rejected_text_column": "rejected"}
+        "text_column": "chosen",
+        "rejected_text_column": "rejected",
+    }
 
 
 def test_hyperparameters_are_translated(tmp_path: Path) -> None:
-    p = pipeline(tmp_path, """\
+    p = pipeline(
+        tmp_path,
+        """\
         backend: autotrain
         method: dpo
         seed: 7
@@ -92,26 +114,57 @@ def test_hyperparameters_are_translated(tmp_path: Path) -> None:
                           gradient_accumulation: 2, mixed_precision: bf16, optimizer: adafactor, scheduler: cosine,
                           warmup_ratio: 0.05, weight_decay: 0.01, padding: left, beta: 0.2, max_prompt_length: 64,
                           max_completion_length: 32, logging_steps: 3}
-        """, fmt="preference")
+        """,
+        fmt="preference",
+    )
     params = cfg.build_config(p, base_model="m", data_dir=tmp_path)["params"]
     assert params == {
-        "epochs": 2, "lr": 0.001, "batch_size": 4, "block_size": 128, "model_max_length": 512,
-        "gradient_accumulation": 2, "mixed_precision": "bf16", "optimizer": "adafactor", "scheduler": "cosine",
-        "warmup_ratio": 0.05, "weight_decay": 0.01, "padding": "left", "logging_steps": 3, "seed": 7,
-        "merge_adapter": False, "peft": True, "quantization": None, "lora_r": 8, "lora_alpha": 16,
-        "lora_dropout": 0.05, "target_modules": "all-linear", "max_prompt_length": 64, "max_completion_length": 32,
+        "epochs": 2,
+        "lr": 0.001,
+        "batch_size": 4,
+        "block_size": 128,
+        "model_max_length": 512,
+        "gradient_accumulation": 2,
+        "mixed_precision": "bf16",
+        "optimizer": "adafactor",
+        "scheduler": "cosine",
+        "warmup_ratio": 0.05,
+        "weight_decay": 0.01,
+        "padding": "left",
+        "logging_steps": 3,
+        "seed": 7,
+        "merge_adapter": False,
+        "peft": True,
+        "quantization": None,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "target_modules": "all-linear",
+        "max_prompt_length": 64,
+        "max_completion_length": 32,
         "dpo_beta": 0.2,
     }
 
 
-@pytest.mark.parametrize("peft,expected", [
-    ("{type: none}", {"peft": False, "quantization": None}),
-    ("{type: lora, r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj]}",
-     {"peft": True, "quantization": None, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
-      "target_modules": "q_proj,v_proj"}),
-    ("{type: qlora}", {"peft": True, "quantization": "int4"}),
-    ("{type: qlora, bits: 8}", {"peft": True, "quantization": "int8"}),
-])
+@pytest.mark.parametrize(
+    "peft,expected",
+    [
+        ("{type: none}", {"peft": False, "quantization": None}),
+        (
+            "{type: lora, r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj]}",
+            {
+                "peft": True,
+                "quantization": None,
+                "lora_r": 4,
+                "lora_alpha": 8,
+                "lora_dropout": 0.1,
+                "target_modules": "q_proj,v_proj",
+            },
+        ),
+        ("{type: qlora}", {"peft": True, "quantization": "int4"}),
+        ("{type: qlora, bits: 8}", {"peft": True, "quantization": "int8"}),
+    ],
+)
 def test_peft(tmp_path: Path, peft: str, expected: dict) -> None:
     p = pipeline(tmp_path, f"backend: autotrain\npeft: {peft}\n")
     params = cfg.build_config(p, base_model="m", data_dir=tmp_path)["params"]
@@ -125,18 +178,25 @@ def test_mixed_precision_no_is_autotrain_null(tmp_path: Path) -> None:
     assert cfg.build_config(p, base_model="m", data_dir=tmp_path)["params"]["mixed_precision"] is None
 
 
-@pytest.mark.parametrize("trainer_t,model_t,fmt,expected", [
-    (None, None, "chat", "tokenizer"),
-    (None, "chatml", "chat", "chatml"),
-    ("zephyr", None, "chat", "zephyr"),
-    (None, None, "text", "none"),
-])
+@pytest.mark.parametrize(
+    "trainer_t,model_t,fmt,expected",
+    [
+        (None, None, "chat", "tokenizer"),
+        (None, "chatml", "chat", "chatml"),
+        ("zephyr", None, "chat", "zephyr"),
+        (None, None, "text", "none"),
+    ],
+)
 def test_chat_template_choice(tmp_path: Path, trainer_t, model_t, fmt, expected) -> None:
     trainer = "backend: autotrain\n" + (f"chat_template: {trainer_t}\n" if trainer_t else "")
     p = pipeline(tmp_path, trainer, fmt="chat")
     if model_t or fmt == "text":
-        p = p.model_copy(update={"model": p.model.model_copy(update={"chat_template": model_t}),
-                                 "dataset": p.dataset.model_copy(update={"format": fmt})})
+        p = p.model_copy(
+            update={
+                "model": p.model.model_copy(update={"chat_template": model_t}),
+                "dataset": p.dataset.model_copy(update={"format": fmt}),
+            }
+        )
     assert cfg.chat_template(p) == expected
 
 
@@ -153,6 +213,7 @@ def test_project_name_is_checked(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- data
+
 
 def test_records_for_each_method() -> None:
     assert cfg.convert_record(CHAT, method="sft", template="tokenizer") == {"messages": CHAT["messages"]}
@@ -179,14 +240,19 @@ def test_write_training_data_refuses_weights(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- rules
 
+
 def test_rules_refuse_what_autotrain_cannot_express(tmp_path: Path) -> None:
-    msgs = problems(tmp_path, """\
+    msgs = problems(
+        tmp_path,
+        """\
         backend: autotrain
         method: sft
         chat_template: none
         hyperparameters: {beta: 0.3, max_prompt_length: 64, logging_steps: 0, optimizer: adamw_torh,
                           scheduler: cosine_warmup, block_size: 4096, model_max_length: 1024}
-        """, extra="evaluate: {metrics: [loss], baselines: [base]}\n")
+        """,
+        extra="evaluate: {metrics: [loss], baselines: [base]}\n",
+    )
     text = "\n".join(msgs)
     assert "trainer.chat_template: chat data is a list of messages" in text
     assert "trainer.hyperparameters.beta: AutoTrain's sft trainer ignores beta" in text
@@ -202,9 +268,11 @@ def test_rules_model_block(tmp_path: Path) -> None:
     assert text == ""
     (tmp_path / "d.jsonl").write_text(json.dumps(CHAT) + "\n")
     path = tmp_path / "p.yaml"
-    path.write_text("version: 1\nname: t\ndataset: {source: {type: local, path: d.jsonl}}\n"
-                    "model: {base: org/m, revision: abc, chat_template: '{{ messages }}'}\n"
-                    "trainer: {backend: autotrain}\n")
+    path.write_text(
+        "version: 1\nname: t\ndataset: {source: {type: local, path: d.jsonl}}\n"
+        "model: {base: org/m, revision: abc, chat_template: '{{ messages }}'}\n"
+        "trainer: {backend: autotrain}\n"
+    )
     found = [str(p) for p in load(path).problems]
     assert any("model.revision: AutoTrain always loads the newest revision" in f for f in found)
     assert any("model.chat_template: AutoTrain applies its named templates" in f for f in found)
@@ -214,9 +282,11 @@ def test_rules_model_block(tmp_path: Path) -> None:
 def test_rules_reward_has_no_evaluate(tmp_path: Path) -> None:
     (tmp_path / "d.jsonl").write_text(json.dumps(PREF) + "\n")
     path = tmp_path / "p.yaml"
-    path.write_text("version: 1\nname: t\ndataset: {source: {type: local, path: d.jsonl}, format: preference}\n"
-                    "model: {base: builtin:tiny}\ntrainer: {backend: autotrain, method: reward}\n"
-                    "evaluate: {metrics: [loss], baselines: [base]}\n")
+    path.write_text(
+        "version: 1\nname: t\ndataset: {source: {type: local, path: d.jsonl}, format: preference}\n"
+        "model: {base: builtin:tiny}\ntrainer: {backend: autotrain, method: reward}\n"
+        "evaluate: {metrics: [loss], baselines: [base]}\n"
+    )
     assert any("reward model" in str(p) for p in load(path).problems)
 
 
@@ -225,6 +295,7 @@ def test_rules_leave_other_backends_alone(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- environment
+
 
 def test_env_folder_follows_the_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(autotrain_env.ENV_VAR, raising=False)
@@ -313,19 +384,34 @@ def test_install_shows_progress_and_keeps_the_full_pip_log(tmp_path: Path) -> No
     lines: list[str] = []
     log_path = tmp_path / "install.log"
     with open(log_path, "w") as transcript:
-        autotrain_env._run([sys.executable, "-c", _PIP_NOISE], log=lines.append, env=None, what="pip install x",
-                           echo=autotrain_env.PipProgress(), transcript=transcript, transcript_path=log_path)
+        autotrain_env._run(
+            [sys.executable, "-c", _PIP_NOISE],
+            log=lines.append,
+            env=None,
+            what="pip install x",
+            echo=autotrain_env.PipProgress(),
+            transcript=transcript,
+            transcript_path=log_path,
+        )
     assert lines == [f"    {n} packages collected ..." for n in range(10, 201, 10)] + [
-        "    installing 200 packages ...", "    installed 200 packages"]
+        "    installing 200 packages ...",
+        "    installed 200 packages",
+    ]
     logged = log_path.read_text().splitlines()
     assert logged[0].startswith(f"$ {sys.executable} -c")
     assert sum(ln.startswith("Collecting pkg") for ln in logged) == 200
     assert sum(ln.startswith("Requirement already satisfied") for ln in logged) == 200
     lines.clear()
     with open(log_path, "w") as transcript, pytest.raises(StepError) as info:
-        autotrain_env._run([sys.executable, "-c", _PIP_NOISE, "fail"], log=lines.append, env=None,
-                           what="pip install x", echo=autotrain_env.PipProgress(), transcript=transcript,
-                           transcript_path=log_path)
+        autotrain_env._run(
+            [sys.executable, "-c", _PIP_NOISE, "fail"],
+            log=lines.append,
+            env=None,
+            what="pip install x",
+            echo=autotrain_env.PipProgress(),
+            transcript=transcript,
+            transcript_path=log_path,
+        )
     assert "    ERROR: No matching distribution found for nothing==0" in lines  # errors reach the console
     assert f"the full log: {log_path}" in str(info.value) and "exit 1" in str(info.value)
 
@@ -345,8 +431,10 @@ def test_run_without_env_says_install(tmp_path: Path) -> None:
     install command (and nothing is trained)."""
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(CHAT) + "\n" for _ in range(12)))
     path = tmp_path / "p.yaml"
-    path.write_text("version: 1\nname: t\ndataset: {source: {type: local, path: d.jsonl}, split: {validation: 0, "
-                    "test: 0}, dedupe: false}\nmodel: {base: builtin:tiny}\ntrainer: {backend: autotrain}\n")
+    path.write_text(
+        "version: 1\nname: t\ndataset: {source: {type: local, path: d.jsonl}, split: {validation: 0, "
+        "test: 0}, dedupe: false}\nmodel: {base: builtin:tiny}\ntrainer: {backend: autotrain}\n"
+    )
     env = {**os.environ, "FTPIPE_AUTOTRAIN_ENV": str(tmp_path / "no-env")}
     out = subprocess.run(["ftpipe", "run", str(path)], capture_output=True, text=True, env=env)
     assert out.returncode == 2, out.stderr  # a usage error before any step runs
@@ -355,6 +443,7 @@ def test_run_without_env_says_install(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- integration
+
 
 def _installed_env() -> Path | None:
     if (INSTALLED_ENV / autotrain_env.MARKER).exists() and autotrain_env.read_marker(INSTALLED_ENV):
@@ -368,8 +457,7 @@ def _installed_env() -> Path | None:
 def test_tiny_sft_through_real_autotrain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_path = _installed_env()
     if env_path is None:
-        msg = (f"the AutoTrain environment is not installed ({INSTALLED_ENV}); "
-               "run `ftpipe backends install autotrain`")
+        msg = f"the AutoTrain environment is not installed ({INSTALLED_ENV}); run `ftpipe backends install autotrain`"
         if os.environ.get("FTPIPE_REQUIRE_AUTOTRAIN") == "1":
             pytest.fail(msg + " (FTPIPE_REQUIRE_AUTOTRAIN=1: this test may not be skipped)")
         pytest.skip(msg)
@@ -377,7 +465,8 @@ def test_tiny_sft_through_real_autotrain(tmp_path: Path, monkeypatch: pytest.Mon
     rows = [json.loads(line) for line in (REPO / "pipelines" / "data" / "recipes.jsonl").read_text().splitlines()]
     (tmp_path / "recipes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:60]))
     path = tmp_path / "at.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         version: 1
         name: at-tiny
         dataset:
@@ -391,10 +480,12 @@ def test_tiny_sft_through_real_autotrain(tmp_path: Path, monkeypatch: pytest.Mon
           peft: {type: lora, r: 4, alpha: 8}
           hyperparameters: {epochs: 1, learning_rate: 1.0e-3, batch_size: 4, gradient_accumulation: 1,
                             block_size: 128, model_max_length: 256, logging_steps: 1}
-        """))
+        """)
+    )
     store = tmp_path / "store"
-    out = subprocess.run(["ftpipe", "run", str(path), "--store", str(store), "--json"], capture_output=True,
-                         text=True, timeout=840)
+    out = subprocess.run(
+        ["ftpipe", "run", str(path), "--store", str(store), "--json"], capture_output=True, text=True, timeout=840
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["steps"] == {"prepare": "done", "train": "done"}
@@ -465,8 +556,9 @@ def step_context(tmp_path: Path):
     base.mkdir()
     (base / "config.json").write_text("{}")
     p = pipeline(tmp_path, "backend: autotrain\npeft: {type: none}\n")
-    p = pipeline_model().model_validate({**p.model_dump(mode="json"), "model": {"base": str(base)}},
-                                        context={"resolved": True})
+    p = pipeline_model().model_validate(
+        {**p.model_dump(mode="json"), "model": {"base": str(base)}}, context={"resolved": True}
+    )
     prep = tmp_path / "prepare"
     prep.mkdir()
     (prep / "train.jsonl").write_text("".join(json.dumps(CHAT) + "\n" for _ in range(5)))
@@ -475,9 +567,18 @@ def step_context(tmp_path: Path):
     state.mkdir()
     logs: list[str] = []
     progress: list[tuple] = []
-    ctx = StepContext(run_id="r", step_id="train", pipeline=p, pipeline_path=tmp_path / "p.yaml", out_dir=out,
-                      inputs={"prepare": prep}, state_dir=state, cache_dir=tmp_path / "cache", log=logs.append,
-                      progress=lambda d, t, w: progress.append((d, t, w)))
+    ctx = StepContext(
+        run_id="r",
+        step_id="train",
+        pipeline=p,
+        pipeline_path=tmp_path / "p.yaml",
+        out_dir=out,
+        inputs={"prepare": prep},
+        state_dir=state,
+        cache_dir=tmp_path / "cache",
+        log=logs.append,
+        progress=lambda d, t, w: progress.append((d, t, w)),
+    )
     return ctx, logs, progress
 
 
@@ -496,7 +597,9 @@ def test_step_collects_model_metrics_and_progress(tmp_path: Path, monkeypatch: p
     assert result.metrics["train_loss"] == 2.375 and result.metrics["steps"] == 2
     assert result.metrics["train_rows"] == 5 and result.metrics["final_loss"] == 2.25
     assert json.loads((ctx.out_dir / "loss.json").read_text()) == [
-        {"step": 1, "epoch": 0.5, "loss": 2.5}, {"step": 2, "epoch": 1.0, "loss": 2.25}]
+        {"step": 1, "epoch": 0.5, "loss": 2.5},
+        {"step": 2, "epoch": 1.0, "loss": 2.25},
+    ]
     assert (0, 2, "training") in progress and (2, 2, "training") in progress
     assert any("Starting to train" in line for line in logs)
     assert not any("it/s]" in line for line in logs)  # progress bars go to progress, not the log
@@ -504,10 +607,12 @@ def test_step_collects_model_metrics_and_progress(tmp_path: Path, monkeypatch: p
     assert not (ctx.state_dir / "autotrain").exists()  # the work folder is cleaned up
 
 
-@pytest.mark.parametrize("mode,why", [("crash", "reported an exception"), ("exit", "exit code 1"),
-                                      ("noweights", "no model weights")])
-def test_step_failure_shows_the_last_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str,
-                                           why: str) -> None:
+@pytest.mark.parametrize(
+    "mode,why", [("crash", "reported an exception"), ("exit", "exit code 1"), ("noweights", "no model weights")]
+)
+def test_step_failure_shows_the_last_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, why: str
+) -> None:
     from ftpipe.errors import StepError
     from ftpipe.trainers.autotrain_backend import AutoTrainBackend
 

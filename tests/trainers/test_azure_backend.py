@@ -1,6 +1,7 @@
 """The azure-openai trainer backend (and its deploy target, end to end) against the
 loopback double: Azure's 201 answers, pending files, its job states, no metadata on GA
 api-versions, Entra ID auth, and the tutorial pipeline."""
+
 from __future__ import annotations
 
 import json
@@ -22,17 +23,39 @@ from tests.fakes.openai_server import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FOODS = ["rice", "beans", "eggs", "leeks", "pasta", "tofu", "lamb", "kale", "fish", "corn", "plums", "figs", "duck",
-         "okra", "peas", "yams", "oats", "milk", "nuts", "beef"]
-QA = [(f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.") for i, w in
-      enumerate(FOODS)]
+FOODS = [
+    "rice",
+    "beans",
+    "eggs",
+    "leeks",
+    "pasta",
+    "tofu",
+    "lamb",
+    "kale",
+    "fish",
+    "corn",
+    "plums",
+    "figs",
+    "duck",
+    "okra",
+    "peas",
+    "yams",
+    "oats",
+    "milk",
+    "nuts",
+    "beef",
+]
+QA = [
+    (f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.") for i, w in enumerate(FOODS)
+]
 BASE = "gpt-35-turbo-0613"
 
 
 def write_pipeline(folder: Path, server: OpenAIServer, *, deploy: bool = True, auth: str = "api-key") -> Path:
     rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA]
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    deploy_block = f"""\
+    deploy_block = (
+        f"""\
 deploy:
   - type: azure-openai
     subscription_id: sub-123
@@ -41,7 +64,10 @@ deploy:
     deployment: recipes-ft
     management_endpoint: {server.url}
     management_token: ${{env:AZURE_MANAGEMENT_TOKEN}}
-""" if deploy else ""
+"""
+        if deploy
+        else ""
+    )
     auth_block = "  auth: entra\n  api_key: null\n" if auth == "entra" else "  api_key: ${env:AZURE_OPENAI_API_KEY}\n"
     text = f"""\
 version: 1
@@ -134,8 +160,9 @@ def test_fine_tune_then_deploy_and_smoke_test(tmp_path: Path, env: OpenAIServer)
 
 
 @pytest.mark.parametrize("fault", [500, "drop"])
-def test_create_that_failed_after_the_job_was_stored_makes_no_duplicate(tmp_path: Path, env: OpenAIServer,
-                                                                        fault) -> None:
+def test_create_that_failed_after_the_job_was_stored_makes_no_duplicate(
+    tmp_path: Path, env: OpenAIServer, fault
+) -> None:
     env.inject("POST", r"/openai/fine_tuning/jobs$", fault, after_handling=True)
     path = write_pipeline(tmp_path, env, deploy=False)
     outcome = run(path)
@@ -196,8 +223,11 @@ def test_entra_auth_uses_azure_identity(tmp_path: Path, env: OpenAIServer, monke
     outcome = run(path)
     assert outcome.exit_code == 0, outcome.record["steps"]["train"]
     assert scopes and set(scopes) == {"https://cognitiveservices.azure.com/.default"}
-    assert all(h.get("authorization") == f"Bearer {env.azure_ad_token}" for _, p, h, _ in env.requests
-               if p.startswith("/openai/"))
+    assert all(
+        h.get("authorization") == f"Bearer {env.azure_ad_token}"
+        for _, p, h, _ in env.requests
+        if p.startswith("/openai/")
+    )
 
 
 def test_entra_without_azure_identity_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,8 +235,10 @@ def test_entra_without_azure_identity_says_what_to_install(monkeypatch: pytest.M
     from ftpipe.trainers.azure_backend import make_client
 
     monkeypatch.setitem(sys.modules, "azure.identity", None)
-    trainer = AzureOpenAITrainer.model_validate({"backend": "azure-openai", "endpoint": "http://127.0.0.1:9",
-                                                 "auth": "entra", "api_key": None}, context={"resolved": True})
+    trainer = AzureOpenAITrainer.model_validate(
+        {"backend": "azure-openai", "endpoint": "http://127.0.0.1:9", "auth": "entra", "api_key": None},
+        context={"resolved": True},
+    )
     with pytest.raises(MissingDependency) as err:
         make_client(trainer)
     assert "azure-identity" in str(err.value) and 'pip install "ftpipe[azure]"' in str(err.value)
@@ -238,8 +270,12 @@ def test_azure_tutorial_example_end_to_end(tmp_path: Path, monkeypatch: pytest.M
     shutil.copy(REPO / "pipelines" / "azure-gpt35-tutorial.yaml", path)  # as committed
 
     with OpenAIServer(steps_per_state=0) as server:
-        for var, value in (("AZURE_OPENAI_ENDPOINT", server.url), ("AZURE_OPENAI_API_KEY", server.azure_api_key),
-                           ("AZURE_MANAGEMENT_TOKEN", server.arm_token), ("AZURE_MANAGEMENT_ENDPOINT", server.url)):
+        for var, value in (
+            ("AZURE_OPENAI_ENDPOINT", server.url),
+            ("AZURE_OPENAI_API_KEY", server.azure_api_key),
+            ("AZURE_MANAGEMENT_TOKEN", server.arm_token),
+            ("AZURE_MANAGEMENT_ENDPOINT", server.url),
+        ):
             monkeypatch.setenv(var, value)
         server.add_deployment("gpt-35-turbo-base", BASE)
 
@@ -257,8 +293,9 @@ def test_azure_tutorial_example_end_to_end(tmp_path: Path, monkeypatch: pytest.M
         assert any("gpt-35-turbo-recipes-eval" in p for p in deletes)
         assert "gpt-35-turbo-recipes-eval" not in server.deployments
         if outcome.exit_code == 0:
-            deploy = json.loads((tmp_path / "store" / steps["deploy.azure-openai"]["artifact"] / "deploy.json")
-                                .read_text())
+            deploy = json.loads(
+                (tmp_path / "store" / steps["deploy.azure-openai"]["artifact"] / "deploy.json").read_text()
+            )
             assert deploy["provisioningState"] == "Succeeded" and deploy["smoke_test"]["ok"]
             assert server.deployments["gpt-35-turbo-recipes"]["properties"]["model"]["name"] == ref.model_id
         else:

@@ -1,5 +1,6 @@
 """DPO on Azure OpenAI and tool-calling data on OpenAI, end to end against the loopback
 double (which checks the uploaded data as the services do), and the validation rules."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,28 @@ from tests.fakes.openai_server import (
     openai_server_fixture,  # noqa: F401
 )
 
-FOODS = ["rice", "beans", "eggs", "leeks", "pasta", "tofu", "lamb", "kale", "fish", "corn", "plums", "figs", "duck",
-         "okra", "peas", "yams", "oats", "milk", "nuts", "beef"]
+FOODS = [
+    "rice",
+    "beans",
+    "eggs",
+    "leeks",
+    "pasta",
+    "tofu",
+    "lamb",
+    "kale",
+    "fish",
+    "corn",
+    "plums",
+    "figs",
+    "duck",
+    "okra",
+    "peas",
+    "yams",
+    "oats",
+    "milk",
+    "nuts",
+    "beef",
+]
 
 
 @pytest.fixture
@@ -31,10 +52,17 @@ def _run(path: Path) -> RunOutcome:
     return execute(path, reporter=Reporter(quiet=True))
 
 
-def _azure_dpo(folder: Path, server: OpenAIServer, *, base: str = "gpt-4o-mini-2024-07-18",
-               api_version: str = "2025-02-01-preview") -> Path:
-    rows = [{"prompt": f"How long do I cook the {w}?", "chosen": f"Cook the {w} for {i + 3} minutes.",
-             "rejected": "No idea."} for i, w in enumerate(FOODS)]
+def _azure_dpo(
+    folder: Path, server: OpenAIServer, *, base: str = "gpt-4o-mini-2024-07-18", api_version: str = "2025-02-01-preview"
+) -> Path:
+    rows = [
+        {
+            "prompt": f"How long do I cook the {w}?",
+            "chosen": f"Cook the {w} for {i + 3} minutes.",
+            "rejected": "No idea.",
+        }
+        for i, w in enumerate(FOODS)
+    ]
     (folder / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = folder / "pipeline.yaml"
     path.write_text(f"""\
@@ -70,23 +98,29 @@ def test_azure_dpo_job_on_a_preview_api_version(tmp_path: Path, env: OpenAIServe
     assert job["status"] == "succeeded" and job["method"]["type"] == "dpo"
     assert job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
     assert job["method"]["dpo"]["hyperparameters"]["n_epochs"] == 2
-    assert "hyperparameters" not in json.loads(next(b for m, p, _, b in env.requests
-                                                      if m == "POST" and "/fine_tuning/jobs" in p))
+    assert "hyperparameters" not in json.loads(
+        next(b for m, p, _, b in env.requests if m == "POST" and "/fine_tuning/jobs" in p)
+    )
     lines = [json.loads(x) for x in env.file_content(job["training_file"]).decode().splitlines()]
     assert set(lines[0]) == {"input", "preferred_output", "non_preferred_output"}
-    assert all(p.split("?")[1].startswith("api-version=2025-02-01-preview") for _, p, _, _ in env.requests
-               if p.startswith("/openai/"))
+    assert all(
+        p.split("?")[1].startswith("api-version=2025-02-01-preview")
+        for _, p, _, _ in env.requests
+        if p.startswith("/openai/")
+    )
     assert job["fine_tuned_model"].startswith("gpt-4o-mini-2024-07-18.ft-")
 
 
-def test_azure_dpo_data_the_service_rejects_fails_the_job_with_its_message(tmp_path: Path,
-                                                                          env: OpenAIServer) -> None:
+def test_azure_dpo_data_the_service_rejects_fails_the_job_with_its_message(tmp_path: Path, env: OpenAIServer) -> None:
     # Too few pairs for the service (it needs 10): our pre-upload check says so before any upload.
     path = _azure_dpo(tmp_path, env)
     rows = [json.loads(x) for x in (tmp_path / "prefs.jsonl").read_text().splitlines()][:9]
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    path.write_text(path.read_text().replace("split: {validation: 0.1, test: 0.1, seed: 1}",
-                                             "split: {validation: 0, test: 0}\n  min_examples: 5"))
+    path.write_text(
+        path.read_text().replace(
+            "split: {validation: 0.1, test: 0.1, seed: 1}", "split: {validation: 0, test: 0}\n  min_examples: 5"
+        )
+    )
     outcome = _run(path)
     assert outcome.exit_code == 1
     assert "Azure OpenAI would reject this training data" in outcome.record["steps"]["train"]["error"]
@@ -94,8 +128,13 @@ def test_azure_dpo_data_the_service_rejects_fails_the_job_with_its_message(tmp_p
 
 
 def _validate(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftpipe", "validate", str(path)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ftpipe", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_azure_dpo_needs_a_preview_api_version_and_a_dpo_model(tmp_path: Path) -> None:
@@ -112,15 +151,22 @@ def test_azure_dpo_needs_a_preview_api_version_and_a_dpo_model(tmp_path: Path) -
 def test_openai_sft_uploads_tool_calls_and_tools(tmp_path: Path, env: OpenAIServer) -> None:
     rows = []
     for i, w in enumerate(FOODS):
-        call = {"id": f"call_{i}", "type": "function",
-                "function": {"name": "cook_time", "arguments": json.dumps({"food": w})}}
-        rows.append({"messages": [
-            {"role": "user", "content": [{"type": "text", "text": f"How long for {w}?"}]},
-            {"role": "assistant", "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": f"call_{i}", "content": f"{i + 3} minutes"},
-            {"role": "assistant", "content": f"Cook the {w} for {i + 3} minutes."}],
-            "tools": [{"type": "function", "function": {"name": "cook_time",
-                                                        "parameters": {"type": "object"}}}]})
+        call = {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": "cook_time", "arguments": json.dumps({"food": w})},
+        }
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": f"How long for {w}?"}]},
+                    {"role": "assistant", "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": f"call_{i}", "content": f"{i + 3} minutes"},
+                    {"role": "assistant", "content": f"Cook the {w} for {i + 3} minutes."},
+                ],
+                "tools": [{"type": "function", "function": {"name": "cook_time", "parameters": {"type": "object"}}}],
+            }
+        )
     (tmp_path / "tools.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "pipeline.yaml"
     path.write_text(f"""\

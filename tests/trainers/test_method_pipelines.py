@@ -1,5 +1,6 @@
 """KTO, GRPO and a two-format mixture as whole pipelines (prepare -> train -> evaluate) on
 the built-in tiny model: the example pipelines' settings, cut to a few steps."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,11 @@ def test_kto_pipeline(tmp_path: Path) -> None:
 
 
 def test_grpo_pipeline(tmp_path: Path) -> None:
-    steps = _run(_example(tmp_path, "grpo-recipes", {"recipes.jsonl": 40}, batch_size=4, num_generations=2,
-                          max_completion_length=6))
+    steps = _run(
+        _example(
+            tmp_path, "grpo-recipes", {"recipes.jsonl": 40}, batch_size=4, num_generations=2, max_completion_length=6
+        )
+    )
     metrics = steps["train"]["metrics"]
     assert isinstance(metrics["reward_last"], float) and 0.0 <= metrics["reward_last"] <= 1.5
     assert "reward" in steps["train"]["summary"]

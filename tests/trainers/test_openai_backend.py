@@ -2,6 +2,7 @@
 driven by the official client with strict response validation: whole pipelines through
 ``ftpipe.engine.execute``, faults, a killed runner, ``ftpipe cancel``, and the pre-upload
 data checks."""
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,31 @@ from tests.fakes.openai_server import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FOODS = ["rice", "beans", "eggs", "leeks", "pasta", "tofu", "lamb", "kale", "fish", "corn", "plums", "figs", "duck",
-         "okra", "peas", "yams", "oats", "milk", "nuts", "beef"]
-QA = [(f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.") for i, w in
-      enumerate(FOODS)]
+FOODS = [
+    "rice",
+    "beans",
+    "eggs",
+    "leeks",
+    "pasta",
+    "tofu",
+    "lamb",
+    "kale",
+    "fish",
+    "corn",
+    "plums",
+    "figs",
+    "duck",
+    "okra",
+    "peas",
+    "yams",
+    "oats",
+    "milk",
+    "nuts",
+    "beef",
+]
+QA = [
+    (f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.") for i, w in enumerate(FOODS)
+]
 BASE = "gpt-4o-mini-2024-07-18"
 JOB_GET = re.compile(r"/v1/fine_tuning/jobs/ftjob-[^/?]+$")
 
@@ -55,9 +77,17 @@ def strict_openai(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(openai, "OpenAI", StrictOpenAI)
 
 
-def write_pipeline(folder: Path, server: OpenAIServer, *, trainer: str = "", fmt: str = "chat",
-                   rows: list[dict] | None = None, dataset: str = "", interval: float = 0.01,
-                   hyperparameters: str = "{n_epochs: 2}") -> Path:
+def write_pipeline(
+    folder: Path,
+    server: OpenAIServer,
+    *,
+    trainer: str = "",
+    fmt: str = "chat",
+    rows: list[dict] | None = None,
+    dataset: str = "",
+    interval: float = 0.01,
+    hyperparameters: str = "{n_epochs: 2}",
+) -> Path:
     if rows is None:
         if fmt == "preference":
             rows = [{"prompt": q, "chosen": a, "rejected": "No idea."} for q, a in QA]
@@ -128,6 +158,7 @@ def assert_model(path: Path, outcome: RunOutcome, job: dict) -> ModelRef:
 
 # --------------------------------------------------------------------------- happy path
 
+
 def test_pipeline_trains_on_the_service_and_records_the_model(tmp_path: Path, env: OpenAIServer) -> None:
     path = write_pipeline(tmp_path, env)
     outcome = run(path)
@@ -152,8 +183,16 @@ def test_pipeline_trains_on_the_service_and_records_the_model(tmp_path: Path, en
     assert json.loads((train_dir(path, outcome) / "loss.json").read_text())[0]["step"] == 1
 
     log = train_log(path, outcome)  # the service's events, oldest first
-    order = [log.index(m) for m in ("Created fine-tuning job", "Fine-tuning job started", "Step 1/",
-                                    "New fine-tuned model created", "The job has successfully completed")]
+    order = [
+        log.index(m)
+        for m in (
+            "Created fine-tuning job",
+            "Fine-tuning job started",
+            "Step 1/",
+            "New fine-tuned model created",
+            "The job has successfully completed",
+        )
+    ]
     assert order == sorted(order)
     assert log.count("Created fine-tuning job") == 1
 
@@ -177,6 +216,7 @@ def test_dpo_sends_the_preference_format_and_beta(tmp_path: Path, env: OpenAISer
 
 # --------------------------------------------------------------------------- faults: never a second job
 
+
 def test_rate_limits_are_waited_out(tmp_path: Path, env: OpenAIServer) -> None:
     env.inject("POST", r"/files$", 429, times=2)
     env.inject("POST", r"/fine_tuning/jobs$", 429, times=3)
@@ -189,8 +229,9 @@ def test_rate_limits_are_waited_out(tmp_path: Path, env: OpenAIServer) -> None:
 
 
 @pytest.mark.parametrize("fault", [500, "drop"])
-def test_create_that_failed_after_the_job_was_stored_makes_no_duplicate(tmp_path: Path, env: OpenAIServer,
-                                                                        fault) -> None:
+def test_create_that_failed_after_the_job_was_stored_makes_no_duplicate(
+    tmp_path: Path, env: OpenAIServer, fault
+) -> None:
     env.inject("POST", r"/fine_tuning/jobs$", fault, after_handling=True)
     path = write_pipeline(tmp_path, env)
     outcome = run(path)
@@ -224,11 +265,17 @@ def test_a_job_found_by_its_tags_is_re_attached(tmp_path: Path, env: OpenAIServe
     path = write_pipeline(tmp_path, env)
     key = prepare_run(path).plan.step("train").key
     client = openai_client(env)
-    rows = "".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-                   + "\n" for q, a in QA)
+    rows = "".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+        for q, a in QA
+    )
     file_id = client.files.create(file=("t.jsonl", rows.encode(), "application/jsonl"), purpose="fine-tune").id
-    earlier = client.fine_tuning.jobs.create(model=BASE, training_file=file_id, suffix="recipes",
-                                             metadata={"ftpipe_key": key, "ftpipe_step": "train", "ftpipe_run": "x"})
+    earlier = client.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=file_id,
+        suffix="recipes",
+        metadata={"ftpipe_key": key, "ftpipe_step": "train", "ftpipe_run": "x"},
+    )
     outcome = run(path)
     assert outcome.exit_code == 0
     job = only_job(env)
@@ -239,6 +286,7 @@ def test_a_job_found_by_its_tags_is_re_attached(tmp_path: Path, env: OpenAIServe
 
 
 # --------------------------------------------------------------------------- job outcomes
+
 
 def test_failed_job_fails_the_step_with_the_service_message(tmp_path: Path, env: OpenAIServer) -> None:
     env.set_job_outcome("failed", code="quota_exceeded", message="Fine-tuning quota exceeded for this organization.")
@@ -278,8 +326,9 @@ def test_poll_timeout_leaves_the_job_running_and_says_how_to_cancel(tmp_path: Pa
     assert only_job(env)["status"] == "validating_files"
 
 
-def test_wrong_key_names_status_code_request_and_what_to_do(tmp_path: Path, env: OpenAIServer,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_key_names_status_code_request_and_what_to_do(
+    tmp_path: Path, env: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-the-right-key-0123456789")
     path = write_pipeline(tmp_path, env)
     # the preflight check finds it before anything is uploaded (exit 2)...
@@ -315,17 +364,35 @@ def test_secrets_never_reach_the_run_store(tmp_path: Path, monkeypatch: pytest.M
 
 # --------------------------------------------------------------------------- checks before upload
 
+
 def _ctx(tmp_path: Path, server: OpenAIServer, prepare: Path, **trainer) -> tuple[StepContext, list[str]]:
-    cfg = OpenAITrainer.model_validate({"backend": "openai", "api_key": server.api_key,
-                                        "base_url": server.url + "/v1", "poll": {"interval": 0.01}, **trainer},
-                                       context={"resolved": True})
+    cfg = OpenAITrainer.model_validate(
+        {
+            "backend": "openai",
+            "api_key": server.api_key,
+            "base_url": server.url + "/v1",
+            "poll": {"interval": 0.01},
+            **trainer,
+        },
+        context={"resolved": True},
+    )
     pipeline = SimpleNamespace(name="t", trainer=cfg, model=SimpleNamespace(base=BASE))
     logs: list[str] = []
     for d in ("out", "state", "cache"):
         (tmp_path / d).mkdir(exist_ok=True)
-    ctx = StepContext(run_id="r1", step_id="train", pipeline=pipeline, pipeline_path=tmp_path / "p.yaml",
-                      out_dir=tmp_path / "out", inputs={"prepare": prepare}, state_dir=tmp_path / "state",
-                      cache_dir=tmp_path / "cache", log=logs.append, progress=lambda *a: None, cache_key="k" * 64)
+    ctx = StepContext(
+        run_id="r1",
+        step_id="train",
+        pipeline=pipeline,
+        pipeline_path=tmp_path / "p.yaml",
+        out_dir=tmp_path / "out",
+        inputs={"prepare": prepare},
+        state_dir=tmp_path / "state",
+        cache_dir=tmp_path / "cache",
+        log=logs.append,
+        progress=lambda *a: None,
+        cache_key="k" * 64,
+    )
     return ctx, logs
 
 
@@ -387,20 +454,32 @@ def test_long_examples_are_counted_and_warned_about(tmp_path: Path, openai_serve
 
 
 def test_dpo_conversion() -> None:
-    rec = {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
-           "chosen": [{"role": "assistant", "content": "good"}], "rejected": [{"role": "assistant", "content": "bad"}]}
+    rec = {
+        "prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
     line = openai_data.to_service_line(rec, "dpo")
-    assert line == {"input": {"messages": rec["prompt"]}, "preferred_output": rec["chosen"],
-                    "non_preferred_output": rec["rejected"]}
+    assert line == {
+        "input": {"messages": rec["prompt"]},
+        "preferred_output": rec["chosen"],
+        "non_preferred_output": rec["rejected"],
+    }
     with pytest.raises(openai_data._Problem, match="preference pairs"):
         openai_data.to_service_line(_chat("q", "a"), "dpo")
 
 
 # --------------------------------------------------------------------------- real processes
 
+
 def _ftpipe_run(path: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ftpipe", "run", str(path)], cwd=str(REPO),
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), preexec_fn=sigint_default)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftpipe", "run", str(path)],
+        cwd=str(REPO),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        preexec_fn=sigint_default,
+    )
 
 
 def _wait_polling(server: OpenAIServer, proc: subprocess.Popen, polls: int = 3, timeout: float = 120) -> None:
@@ -485,14 +564,16 @@ def test_cancel_without_a_hosted_job_says_so(tmp_path: Path, env: OpenAIServer) 
 
 # --------------------------------------------------------------------------- the example pipeline
 
+
 @pytest.mark.integration
 def test_openai_recipes_example_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pipelines/openai-recipes.yaml as committed, pointed at the double by environment."""
     with OpenAIServer(steps_per_state=0) as server:
         monkeypatch.setenv("OPENAI_API_KEY", server.api_key)
         monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
-        outcome = execute(REPO / "pipelines" / "openai-recipes.yaml", store=tmp_path / "store",
-                          reporter=Reporter(quiet=True))
+        outcome = execute(
+            REPO / "pipelines" / "openai-recipes.yaml", store=tmp_path / "store", reporter=Reporter(quiet=True)
+        )
         steps = outcome.record["steps"]
         # The gate's verdict is the double's and the evaluator's business (on this data the
         # double's nearest-neighbour "fine-tune" need not beat few-shot prompting); the steps ran.
@@ -503,10 +584,13 @@ def test_openai_recipes_example_end_to_end(tmp_path: Path, monkeypatch: pytest.M
         assert steps["evaluate"]["status"] == "done" and steps["gate"]["status"] in ("done", "blocked")
         report = json.loads((tmp_path / "store" / steps["evaluate"]["artifact"] / "report.json").read_text())
         assert report["variants"]["finetuned"]["model"] == f"openai:{ref.model_id}"
-        assert report["variants"]["finetuned"]["metrics"]["token_f1"] > report["variants"]["base"]["metrics"]["token_f1"]
+        assert (
+            report["variants"]["finetuned"]["metrics"]["token_f1"] > report["variants"]["base"]["metrics"]["token_f1"]
+        )
 
 
 # --------------------------------------------------------------------------- units
+
 
 def test_no_second_create_when_the_stored_job_cannot_be_looked_up(tmp_path: Path) -> None:
     import httpx2
@@ -527,23 +611,41 @@ def test_no_second_create_when_the_stored_job_cannot_be_looked_up(tmp_path: Path
         finds.append(record)
         raise openai.APIConnectionError(request=req)
 
-    service = HostedService(provider="openai", client=SimpleNamespace(with_options=lambda **kw: None),
-                            address="http://127.0.0.1:9/v1", statuses=JobStatus, terminal=TERMINAL, create=create,
-                            find=find)
+    service = HostedService(
+        provider="openai",
+        client=SimpleNamespace(with_options=lambda **kw: None),
+        address="http://127.0.0.1:9/v1",
+        statuses=JobStatus,
+        terminal=TERMINAL,
+        create=create,
+        find=find,
+    )
     logs: list[str] = []
     ctx = SimpleNamespace(log=logs.append, pipeline=SimpleNamespace(model=SimpleNamespace(base=BASE)))
     with pytest.raises(RemoteError) as err:
-        submit(ctx, service, JobRecord(tmp_path / "job.json", "openai"), {"train": "file-1"},
-               poll=Poll(interval=0.001, max_interval=0.002))
+        submit(
+            ctx,
+            service,
+            JobRecord(tmp_path / "job.json", "openai"),
+            {"train": "file-1"},
+            poll=Poll(interval=0.001, max_interval=0.002),
+        )
     assert len(creates) == 1 and len(finds) > 1
     assert err.value.status == 500 and "looking for it failed" in (err.value.hint or "")
 
 
-@pytest.mark.parametrize("status,provider,needle", [
-    (401, "openai", "OPENAI_API_KEY"), (403, "openai", "permissions"), (404, "openai", "fine-tunable"),
-    (429, "openai", "re-attached"), (503, "openai", "run again later"), (401, "azure-openai", "AZURE_OPENAI_API_KEY"),
-    (404, "azure-openai", "no dots"),
-])
+@pytest.mark.parametrize(
+    "status,provider,needle",
+    [
+        (401, "openai", "OPENAI_API_KEY"),
+        (403, "openai", "permissions"),
+        (404, "openai", "fine-tunable"),
+        (429, "openai", "re-attached"),
+        (503, "openai", "run again later"),
+        (401, "azure-openai", "AZURE_OPENAI_API_KEY"),
+        (404, "azure-openai", "no dots"),
+    ],
+)
 def test_error_translation_gives_status_code_request_and_hint(status: int, provider: str, needle: str) -> None:
     import httpx2
     import openai
@@ -557,7 +659,8 @@ def test_error_translation_gives_status_code_request_and_hint(status: int, provi
     headers = {"apim-request-id": "apim-42"} if provider == "azure-openai" else {"x-request-id": "req_42"}
     resp = httpx2.Response(status, request=req, headers=headers)
     exc = openai.OpenAI(api_key="k", base_url="http://127.0.0.1:9/v1")._make_status_error(
-        "Error code", body={"error": {"message": "nope", "code": "some_code"}}, response=resp)
+        "Error code", body={"error": {"message": "nope", "code": "some_code"}}, response=resp
+    )
     err = translate(exc, "polling", provider=provider, job_id="ftjob-1", hints=hints)
     assert err.status == status and err.code == "some_code" and err.job_id == "ftjob-1"
     assert err.request_id == ("apim-42" if provider == "azure-openai" else "req_42")

@@ -1,4 +1,5 @@
 """The built-in tiny model: deterministic, offline, any text tokenizes, chat-ready."""
+
 from __future__ import annotations
 
 from pathlib import Path

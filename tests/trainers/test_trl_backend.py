@@ -1,5 +1,6 @@
 """The trl backend on the built-in tiny model: sft, dpo and orpo, LoRA and full weights,
 the artifact it leaves, and the settings it maps onto TRL."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -34,8 +35,16 @@ def test_launcher_command_single_and_multi_node(monkeypatch: pytest.MonkeyPatch)
     from ftpipe.trainers.trl_backend import launcher_command
 
     cmd = launcher_command(Path("/s/job.json"), 4, 1)
-    assert cmd[1:] == ["-m", "torch.distributed.run", "--nproc_per_node=4", "--nnodes=1", "--standalone",
-                       "-m", "ftpipe.trainers.trl_job", "/s/job.json"]
+    assert cmd[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=4",
+        "--nnodes=1",
+        "--standalone",
+        "-m",
+        "ftpipe.trainers.trl_job",
+        "/s/job.json",
+    ]
     monkeypatch.setenv("NODE_RANK", "1")
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.2")
     cmd = launcher_command(Path("job.json"), 8, 2)
@@ -72,15 +81,21 @@ def test_sft_lora_few_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert args["per_device_train_batch_size"] == 4 and args["max_steps"] == 4 and args["seed"] == 7
     assert args["bf16"] is False and args["activation_checkpointing"] is False
     assert sorted(p.name for p in (ctx.state_dir / "checkpoints").glob("checkpoint-*")) == [
-        "checkpoint-2", "checkpoint-4"]
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
 
 
 @pytest.mark.integration
 def test_sft_full_weights_then_load_for_inference(tmp_path: Path) -> None:
     from ftpipe.models.loading import load_for_inference
 
-    ctx = fakes.make_ctx(tmp_path, peft={"type": "none"}, hyperparameters={"max_steps": 3, "learning_rate": 3e-3},
-                         checkpoint={"every_steps": 100, "keep": 1})
+    ctx = fakes.make_ctx(
+        tmp_path,
+        peft={"type": "none"},
+        hyperparameters={"max_steps": 3, "learning_rate": 3e-3},
+        checkpoint={"every_steps": 100, "keep": 1},
+    )
     _backend().train(ctx)
     ref, metrics = _artifact(ctx)
     assert ref.adapter is False and (ctx.out_dir / "model" / "model.safetensors").exists()
@@ -88,8 +103,9 @@ def test_sft_full_weights_then_load_for_inference(tmp_path: Path) -> None:
 
     model, tok = load_for_inference(ref, ctx.out_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir)
     assert not model.training and tok.padding_side == "left"
-    prompt = tok.apply_chat_template([{"role": "user", "content": "2 c. flour"}], add_generation_prompt=True,
-                                     return_tensors="pt", return_dict=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "2 c. flour"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**prompt, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
@@ -98,8 +114,12 @@ def test_sft_full_weights_then_load_for_inference(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", ["dpo", "orpo"])
 def test_preference_methods_few_steps(tmp_path: Path, method: str) -> None:
     rec = fakes.Recorder()
-    ctx = fakes.make_ctx(tmp_path, method=method, recorder=rec,
-                         hyperparameters={"max_steps": 3, "batch_size": 2, "beta": 0.2, "max_prompt_length": 128})
+    ctx = fakes.make_ctx(
+        tmp_path,
+        method=method,
+        recorder=rec,
+        hyperparameters={"max_steps": 3, "batch_size": 2, "beta": 0.2, "max_prompt_length": 128},
+    )
     result = _backend().train(ctx)
     ref, metrics = _artifact(ctx)
     assert ref.adapter is True and metrics["global_step"] == 3 == result.metrics["global_step"]
@@ -123,8 +143,9 @@ def test_adapter_merge_and_load(tmp_path: Path) -> None:
     _backend().train(ctx)
     ref = ModelRef.read(ctx.out_dir)
     merged_in_memory, _ = load_for_inference(ref, ctx.out_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir)
-    dest = merge_adapter(ctx.out_dir / "model", "builtin:tiny", tmp_path / "merged",
-                         cache_dir=ctx.cache_dir, base_dir=ctx.base_dir)
+    dest = merge_adapter(
+        ctx.out_dir / "model", "builtin:tiny", tmp_path / "merged", cache_dir=ctx.cache_dir, base_dir=ctx.base_dir
+    )
     assert (dest / "model.safetensors").exists() and (dest / "tokenizer.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(dest)
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -140,17 +161,34 @@ def test_training_config_maps_every_field(tmp_path: Path) -> None:
     from ftpipe.trainers.trl_args import training_config
     from ftpipe.trainers.trl_backend import build_job
 
-    ctx = fakes.make_ctx(tmp_path, hyperparameters={
-        "epochs": 2, "max_steps": None, "learning_rate": 5e-4, "batch_size": 3, "gradient_accumulation_steps": 2,
-        "max_seq_length": 128, "warmup_ratio": 0.1, "weight_decay": 0.01, "lr_scheduler": "cosine",
-        "optimizer": "adamw_torch", "packing": True, "gradient_checkpointing": True, "logging_steps": 7,
-    }, checkpoint={"every_steps": 30, "keep": 3})
+    ctx = fakes.make_ctx(
+        tmp_path,
+        hyperparameters={
+            "epochs": 2,
+            "max_steps": None,
+            "learning_rate": 5e-4,
+            "batch_size": 3,
+            "gradient_accumulation_steps": 2,
+            "max_seq_length": 128,
+            "warmup_ratio": 0.1,
+            "weight_decay": 0.01,
+            "lr_scheduler": "cosine",
+            "optimizer": "adamw_torch",
+            "packing": True,
+            "gradient_checkpointing": True,
+            "logging_steps": 7,
+        },
+        checkpoint={"every_steps": 30, "keep": 3},
+    )
     job = build_job(ctx)
     assert "token" not in job.to_json()
     cfg, warnings = training_config(job, fp16=False, bf16=False)
     assert (cfg.num_train_epochs, cfg.max_steps, cfg.learning_rate) == (2.0, -1, 5e-4)
     assert (cfg.per_device_train_batch_size, cfg.per_device_eval_batch_size, cfg.gradient_accumulation_steps) == (
-        3, 3, 2)
+        3,
+        3,
+        2,
+    )
     assert (cfg.max_length, cfg.warmup_steps, cfg.weight_decay) == (128, 0.1, 0.01)
     assert (str(cfg.lr_scheduler_type.value), str(cfg.optim.value), cfg.packing) == ("cosine", "adamw_torch", True)
     assert cfg.activation_checkpointing is True and cfg.logging_steps == 7 and cfg.seed == 7
@@ -209,8 +247,12 @@ def test_two_processes_run_under_torchrun(tmp_path: Path) -> None:
     """gpus_per_node * nodes > 1: the job runs under torchrun (two CPU processes with gloo
     here); progress and log lines come back from rank 0, the artifact is complete."""
     rec = fakes.Recorder()
-    ctx = fakes.make_ctx(tmp_path, recorder=rec, resources={"gpus_per_node": 2, "nodes": 1},
-                         hyperparameters={"max_steps": 3, "batch_size": 2})
+    ctx = fakes.make_ctx(
+        tmp_path,
+        recorder=rec,
+        resources={"gpus_per_node": 2, "nodes": 1},
+        hyperparameters={"max_steps": 3, "batch_size": 2},
+    )
     result = _backend().train(ctx)
     ref, metrics = _artifact(ctx)
     assert ref.adapter and metrics["global_step"] == 3 == result.metrics["global_step"]
@@ -229,9 +271,14 @@ def test_fsdp_shards_across_two_cpu_processes(tmp_path: Path) -> None:
     import torch
 
     rec = fakes.Recorder()
-    ctx = fakes.make_ctx(tmp_path, recorder=rec, resources={"gpus_per_node": 2, "nodes": 1},
-                         peft={"type": "none"}, hyperparameters={"max_steps": 3, "batch_size": 2},
-                         distributed={"strategy": "fsdp", "fsdp": {"activation_checkpointing": False}})
+    ctx = fakes.make_ctx(
+        tmp_path,
+        recorder=rec,
+        resources={"gpus_per_node": 2, "nodes": 1},
+        peft={"type": "none"},
+        hyperparameters={"max_steps": 3, "batch_size": 2},
+        distributed={"strategy": "fsdp", "fsdp": {"activation_checkpointing": False}},
+    )
     result = _backend().train(ctx)
     assert result.metrics["global_step"] == 3
     args = json.loads((ctx.out_dir / "training_args.json").read_text())
@@ -243,8 +290,9 @@ def test_fsdp_shards_across_two_cpu_processes(tmp_path: Path) -> None:
     # a full (gathered) state dict, not one rank's shard: every tensor has its model shape
     from ftpipe.models.loading import load_for_inference
 
-    model, _ = load_for_inference(ModelRef.read(ctx.out_dir), ctx.out_dir, cache_dir=ctx.cache_dir,
-                                  base_dir=ctx.base_dir)
+    model, _ = load_for_inference(
+        ModelRef.read(ctx.out_dir), ctx.out_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir
+    )
     for name, tensor in model.state_dict().items():
         if name in weights:
             assert weights[name].shape == tensor.shape, name
@@ -255,14 +303,29 @@ def test_distributed_strategies_become_trainer_arguments() -> None:
     from ftpipe.trainers.distributed import trainer_arguments
 
     assert trainer_arguments({"strategy": "ddp"}, bf16=False, fp16=False) == {}
-    fsdp = trainer_arguments({"strategy": "fsdp", "fsdp": {"sharding": "shard_grad_op", "auto_wrap": "size",
-                                                           "min_num_params": 1000, "cpu_offload": True,
-                                                           "activation_checkpointing": True}},
-                             bf16=True, fp16=False)
-    assert fsdp == {"fsdp": "shard_grad_op auto_wrap offload",
-                    "fsdp_config": {"activation_checkpointing": True, "min_num_params": 1000}}
-    ds = trainer_arguments({"strategy": "deepspeed", "deepspeed": {"stage": 3, "offload_optimizer": True,
-                                                                    "offload_params": True}}, bf16=True, fp16=False)
+    fsdp = trainer_arguments(
+        {
+            "strategy": "fsdp",
+            "fsdp": {
+                "sharding": "shard_grad_op",
+                "auto_wrap": "size",
+                "min_num_params": 1000,
+                "cpu_offload": True,
+                "activation_checkpointing": True,
+            },
+        },
+        bf16=True,
+        fp16=False,
+    )
+    assert fsdp == {
+        "fsdp": "shard_grad_op auto_wrap offload",
+        "fsdp_config": {"activation_checkpointing": True, "min_num_params": 1000},
+    }
+    ds = trainer_arguments(
+        {"strategy": "deepspeed", "deepspeed": {"stage": 3, "offload_optimizer": True, "offload_params": True}},
+        bf16=True,
+        fp16=False,
+    )
     zero = ds["deepspeed"]["zero_optimization"]
     assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu"
     assert zero["offload_param"]["device"] == "cpu" and ds["deepspeed"]["bf16"] == {"enabled": "auto"}

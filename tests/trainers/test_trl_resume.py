@@ -1,6 +1,7 @@
 """A training killed with SIGKILL continues from its last checkpoint on the next run: the
 global step keeps counting and the optimizer, scheduler and RNG state come back, so the
 result equals an uninterrupted run's."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,10 @@ _spec = importlib.util.spec_from_file_location("trl_fakes", _FAKES)
 fakes = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fakes)  # type: ignore[union-attr]
 
-SETTINGS = {"hyperparameters": {"max_steps": 12, "learning_rate": 1e-2, "logging_steps": 1},
-            "checkpoint": {"every_steps": 4, "keep": 2}}
+SETTINGS = {
+    "hyperparameters": {"max_steps": 12, "learning_rate": 1e-2, "logging_steps": 1},
+    "checkpoint": {"every_steps": 4, "keep": 2},
+}
 
 # The child trains and kills itself with SIGKILL (no cleanup, no atexit) at step 6: after
 # checkpoint-4 was saved, before checkpoint-8.
@@ -57,8 +60,15 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     root.mkdir()
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
-    child = subprocess.run([sys.executable, "-c", CHILD, str(root)], check=False, cwd=repo, env=env,
-                           capture_output=True, text=True, timeout=600)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root)],
+        check=False,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     checkpoints = root / "state" / "train" / "checkpoints"
     assert (checkpoints / "checkpoint-4" / "trainer_state.json").exists()

@@ -1,6 +1,7 @@
 """A real StepContext for the trl backend, with a prepared dataset cut from the quickstart's
 recipes, and a recorder for its log/progress calls. Loaded by path (tests/trainers has no
 __init__.py), also from the child process of the resume test."""
+
 from __future__ import annotations
 
 import json
@@ -26,11 +27,13 @@ def preference(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for i, row in enumerate(rows):
         wrong = rows[(i + 1) % len(rows)]["messages"][-1]["content"]
-        out.append({
-            "prompt": row["messages"][:-1],
-            "chosen": [row["messages"][-1]],
-            "rejected": [{"role": "assistant", "content": wrong}],
-        })
+        out.append(
+            {
+                "prompt": row["messages"][:-1],
+                "chosen": [row["messages"][-1]],
+                "rejected": [{"role": "assistant", "content": wrong}],
+            }
+        )
     return out
 
 
@@ -73,8 +76,14 @@ def make_ctx(
     """A StepContext for the train step of a pipeline training ``builtin:tiny``. The state
     folder is shared across ``run`` names, as the engine does for an unchanged step."""
     recorder = recorder or Recorder()
-    hp = {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "max_seq_length": 256, "logging_steps": 1,
-          "mixed_precision": "no"}
+    hp = {
+        "max_steps": 4,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "max_seq_length": 256,
+        "logging_steps": 1,
+        "mixed_precision": "no",
+    }
     hp.update(hyperparameters or {})
     trainer = TrlTrainer(
         backend="trl",
