@@ -750,6 +750,12 @@ BUILTIN_TARGETS: tuple[type[Block], ...] = (
 # --------------------------------------------------------------------------- executors
 
 
+# Remote executors upload the pipeline's local inputs: only from inside its repository unless this is set.
+UploadOutsideRepo = Annotated[
+    bool, Field(description="Allow uploading local inputs from outside the pipeline's repository (refused by default).")
+]
+
+
 class LocalExecutor(Block):
     type: Literal["local"]
     caps: ClassVar[ExecutorCaps] = ExecutorCaps()
@@ -773,9 +779,7 @@ class RayExecutor(Block):
     pip: list[str] = Field(
         default_factory=list, description="Extra requirements for the job (needs network on the cluster)."
     )
-    upload_outside_repo: bool = Field(
-        False, description="Allow uploading local inputs from outside the pipeline's repository (refused by default)."
-    )
+    upload_outside_repo: UploadOutsideRepo = False
 
 
 class SpacesExecutor(Block):
@@ -785,9 +789,7 @@ class SpacesExecutor(Block):
     hardware: str = "cpu-basic"
     token: Secret = "${env:HF_TOKEN}"
     timeout_s: PositiveInt = 6 * 3600
-    upload_outside_repo: bool = Field(
-        False, description="Allow uploading local inputs from outside the pipeline's repository (refused by default)."
-    )
+    upload_outside_repo: UploadOutsideRepo = False
 
 
 class HfJobsExecutor(Block):
@@ -802,9 +804,7 @@ class HfJobsExecutor(Block):
         "with this ftpipe version installed skips the install.",
     )
     token: Secret = "${env:HF_TOKEN}"
-    upload_outside_repo: bool = Field(
-        False, description="Allow uploading local inputs from outside the pipeline's repository (refused by default)."
-    )
+    upload_outside_repo: UploadOutsideRepo = False
 
     @field_validator("flavor")
     @classmethod
