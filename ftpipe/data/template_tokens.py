@@ -27,9 +27,14 @@ def ensure_template(tokenizer: Any, name: str | None) -> bool:
 def _conversations(rec: dict) -> list[list[dict]] | None:
     if "messages" in rec:
         return [rec["messages"]]
-    if "prompt" in rec:
-        return [rec["prompt"] + rec["chosen"], rec["prompt"] + rec["rejected"]]
-    return None
+    prompt = rec.get("prompt")
+    if not isinstance(prompt, list):
+        return None
+    if "chosen" in rec and "rejected" in rec:  # preference pair: both conversations
+        return [prompt + rec["chosen"], prompt + rec["rejected"]]
+    if "completion" in rec:  # binary preference (KTO): the one conversation
+        return [prompt + rec["completion"]]
+    return [prompt]  # a prompt alone (GRPO generates the completion)
 
 
 def template_counts(tokenizer: Any, records: list[dict]) -> list[int | None]:

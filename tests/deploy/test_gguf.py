@@ -190,6 +190,6 @@ def test_gguf_target_validates_and_plans(tmp_path):
     target = pipeline.deploy[0]
     assert target.caps.deploys_from == "weights" and target.caps.extras == ("gguf",)
     assert get("target", "gguf").load().name == "gguf"
-    assert "token" not in json.dumps(strip_secrets(target.model_dump(mode="json")))
+    assert "token" not in json.dumps(strip_secrets(target))
     with pytest.raises(Exception, match="quantization"):
         make_pipeline(pipeline_doc([{"type": "gguf", "quantization": "q3"}]))

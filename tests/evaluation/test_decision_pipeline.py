@@ -46,7 +46,7 @@ def test_few_shot_as_good_as_the_fine_tune_means_do_not_fine_tune(
             ("AZURE_MANAGEMENT_ENDPOINT", server.url),
         ):
             monkeypatch.setenv(var, value)
-        server.add_deployment(BASE, BASE)
+        server.add_deployment("gpt-35-turbo-base", BASE)  # trainer.base_deployment
         outcome = execute(path, store=tmp_path / "store", reporter=Reporter(quiet=True))
         assert "gpt-35-turbo-recipes" not in server.deployments  # nothing was deployed
 
