@@ -123,10 +123,15 @@ def input_files(ctx: RemoteContext, *, allow_outside: bool) -> tuple[Path, list[
     pipeline = ctx.path.resolve()
     base = pipeline.parent
     files = [pipeline]
-    src = resolved.dataset.source
-    if src.type == "local":
-        for rel in src.path.values() if isinstance(src.path, dict) else [src.path]:
-            files += [p.resolve() for p in resolve_local_files(base, rel)]
+    for src in resolved.dataset.all_sources():  # one source, or each source of a mixture
+        if src.type == "local":
+            for rel in src.path.values() if isinstance(src.path, dict) else [src.path]:
+                files += [p.resolve() for p in resolve_local_files(base, rel)]
+    rag = getattr(resolved.evaluate, "rag", None) if resolved.evaluate is not None else None
+    if rag is not None and rag.corpus:  # the retrieval baseline's documents
+        from ftpipe.evaluation.retrieval import corpus_files
+
+        files += [p.resolve() for p in corpus_files(base, rag.corpus)]
     model = (base / resolved.model.base).expanduser()
     if not resolved.model.base.startswith("builtin:") and model.is_dir():
         files += sorted(p.resolve() for p in model.rglob("*") if p.is_file())

@@ -154,7 +154,8 @@ def test_the_quickstart_round_trips_through_a_job(hub: HubServer, tmp_path: Path
     the token only as a Job secret."""
     folder = tmp_path / "pipelines"
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "recipes.jsonl").write_bytes((REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
+    for name in ("recipes.jsonl", "pantry-notes.md"):  # the data and the rag baseline's corpus
+        (folder / "data" / name).write_bytes((REPO / "pipelines" / "data" / name).read_bytes())
     path = folder / "quickstart.yaml"
     path.write_text((REPO / "pipelines" / "quickstart.yaml").read_text())
     hub.jobs.job_env = job_env(hub, tmp_path, [])
