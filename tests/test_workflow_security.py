@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _scheduled_pipeline(tmp_path: Path) -> Path:
     folder = tmp_path / "pipelines"
     (folder / "data").mkdir(parents=True)
-    (folder / "data" / "recipes.jsonl").write_bytes((REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
+    for name in ("recipes.jsonl", "pantry-notes.md"):  # the data and the rag baseline's corpus
+        (folder / "data" / name).write_bytes((REPO / "pipelines" / "data" / name).read_bytes())
     text = (REPO / "pipelines" / "quickstart.yaml").read_text()
     text = text.replace("  base: builtin:tiny\n", '  base: builtin:tiny\n  token: "${env:HUB_READ_TOKEN}"\n')
     text += '  - {type: hf-hub, repo: me/recipes, token: "${env:HF_TOKEN}"}\nschedule: {cron: "17 3 * * 1"}\n'

@@ -154,10 +154,15 @@ def test_offline_a_model_missing_from_the_cache_is_named() -> None:
     assert "HF_HUB_OFFLINE" in text
 
 
+_HELD: list[socket.socket] = []  # bound, never listening: connections are refused, and no other
+# server of a busy test run can take the port meanwhile
+
+
 def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _HELD.append(s)
+    return s.getsockname()[1]
 
 
 def test_an_unreachable_hub_is_named_after_a_bounded_retry(
@@ -205,5 +210,5 @@ def test_run_with_a_mistyped_hub_model_offline_names_it_without_retry_noise(tmp_
         cwd=tmp_path,
     )
     assert out.returncode == 1, out.stderr[-2000:]
-    assert "'Qwen/Qwen2.5-0.5B-Instrct'" in out.stderr and "could not reach the Hub" in out.stderr
+    assert "'Qwen/Qwen2.5-0.5B-Instrct'" in out.stderr and "could not reach the Hub" in out.stderr, out.stderr
     assert "Retrying in" not in out.stderr + out.stdout and "Traceback" not in out.stderr

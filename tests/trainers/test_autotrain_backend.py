@@ -632,10 +632,28 @@ def test_step_failure_shows_the_last_lines(
 def test_preflight_exits_2_with_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ftpipe.trainers.autotrain_backend import AutoTrainBackend
 
+    from ftpipe.preflight import PreflightContext
+
     monkeypatch.setenv(autotrain_env.ENV_VAR, str(tmp_path / "missing"))
-    with pytest.raises(autotrain_env.AutoTrainNotInstalled) as info:
-        AutoTrainBackend().preflight(None)
-    assert info.value.exit_code == 2 and "ftpipe backends install autotrain" in str(info.value)
+    ctx = PreflightContext(pipeline=None, base_dir=tmp_path, cache_dir=tmp_path, steps=frozenset({"train"}))
+    [check] = AutoTrainBackend().preflight(ctx, None)
+    assert not check.ok and "ftpipe backends install autotrain" in check.fix + check.problem
+    # a cached train step needs no environment
+    assert (
+        AutoTrainBackend().preflight(PreflightContext(pipeline=None, base_dir=tmp_path, cache_dir=tmp_path), None) == []
+    )
+    # through `ftpipe run`: exit 2, the fix named, nothing started
+    path = tmp_path / "at.yaml"
+    rows = (REPO / "pipelines" / "data" / "recipes.jsonl").read_text().splitlines()[:20]
+    (tmp_path / "data.jsonl").write_text("\n".join(rows) + "\n")
+    path.write_text(
+        "version: 1\nname: at-missing\ndataset:\n  source: {type: local, path: data.jsonl}\n"
+        "  format: chat\nmodel:\n  base: builtin:tiny\ntrainer:\n  backend: autotrain\n"
+    )
+    env = {**os.environ, autotrain_env.ENV_VAR: str(tmp_path / "missing"), "FTPIPE_STORE": str(tmp_path / "store")}
+    out = subprocess.run(["ftpipe", "run", str(path)], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 2 and "ftpipe backends install autotrain" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "store" / "runs").exists()
 
 
 def test_install_other_backends_is_a_usage_error() -> None:

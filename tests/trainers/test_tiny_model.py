@@ -24,9 +24,12 @@ def test_resolve_base_paths_and_hub_ids(tmp_path: Path) -> None:
     assert resolve_base(str(tmp_path / "models" / "mine"), cache_dir=tmp_path, base_dir=Path("/")) == str(
         (tmp_path / "models" / "mine").resolve()
     )
-    assert resolve_base("Qwen/Qwen2.5-0.5B-Instruct", cache_dir=tmp_path, base_dir=tmp_path) == (
-        "Qwen/Qwen2.5-0.5B-Instruct"
-    )
+    # a Hub id is checked before it is handed on: offline and not cached, it is named as such
+    # (tests/models/test_base_sources.py covers the Hub answers)
+    from ftpipe.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"'Qwen/Qwen2.5-0.5B-Instruct' is not in the local Hugging Face cache"):
+        resolve_base("Qwen/Qwen2.5-0.5B-Instruct", cache_dir=tmp_path, base_dir=tmp_path)
     assert not (tmp_path / "c").exists()  # nothing built for a plain path
 
 
