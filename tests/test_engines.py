@@ -110,6 +110,8 @@ def test_continuous_batching_answers_like_padded_batches():
         on_batch=done.append,
     )
     assert cb == padded and done == [len(prompts)]
+    # each answer carries its measured latency (the report's p50/p95): never zero
+    assert all(g.seconds > 0 for g in cb) and all(g.seconds > 0 for g in padded)
 
 
 def test_vllm_command_serves_the_folder_under_the_pipeline_name(tmp_path, monkeypatch):
