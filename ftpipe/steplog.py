@@ -1,4 +1,4 @@
-"""Library log lines go to the running step's log, not the console.
+"""Library log lines and warnings go to the running step's log, not the console.
 
 huggingface_hub writes its own lines ("Retrying in 1s [Retry 1/5].", "No files have been
 modified since last commit...") through the ``huggingface_hub`` logger, whose handler
@@ -10,6 +10,7 @@ step's log function (redacted there like every other line) and puts them back af
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -40,8 +41,23 @@ def library_logs_to(log: Callable[[str], None], names: tuple[str, ...] = LIBRARY
         saved.append((logger, list(logger.handlers), logger.propagate))
         logger.handlers = [_ToStepLog(log, name)]
         logger.propagate = False
+
+    def to_log(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: object = None,
+        line: str | None = None,
+    ) -> None:
+        log(f"[warning] {category.__name__}: {message} ({filename}:{lineno})")
+
     try:
-        yield
+        # the libraries' deprecation notices (transformers' FutureWarnings, ...) too; the
+        # filters stay as they are, so each is still shown once
+        with warnings.catch_warnings():
+            warnings.showwarning = to_log
+            yield
     finally:
         for logger, handlers, propagate in saved:
             logger.handlers = handlers

@@ -93,3 +93,15 @@ def test_huggingface_hub_log_lines_go_to_the_step_log_not_the_console(tmp_path: 
     assert "No files have been modified since last commit" in log
     # outside a step the library's own handlers are back
     assert logging.getLogger("huggingface_hub").handlers == handlers_before
+
+
+def test_library_warnings_go_to_the_step_log(capfd) -> None:
+    import warnings
+
+    from ftpipe.steplog import library_logs_to
+
+    lines: list[str] = []
+    with library_logs_to(lines.append):
+        warnings.warn("`old_name` is deprecated, use `new_name`", FutureWarning, stacklevel=1)
+    assert any("FutureWarning: `old_name` is deprecated" in line for line in lines), lines
+    assert "deprecated" not in capfd.readouterr().err  # not on the console
