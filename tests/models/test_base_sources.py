@@ -198,7 +198,12 @@ def test_a_mistyped_model_on_a_reachable_hub_does_not_exist(hub) -> None:
 
 def test_run_with_a_mistyped_hub_model_offline_names_it_without_retry_noise(tmp_path: Path) -> None:
     path = _pipeline(tmp_path, "Qwen/Qwen2.5-0.5B-Instrct")
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    # online (another test module may have set TRANSFORMERS_OFFLINE, which the Hub client honours too)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
     env["HF_ENDPOINT"] = f"http://127.0.0.1:{_closed_port()}"
     out = subprocess.run(
         [sys.executable, "-m", "ftpipe", "run", str(path)],
