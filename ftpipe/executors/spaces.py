@@ -316,20 +316,11 @@ def requirements_for(pipeline: Any) -> tuple[list[str], list[str]]:
     """The ftpipe extras and the plugin distributions (``name==version``) the pipeline's steps need."""
     from importlib.metadata import entry_points
 
-    extras = {"hub"}  # the entry downloads the inputs and pushes the results
+    from ftpipe.extras import HUB_EXTRA, step_extras
+
     backend = pipeline.trainer.backend
-    extras |= {"trl": {"train"}, "openai": {"openai"}, "azure-openai": {"azure"}}.get(backend, set())
-    ev = pipeline.evaluate
-    if ev is not None and any(not isinstance(b, str) and not b.model.startswith("openai:") for b in ev.baselines):
-        extras.add("train")
-    if ev is not None and backend == "autotrain":
-        extras.add("train")  # evaluating a local model
-    for target in pipeline.deploy:
-        extras |= {"azure-openai": {"azure"}, "local": {"train"} if getattr(target, "merge", False) else set()}.get(
-            target.type, set()
-        )
-    if "tensorboard" in getattr(pipeline.trainer, "report_to", []):
-        extras.add("tracking")
+    # the entry downloads the inputs and pushes the results; the steps need what their plugins declare
+    extras = {HUB_EXTRA} | step_extras(pipeline)
     dists = []
     wanted = [("ftpipe.trainers", backend)] + [("ftpipe.targets", t.type) for t in pipeline.deploy]
     for group, name in wanted:
@@ -403,8 +394,12 @@ def dockerfile(
             f"RUN pip install --no-cache-dir --user torch=={torch} --index-url https://download.pytorch.org/whl/cpu"
         )
     lines.append("RUN pip install --no-cache-dir --user -c constraints.txt " + " ".join(f'"{r}"' for r in install))
-    if pipeline.trainer.backend == "autotrain":
-        lines += [f"ENV FTPIPE_AUTOTRAIN_ENV={SPACE_HOME}/autotrain-env", "RUN ftpipe backends install autotrain"]
+    from ftpipe.extras import managed_env
+
+    managed = managed_env(pipeline)
+    if managed:  # the backend's own environment, built into the image (FTPIPE_<NAME>_ENV says where)
+        var = "FTPIPE_" + "".join(c if c.isalnum() else "_" for c in managed.upper()) + "_ENV"
+        lines += [f"ENV {var}={SPACE_HOME}/{managed}-env", f"RUN ftpipe backends install {managed}"]
     env = {
         entry.ENV_INPUTS: sub.inputs_repo,
         entry.ENV_REVISION: sub.inputs_revision,
