@@ -18,15 +18,6 @@ ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ENV_REF_FULL = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _BAD_REF = re.compile(r"\$\{(?!env:[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\})[^}]*\}?")
 
-SECRET_KEYS = {"token", "api_key", "password", "secret"}
-SECRET_SUFFIXES = ("_token", "_key", "_secret", "_password")
-
-
-def is_secret_key(key: object) -> bool:
-    """Deprecated guess by key name; the core no longer uses it (a ``Secret`` field is the
-    mark, :func:`ftpipe.spec.secrets.secret_paths`). Kept so that older plugins import."""
-    return isinstance(key, str) and (key in SECRET_KEYS or key.endswith(SECRET_SUFFIXES))
-
 
 def _pipeline_secret_paths(data: Any) -> frozenset[tuple]:
     from ftpipe.registry import pipeline_model
@@ -135,13 +126,6 @@ def env_refs(data: Any, secret_paths: Collection[tuple] | None = None) -> list[E
 
     walk(data, ())
     return sorted(found.values(), key=lambda r: r.name)
-
-
-def _looks_secret_var(name: str) -> bool:
-    """Deprecated alias of :func:`ftpipe.spec.secrets.is_secret_var`."""
-    from ftpipe.spec.secrets import is_secret_var
-
-    return is_secret_var(name)
 
 
 def redact(text: str, secrets: list[str] | tuple[str, ...]) -> str:

@@ -15,37 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from ftpipe import registry
+from tests.fakes.hosted_data import QA
 from tests.fakes.openai_server import OpenAIServer, openai_server_fixture  # noqa: F401
 from tests.plugins import cloud_plugin
 
 BASE = "gpt-4o-mini-2024-07-18"
-QA = [
-    (f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.")
-    for i, w in enumerate(
-        [
-            "rice",
-            "beans",
-            "eggs",
-            "leeks",
-            "pasta",
-            "tofu",
-            "lamb",
-            "kale",
-            "fish",
-            "corn",
-            "plums",
-            "figs",
-            "duck",
-            "okra",
-            "peas",
-            "yams",
-            "oats",
-            "milk",
-            "nuts",
-            "beef",
-        ]
-    )
-]
 
 
 def _clear() -> None:

@@ -17,37 +17,13 @@ from ftpipe.contracts import ModelRef
 from ftpipe.engine import RunOutcome, execute
 from ftpipe.errors import MissingDependency
 from ftpipe.progress import Reporter
+from tests.fakes.hosted_data import QA
 from tests.fakes.openai_server import (
     OpenAIServer,
     openai_server_fixture,  # noqa: F401
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FOODS = [
-    "rice",
-    "beans",
-    "eggs",
-    "leeks",
-    "pasta",
-    "tofu",
-    "lamb",
-    "kale",
-    "fish",
-    "corn",
-    "plums",
-    "figs",
-    "duck",
-    "okra",
-    "peas",
-    "yams",
-    "oats",
-    "milk",
-    "nuts",
-    "beef",
-]
-QA = [
-    (f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.") for i, w in enumerate(FOODS)
-]
 BASE = "gpt-35-turbo-0613"
 
 

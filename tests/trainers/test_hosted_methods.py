@@ -12,33 +12,11 @@ import pytest
 
 from ftpipe.engine import RunOutcome, execute
 from ftpipe.progress import Reporter
+from tests.fakes.hosted_data import FOODS
 from tests.fakes.openai_server import (
     OpenAIServer,
     openai_server_fixture,  # noqa: F401
 )
-
-FOODS = [
-    "rice",
-    "beans",
-    "eggs",
-    "leeks",
-    "pasta",
-    "tofu",
-    "lamb",
-    "kale",
-    "fish",
-    "corn",
-    "plums",
-    "figs",
-    "duck",
-    "okra",
-    "peas",
-    "yams",
-    "oats",
-    "milk",
-    "nuts",
-    "beef",
-]
 
 
 @pytest.fixture

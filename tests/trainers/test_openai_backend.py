@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 from types import SimpleNamespace
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -26,39 +26,15 @@ from ftpipe.progress import Reporter
 from ftpipe.spec.models import OpenAITrainer
 from ftpipe.trainers import openai_data
 from ftpipe.trainers.openai_backend import OpenAIBackend
-from tests.procs import sigint_default
+from tests.fakes.hosted_data import QA
 from tests.fakes.openai_server import (
     OpenAIServer,
     openai_client,
     openai_server_fixture,  # noqa: F401
 )
+from tests.procs import sigint_default
 
 REPO = Path(__file__).resolve().parents[2]
-FOODS = [
-    "rice",
-    "beans",
-    "eggs",
-    "leeks",
-    "pasta",
-    "tofu",
-    "lamb",
-    "kale",
-    "fish",
-    "corn",
-    "plums",
-    "figs",
-    "duck",
-    "okra",
-    "peas",
-    "yams",
-    "oats",
-    "milk",
-    "nuts",
-    "beef",
-]
-QA = [
-    (f"How long do I cook {w} for dish number {i}?", f"Cook the {w} for {i + 3} minutes.") for i, w in enumerate(FOODS)
-]
 BASE = "gpt-4o-mini-2024-07-18"
 JOB_GET = re.compile(r"/v1/fine_tuning/jobs/ftjob-[^/?]+$")
 
