@@ -45,6 +45,7 @@ class Prepared:
     resolved: Any  # Pipeline with ${env:...} replaced (secrets included): never written
     secrets: tuple[str, ...]
     redacted: dict  # the pipeline as data: non-secret references resolved, secrets as references, secret values ***
+    unset_secrets: tuple[str, ...] = ()  # secret variables left to the remote side's environment
 
 
 def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
@@ -56,18 +57,26 @@ def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
     return loaded
 
 
-def prepare(path: Path, *, env: Mapping[str, str] | None = None) -> Prepared:
+def prepare(path: Path, *, env: Mapping[str, str] | None = None, secrets_elsewhere: bool = False) -> Prepared:
     """Validate, plan, and resolve references for a run. Every environment variable the
-    pipeline needs must be set before the first step starts."""
+    pipeline needs must be set before the first step starts, except, with
+    ``secrets_elsewhere`` (an executor whose workers have their own environment, as a Ray
+    cluster's nodes do), secret ones: those are listed in ``unset_secrets``."""
     from ftpipe.registry import pipeline_model
+    from ftpipe.spec.secrets import is_secret_var, secret_paths
 
     loaded = load_checked(path, env=env)
     plan = build_plan(loaded.pipeline, path)
     assert loaded.doc is not None
     full = interpolate(loaded.doc.data, env=os.environ if env is None else env, resolve_secrets=True)
-    if full.missing:
+    missing, unset = list(full.missing), []
+    if secrets_elsewhere and missing:
+        secret_at = secret_paths(pipeline_model(), loaded.doc.data)
+        unset = [var for p, var in missing if p in secret_at or is_secret_var(var)]
+        missing = [(p, var) for p, var in missing if var not in unset]
+    if missing:
         lines = []
-        for mpath, var in full.missing:
+        for mpath, var in missing:
             line, col = loaded.doc.pos(mpath)
             lines.append(f"  {path}:{line}:{col}  {path_str(mpath)}: environment variable {var} is not set")
         raise UsageError(
@@ -84,7 +93,8 @@ def prepare(path: Path, *, env: Mapping[str, str] | None = None) -> Prepared:
     # with all of them, whichever field a value ended up in
     secrets = tuple(dict.fromkeys([*full.secrets, *secret_values(resolved, run_env)]))
     resolved = resolve_secret_defaults(resolved, run_env)  # a default ${env:HF_TOKEN} becomes the token
-    return Prepared(loaded, plan, resolved, secrets, redact_data(loaded.interpolation.data, secrets))
+    redacted = redact_data(loaded.interpolation.data, secrets)
+    return Prepared(loaded, plan, resolved, secrets, redacted, tuple(dict.fromkeys(unset)))
 
 
 def library_versions() -> dict[str, str]:

@@ -86,6 +86,8 @@ class JobBackend:
     """One request run by a Hugging Face Job (see :class:`ftpipe.executors.remote.RemoteBackend`)."""
 
     name = "hf-jobs"
+    poll_max_s = 10.0
+    stop_on_interrupt = True
 
     def __init__(self, ctx: RemoteContext) -> None:
         from huggingface_hub import HfApi, JobHardware

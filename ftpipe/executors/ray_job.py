@@ -110,6 +110,17 @@ class RemoteStore:
         return self._copy(self.local, str(src), self.fs, self._p(rel))
 
 
+def parse_result(log: str) -> dict | None:
+    """The job's result line (its last ``FTPIPE_RAY_RESULT {json}``), if it wrote one."""
+    for line in reversed(log.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            try:
+                return json.loads(line[len(RESULT_MARKER) :])
+            except ValueError:
+                return None
+    return None
+
+
 def artifact_rels(record: dict) -> list[str]:
     return [s["artifact"] for s in record.get("steps", {}).values() if s.get("artifact")]
 

@@ -1,4 +1,4 @@
-"""The one skeleton every remote executor runs on (Hugging Face Spaces, Hugging Face Jobs).
+"""The one skeleton every remote executor runs on (Hugging Face Spaces, Hugging Face Jobs, Ray).
 
 A remote executor is a :class:`RemoteBackend`: it knows how to submit one request, poll
 it, read its logs and its result, download the run, cancel and clean up. Everything else
@@ -15,6 +15,9 @@ lives here, once:
   honoured); a call that still fails ends this runner with a clear message but leaves the
   remote run going and the state in place, so the next ``ftpipe run`` re-attaches;
 - **logs** of the remote run go to the terminal and into the run's ``logs/<executor>.log``;
+- **Ctrl-C** cancels the remote run (a second Ctrl-C leaves it running) and brings home
+  whatever record it wrote; a backend with ``stop_on_interrupt = False`` leaves it running
+  and the next ``ftpipe run`` re-attaches;
 - **results** come home through :meth:`RunStore.import_run`; a remote run that never
   reported a record still gets a local one saying why;
 - **the outcome** is the local executor's: the same run record, the same ``--json``
@@ -43,7 +46,7 @@ from ftpipe.spec.interpolate import redact
 from ftpipe.store import RunStore, default_store, now_iso, write_json
 
 T = TypeVar("T")
-POLL_MIN_S, POLL_MAX_S = 0.25, 10.0
+POLL_MIN_S = 0.25
 LOG_TAIL = 15
 
 
@@ -86,6 +89,8 @@ class RemoteBackend(Protocol):
 
     name: str  # the executor's name: "hf-jobs"
     timeout_s: int
+    poll_max_s: float  # the longest pause between two polls (they start at POLL_MIN_S and back off)
+    stop_on_interrupt: bool  # Ctrl-C cancels the remote run (else it keeps going and can be re-attached)
 
     def where(self, state: dict) -> str: ...  # "Job tester/abc", "Space tester/x": for messages
     def submit(self, state: dict, persist: Callable[[dict], None]) -> None: ...
@@ -94,7 +99,7 @@ class RemoteBackend(Protocol):
     def logs(self, state: dict) -> list[str]: ...  # every log line so far (the skeleton shows the new ones)
     def result(self, state: dict) -> dict | None: ...  # the pushed outcome, None until there is one
     def download(self, state: dict, result: dict, dest: Path) -> None: ...  # runs/<id>/ and cache/<key>/ into dest
-    def cancel(self, state: dict) -> None: ...
+    def cancel(self, state: dict) -> None: ...  # returns once it has ended; raises if it would not
     def cleanup(self, state: dict) -> None: ...  # the run is over (pause a Space); never called mid-run
     def info(self, state: dict) -> dict: ...  # what the run record keeps about the remote side
 
@@ -121,11 +126,18 @@ class RemoteRun:
     """Runs one request of ``request`` through ``backend`` (made by ``make_backend(ctx)``)."""
 
     def __init__(
-        self, request: RunRequest, make_backend: Callable[[RemoteContext], RemoteBackend], secrets: tuple[str, ...] = ()
+        self,
+        request: RunRequest,
+        make_backend: Callable[[RemoteContext], RemoteBackend],
+        secrets: tuple[str, ...] = (),
+        *,
+        secrets_elsewhere: bool = False,
     ) -> None:
         from ftpipe.engine import prepare
 
-        prepared = prepare(request.pipeline_path)  # validates, plans, checks every ${env:...} is set
+        # validates, plans, checks every ${env:...} is set (secrets_elsewhere: but the
+        # secret ones, which the remote side's own environment may provide)
+        prepared = prepare(request.pipeline_path, secrets_elsewhere=secrets_elsewhere)
         plan = prepared.plan
         if request.from_step and request.from_step not in {s.id for s in plan.steps}:
             raise UsageError(f"--from {request.from_step}: no such step (steps: {', '.join(s.id for s in plan.steps)})")
@@ -165,6 +177,10 @@ class RemoteRun:
     def clear(self) -> None:
         self.state_path.unlink(missing_ok=True)
 
+    def in_flight(self) -> dict | None:
+        """The request a runner submitted and has not seen end, if any."""
+        return self._read_state()
+
     def _read_state(self) -> dict | None:
         try:
             state = json.loads(self.state_path.read_text())
@@ -197,11 +213,7 @@ class RemoteRun:
             try:
                 return self._follow(state)
             except KeyboardInterrupt:
-                self.reporter.error(f"interrupted: cancelling {self.backend.where(state)}")
-                record = self._local_record(
-                    state, errors.EXIT_INTERRUPTED, "interrupted before the remote run reported a result"
-                )
-                return self._end(state, record, cancel=True)
+                return self._interrupted(state)
             except errors.FtpipeError as exc:
                 # a remote call that kept failing: the remote run goes on, the state stays
                 self.reporter.error(f"lost track of {self.backend.where(state)}: {self.redact(str(exc))}")
@@ -278,7 +290,7 @@ class RemoteRun:
                 self._pump(state)
                 return self._end(state, self._local_record(state, errors.EXIT_STEP_FAILED, msg), cancel=True)
             time.sleep(interval)
-            interval = min(POLL_MAX_S, interval * 1.5)
+            interval = min(self.backend.poll_max_s, interval * 1.5)
         self._pump(state)
         return self._bring_home(state, result)
 
@@ -296,6 +308,29 @@ class RemoteRun:
             if not self.ctx.request.quiet:
                 click.echo(f"  │ {clean}", err=True)
 
+    def _interrupted(self, state: dict) -> int:
+        """Ctrl-C while following: cancel (unless the executor says not to), then bring home
+        the record the remote run wrote about its own interruption, if it wrote one."""
+        where, again = self.backend.where(state), f"`ftpipe run {self.ctx.path}` re-attaches to it"
+        if not self.backend.stop_on_interrupt:
+            self.reporter.error(f"interrupted: {where} keeps running (executor.stop_on_interrupt is false); {again}")
+            return errors.EXIT_INTERRUPTED
+        self.reporter.error(f"interrupted: cancelling {where} (Ctrl-C again to leave it running)")
+        try:
+            self.backend.cancel(state)
+            result = self.backend.result(state)
+        except KeyboardInterrupt:
+            self.reporter.error(f"left {where} as it was; {again}")
+            return errors.EXIT_INTERRUPTED
+        except errors.FtpipeError as exc:
+            self.reporter.error(f"could not cancel {where}: {self.redact(str(exc))}; {again}")
+            return errors.EXIT_INTERRUPTED
+        if result is not None and result.get("run_id"):
+            self._pump(state)
+            return self._bring_home(state, result, code=errors.EXIT_INTERRUPTED)
+        msg = "interrupted before the remote run reported a result"
+        return self._end(state, self._local_record(state, errors.EXIT_INTERRUPTED, msg))
+
     def _failed(self, state: dict, poll: Poll) -> int:
         msg = f"{self.backend.where(state)} {poll.stage} before the run reported a result"
         if poll.message:
@@ -307,8 +342,8 @@ class RemoteRun:
         return self._end(state, self._local_record(state, errors.EXIT_STEP_FAILED, msg))
 
     # ------------------------------------------------------------------ results
-    def _bring_home(self, state: dict, result: dict) -> int:
-        code = int(result.get("exit_code", errors.EXIT_STEP_FAILED))
+    def _bring_home(self, state: dict, result: dict, code: int | None = None) -> int:
+        code = int(result.get("exit_code", errors.EXIT_STEP_FAILED)) if code is None else code
         run_id = result.get("run_id")
         if not run_id:
             msg = self.redact(f"the run in {self.backend.where(state)} reported no run record: {result.get('error')}")

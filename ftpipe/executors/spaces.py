@@ -135,6 +135,8 @@ class SpaceBackend:
     """One request run by a private Docker Space (see :class:`ftpipe.executors.remote.RemoteBackend`)."""
 
     name = "hf-spaces"
+    poll_max_s = 10.0
+    stop_on_interrupt = True
 
     def __init__(self, ctx: RemoteContext) -> None:
         from huggingface_hub import HfApi

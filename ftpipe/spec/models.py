@@ -776,6 +776,9 @@ class RayExecutor(Block):
     resources: RayResources = _nested()
     storage: str | None = Field(None, description="Where the job writes the run store (a path or URI on the cluster).")
     stop_on_interrupt: bool = True
+    timeout_s: PositiveInt = Field(
+        3 * 24 * 3600, description="How long the runner follows the job before it stops it and gives up."
+    )
     pip: list[str] = Field(
         default_factory=list, description="Extra requirements for the job (needs network on the cluster)."
     )

@@ -72,7 +72,7 @@ def project(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.setenv("FTPIPE_NOTE", "a plain variable")
     monkeypatch.setenv("EXTRA_TOKEN", EXTRA_SECRET)
-    monkeypatch.setattr(remote, "POLL_MAX_S", 0.3)
+    monkeypatch.setattr(jobs.JobBackend, "poll_max_s", 0.3)
     registry.plugins.cache_clear()
     registry.pipeline_model.cache_clear()
     hub.jobs.job_env = job_env(hub, tmp_path, [folder])
@@ -159,7 +159,7 @@ def test_the_quickstart_round_trips_through_a_job(hub: HubServer, tmp_path: Path
     path = folder / "quickstart.yaml"
     path.write_text((REPO / "pipelines" / "quickstart.yaml").read_text())
     hub.jobs.job_env = job_env(hub, tmp_path, [])
-    monkeypatch.setattr(remote, "POLL_MAX_S", 1.0)
+    monkeypatch.setattr(jobs.JobBackend, "poll_max_s", 1.0)
 
     code, out, err = cli("run", str(path), "--executor", "hf-jobs", "--json")
     assert code == 0, err[-3000:]
@@ -324,10 +324,11 @@ def test_data_outside_the_repository_is_refused_unless_allowed(hub: HubServer, p
     assert not (path.parent / ".ftpipe" / "jobs" / "hf-jobs" / "jobby.json").exists()
 
 
-def test_ray_refuses_inputs_outside_the_repository_too(tmp_path: Path) -> None:
+def test_ray_refuses_inputs_outside_the_repository_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ftpipe.errors import UsageError
-    from ftpipe.executors.ray_executor import _Run
+    from ftpipe.executors.ray_executor import RayBackend
 
+    monkeypatch.setenv("FTPIPE_NOTE", "a plain variable")  # EXTRA_TOKEN, a secret, may be the cluster's alone
     (tmp_path / "secret").mkdir()
     (tmp_path / "secret" / "d.jsonl").write_text("{}\n")
     (tmp_path / "p").mkdir()
@@ -338,13 +339,16 @@ def test_ray_refuses_inputs_outside_the_repository_too(tmp_path: Path) -> None:
         .replace("type: hf-jobs\n  flavor: cpu-upgrade\n  timeout_s: 300", "type: ray")
     )
     with pytest.raises(UsageError, match="outside its repository"):
-        _Run(RunRequest(pipeline_path=path))._working_root()
+        remote.RemoteRun(RunRequest(pipeline_path=path), RayBackend, secrets_elsewhere=True).backend.working_root()
     path.write_text(
         path.read_text()
         .replace("type: ray", "{type: ray, upload_outside_repo: true}")
         .replace("executor:\n  {type", "executor: {type")
     )
-    assert _Run(RunRequest(pipeline_path=path))._working_root() == tmp_path
+    assert (
+        remote.RemoteRun(RunRequest(pipeline_path=path), RayBackend, secrets_elsewhere=True).backend.working_root()
+        == tmp_path
+    )
 
 
 @pytest.mark.integration

@@ -45,18 +45,6 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120
 # --------------------------------------------------------------------------- no cluster needed
 
 
-def test_exit_codes_follow_the_run_record_then_the_job_state() -> None:
-    from ftpipe.executors.ray_executor import exit_code_for
-
-    assert exit_code_for("FAILED", {"exit_code": 3}, 3) == errors.EXIT_GATE_BLOCKED
-    assert exit_code_for("SUCCEEDED", {"exit_code": 0}, 0) == 0
-    assert exit_code_for("FAILED", {"exit_code": 4}, 4) == errors.EXIT_LOCKED
-    assert exit_code_for("STOPPED", None, None) == errors.EXIT_INTERRUPTED
-    assert exit_code_for("FAILED", None, 3) == errors.EXIT_GATE_BLOCKED
-    assert exit_code_for("FAILED", None, 137) == errors.EXIT_STEP_FAILED  # killed: not one of ours
-    assert exit_code_for("FAILED", None, None) == errors.EXIT_STEP_FAILED
-
-
 def test_ray_errors_become_remote_errors_with_hints() -> None:
     from ftpipe.remote.ray import normalize_address, translate
 
@@ -172,7 +160,8 @@ def test_storage_sync_pulls_cached_results_and_pushes_the_run(tmp_path: Path) ->
 
 def test_secrets_are_not_forwarded_to_the_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ftpipe.contracts import RunRequest
-    from ftpipe.executors.ray_executor import _Run
+    from ftpipe.executors.ray_executor import RayBackend, nothing_to_send
+    from ftpipe.executors.remote import RemoteRun
 
     path = sleepy_plugin.write_pipeline(tmp_path / "p")
     text = path.read_text().replace(
@@ -187,8 +176,15 @@ def test_secrets_are_not_forwarded_to_the_job(tmp_path: Path, monkeypatch: pytes
     try:
         monkeypatch.setenv("BASE_MODEL", "builtin:tiny")
         monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
-        run = _Run(RunRequest(pipeline_path=path))
-        env_vars, secret = run._env_for_job()
+        backend = RemoteRun(RunRequest(pipeline_path=path), RayBackend, secrets_elsewhere=True).backend
+        env_vars, secret = backend.env_for_job()
+        # a secret only the cluster's environment holds: the run is still sent (and never run here)
+        monkeypatch.delenv("HF_TOKEN")
+        with pytest.raises(errors.UsageError, match="HF_TOKEN is not set"):
+            RemoteRun(RunRequest(pipeline_path=path), RayBackend)
+        elsewhere = RemoteRun(RunRequest(pipeline_path=path), RayBackend, secrets_elsewhere=True)
+        assert elsewhere.ctx.prepared.unset_secrets == ("HF_TOKEN",)
+        assert not nothing_to_send(elsewhere)
     finally:
         registry.plugins.cache_clear()
         registry.pipeline_model.cache_clear()
@@ -217,7 +213,7 @@ def test_runs_on_ray_then_is_up_to_date_without_a_job(ray_cluster, tmp_path: Pat
     record = json.loads((store / "runs" / out["run_id"] / "run.json").read_text())
     assert record["remote"]["state"] == "SUCCEEDED" and record["pipeline_path"] == str(path.resolve())
     assert (store / record["steps"]["train"]["artifact"] / "model" / "weights.txt").exists()
-    assert (store / "runs" / out["run_id"] / "logs" / "ray-job.log").exists()
+    assert (store / "runs" / out["run_id"] / "logs" / "ray.log").exists()
     assert not (store / "jobs" / "ray" / "rayok.json").exists()  # nothing in flight
     job = ray_cluster.job(out["ray_job"])
     assert job["status"] == "SUCCEEDED" and job["metadata"]["ftpipe_run_id"] == out["run_id"]
@@ -371,7 +367,7 @@ def test_a_job_that_finished_while_no_runner_watched_is_reported_not_rerun(ray_c
         time.sleep(0.5)
     r = ftpipe("run", path.name, "--json", env=env, cwd=path.parent)
     assert r.returncode == 0, r.stderr
-    assert "finished while no runner was attached" in r.stderr
+    assert "ended while no runner was attached" in r.stderr
     out = last_json(r.stdout)
     assert out["run_id"] == state["run_id"] and out["steps"]["train"] == "done"
     assert len(ray_cluster.jobs("rayaway")) == 1

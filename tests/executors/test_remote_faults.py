@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ftpipe import registry
-from ftpipe.executors import remote
+from ftpipe.executors import jobs, spaces
 from tests.executors import sleepy_plugin
 from tests.executors.test_jobs_executor import job_env
 from tests.executors.test_spaces_executor import docker_cmd
@@ -70,7 +70,8 @@ def flaky(hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     sleepy_plugin.install(folder)
     (folder / "data" / "recipes.jsonl").write_bytes((REPO / "pipelines" / "data" / "recipes.jsonl").read_bytes())
     monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr(remote, "POLL_MAX_S", 0.3)
+    monkeypatch.setattr(spaces.SpaceBackend, "poll_max_s", 0.3)
+    monkeypatch.setattr(jobs.JobBackend, "poll_max_s", 0.3)
     registry.plugins.cache_clear()
     registry.pipeline_model.cache_clear()
     hub.jobs.job_env = job_env(hub, tmp_path, [folder])

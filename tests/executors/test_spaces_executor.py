@@ -57,7 +57,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Pa
     monkeypatch.setenv("EXTRA_TOKEN", EXTRA_SECRET)
     registry.plugins.cache_clear()
     registry.pipeline_model.cache_clear()
-    monkeypatch.setattr(remote, "POLL_MAX_S", 0.3)
+    monkeypatch.setattr(spaces.SpaceBackend, "poll_max_s", 0.3)
 
     def write(*, data: str | None = None, timeout: int = 120) -> Path:
         src = REPO / "pipelines" / "data" / "recipes.jsonl"
