@@ -307,6 +307,42 @@ def test_ctrl_c_stops_the_job(ray_cluster, tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
+def test_ctrl_c_leaves_the_job_running_when_told_to_and_the_next_run_reattaches(ray_cluster, tmp_path: Path) -> None:
+    path = sleepy_plugin.write_pipeline(
+        tmp_path / "p", name="raykeep", seconds=6, executor_extra="  stop_on_interrupt: false\n"
+    )
+    env = ray_cluster.client_env(path.parent)
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as ferr:
+        proc = subprocess.Popen(
+            [*FTPIPE, "run", path.name],
+            env=env,
+            cwd=path.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=ferr,
+            preexec_fn=sigint_default,
+        )
+    try:
+        wait_for(err, "sleepy: training started", proc)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == errors.EXIT_INTERRUPTED, err.read_text()
+    assert "keeps running" in err.read_text()
+    state = json.loads((path.parent / ".ftpipe" / "jobs" / "ray" / "raykeep.json").read_text())
+    assert ray_cluster.job(state["submission_id"])["status"] in ("PENDING", "RUNNING")
+
+    r = ftpipe("run", path.name, "--json", env=env, cwd=path.parent)
+    assert r.returncode == 0, r.stderr
+    assert f"re-attaching to Ray job {state['submission_id']}" in r.stderr
+    out = last_json(r.stdout)
+    assert out["run_id"] == state["run_id"] and out["steps"]["train"] == "done"
+    assert len(ray_cluster.jobs("raykeep")) == 1
+
+
+@pytest.mark.ray
 def test_a_killed_runner_reattaches_instead_of_resubmitting(ray_cluster, tmp_path: Path) -> None:
     path = sleepy_plugin.write_pipeline(tmp_path / "p", name="rayattach", seconds=8)
     env = ray_cluster.client_env(path.parent)
