@@ -12,8 +12,13 @@ import pytest
 
 from ftpipe.contracts import ModelRef, StepContext
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing here may reach the Hub (set per test, so it never leaks into another module's)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
 
 SYSTEM = "You are a helpful recipe assistant."
 
