@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from ftpipe.contracts import ModelRef
-from ftpipe.evaluation import step as step_mod
+from ftpipe.evaluation import variants as variants_mod
 from ftpipe.evaluation.decision import recommend
 from ftpipe.evaluation.forgetting import benchmark_section, forgetting_failures
 from ftpipe.evaluation.gate import check_gate
@@ -52,7 +52,7 @@ def test_lm_eval_runs_the_shipped_task_offline_on_both_models(
 ) -> None:
     pytest.importorskip("lm_eval", reason="lm-eval is the optional 'benchmarks' extra")
     fake = SimpleNamespace(load_for_inference=lambda *a, **k: tiny, load_base_for_inference=lambda *a, **k: tiny)
-    monkeypatch.setattr(step_mod, "_loading", lambda: fake)
+    monkeypatch.setattr(variants_mod, "_loading", lambda: fake)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
     train = helpers.write_train_artifact(tmp_path, ModelRef(kind="local", base="builtin:tiny", path="model"))

@@ -179,9 +179,7 @@ def test_provider_errors_are_translated(openai_server: OpenAIServer) -> None:
 def test_azure_fine_tune_through_a_deployment(
     tmp_path, helpers, hosted_prepare, recorder, openai_server: OpenAIServer
 ) -> None:
-    from ftpipe.spec.models import AzureOpenAITrainer
-
-    from ftpipe.spec.models import AzureDeployTarget
+    from ftpipe.spec.models import AzureDeployTarget, AzureOpenAITrainer
 
     model_id = _fine_tune(azure_client(openai_server), hosted_prepare)
     openai_server.add_deployment("gpt-35-turbo-0125", "gpt-35-turbo-0125")  # the base, named after itself

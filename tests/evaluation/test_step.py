@@ -12,7 +12,7 @@ import pytest
 
 from ftpipe.contracts import ModelRef
 from ftpipe.errors import StepError, UsageError
-from ftpipe.evaluation import step as step_mod
+from ftpipe.evaluation import variants as variants_mod
 from ftpipe.evaluation.gate import run_gate
 from ftpipe.evaluation.step import run_evaluate
 
@@ -33,7 +33,7 @@ def loads(monkeypatch, tiny):
         return tiny
 
     fake = SimpleNamespace(load_for_inference=load_for_inference, load_base_for_inference=load_base_for_inference)
-    monkeypatch.setattr(step_mod, "_loading", lambda: fake)
+    monkeypatch.setattr(variants_mod, "_loading", lambda: fake)
     return calls
 
 
