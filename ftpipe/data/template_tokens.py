@@ -3,11 +3,26 @@
 A chat example costs what the trainer feeds the model: the conversation rendered by the
 template (role markers, turn ends, a default system prompt some templates add), not the
 sum of the messages plus a guessed per-message overhead.
+
+Rendering is the prepare step's hottest Python: ``apply_chat_template`` costs ~30 µs a
+conversation, most of it setting up a fresh Jinja context per call. ``BatchRenderer``
+renders a whole chunk of conversations in one call of the same compiled template (the
+template's source wrapped in a macro, called once per conversation), which halves that,
+and checks itself against ``apply_chat_template`` on its first chunk.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# What a normalised message may carry (ftpipe.data.formats); a message with anything else
+# is rendered by apply_chat_template itself, which may rewrite unknown fields.
+MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "weight"})
+TEMPLATE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError)
+SEPARATOR = "\x00"
+# Constructs that do not survive being wrapped in a macro (or change meaning inside one).
+_UNWRAPPABLE = re.compile(r"\{%-?\s*(extends|block|include|import|from|macro)\b|\b(varargs|kwargs|caller)\b")
 
 
 def ensure_template(tokenizer: Any, name: str | None) -> bool:
@@ -24,7 +39,8 @@ def ensure_template(tokenizer: Any, name: str | None) -> bool:
     return True
 
 
-def _conversations(rec: dict) -> list[list[dict]] | None:
+def conversations(rec: dict) -> list[list[dict]] | None:
+    """The conversations the trainer renders for ``rec``; None for plain text."""
     if "messages" in rec:
         return [rec["messages"]]
     prompt = rec.get("prompt")
@@ -37,29 +53,118 @@ def _conversations(rec: dict) -> list[list[dict]] | None:
     return [prompt]  # a prompt alone (GRPO generates the completion)
 
 
+class BatchRenderer:
+    """``tokenizer.apply_chat_template(conv, tokenize=False)`` for many conversations at once,
+    the same text for each; None for a conversation the template rejects."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from jinja2 import TemplateError
+
+        self.tok = tokenizer
+        self.errors: tuple[type[Exception], ...] = (TemplateError, *TEMPLATE_ERRORS)
+        self.batch: Any = None  # the wrapped template, once it has proved itself
+        self.checked = False
+        self.context: dict[str, Any] = {}
+        try:
+            self._compile()
+        except Exception:  # noqa: BLE001 - any surprise: render one by one, as before
+            self.batch = None
+
+    def _compile(self) -> None:
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+
+        source = self.tok.get_chat_template()
+        if not isinstance(source, str) or _UNWRAPPABLE.search(source):
+            return
+        env = _compile_jinja_template(source).environment  # transformers' sandbox, filters and globals
+        if not env.keep_trailing_newline:  # Jinja drops one final newline of a template's source
+            source = re.sub(r"(\r\n|\r|\n)\Z", "", source)
+        # {{ '' }} on both sides keeps trim_blocks/lstrip_blocks from eating the template's
+        # first newline or last indentation, which the macro tags would otherwise border.
+        self.batch = env.from_string(
+            "{% macro ftpipe_one(messages, tools, documents, add_generation_prompt) %}{{ '' }}"
+            + source
+            + "{{ '' }}{% endmacro %}"
+            + "{% for c in ftpipe_batch %}{{ ftpipe_one(c, none, none, false) }}"
+            + SEPARATOR
+            + "{% endfor %}"
+        )
+        self.context = {k: v for k, v in self.tok.special_tokens_map.items() if isinstance(v, str)}
+        if len(self.context) != len(self.tok.special_tokens_map):
+            self.batch = None  # non-text template variables: leave them to apply_chat_template
+
+    def render(self, convs: list[list[dict]]) -> list[str | None]:
+        plain = self._plain(convs) if self.batch is not None else None
+        if plain is not None:
+            try:
+                parts = self.batch.render(ftpipe_batch=plain, **self.context).split(SEPARATOR)
+            except self.errors:
+                parts = []  # one conversation the template rejects: find it one by one
+            if len(parts) == len(convs) + 1:
+                texts: list[str | None] = list(parts[:-1])
+                if not self.checked:
+                    self.checked = True
+                    if texts != self._one_by_one(convs):  # a transformers release that renders differently
+                        self.batch = None
+                        return self._one_by_one(convs)
+                return texts
+        return self._one_by_one(convs)
+
+    @staticmethod
+    def _plain(convs: list[list[dict]]) -> list[list[dict]] | None:
+        """The conversations as apply_chat_template hands them to the template (None-valued
+        keys dropped; the sandbox keeps the template from changing them); None when a message
+        has fields beyond a normalised one's."""
+        plain = []
+        for conv in convs:
+            msgs = []
+            for m in conv:
+                if not MESSAGE_KEYS.issuperset(m):
+                    return None
+                msgs.append({k: v for k, v in m.items() if v is not None} if None in m.values() else m)
+            plain.append(msgs)
+        return plain
+
+    def _one_by_one(self, convs: list[list[dict]]) -> list[str | None]:
+        out: list[str | None] = []
+        for conv in convs:
+            try:
+                out.append(self.tok.apply_chat_template(conv, tokenize=False))
+            except self.errors:  # e.g. a template that insists on alternating roles
+                out.append(None)
+        return out
+
+
 def template_counts(tokenizer: Any, records: list[dict]) -> list[int | None]:
     """Tokens of each record as its chat template renders it (a preference pair counts both
     conversations); None for a record without messages (plain text) or one the template
     rejects, so the caller counts it another way."""
-    from jinja2 import TemplateError
+    from ftpipe.data.tokens import encoded_lengths
 
+    texts, owners, out = render_records(BatchRenderer(tokenizer), records)
+    for i, n in zip(owners, encoded_lengths(tokenizer, texts), strict=True):
+        out[i] = (out[i] or 0) + n
+    return out
+
+
+def render_records(renderer: BatchRenderer, records: list[dict]) -> tuple[list[str], list[int], list[int | None]]:
+    """The rendered texts of ``records``, the record each belongs to, and per record 0 (to be
+    added to) or None (not rendered: plain text, or every conversation not just one rejected)."""
+    convs: list[list[dict]] = []
+    conv_owner: list[int] = []
+    for i, rec in enumerate(records):
+        for conv in conversations(rec) or ():
+            convs.append(conv)
+            conv_owner.append(i)
+    rendered = renderer.render(convs) if convs else []
+    rejected = {i for i, text in zip(conv_owner, rendered, strict=True) if text is None}
+    out: list[int | None] = [None] * len(records)
     texts: list[str] = []
     owners: list[int] = []
-    out: list[int | None] = [None] * len(records)
-    for i, rec in enumerate(records):
-        convs = _conversations(rec)
-        if convs is None:
+    for i, text in zip(conv_owner, rendered, strict=True):
+        if i in rejected:
             continue
-        try:
-            rendered = [tokenizer.apply_chat_template(c, tokenize=False) for c in convs]
-        except (TemplateError, ValueError, TypeError, KeyError):
-            continue  # e.g. a template that insists on alternating roles: counted without it
-        texts += rendered
-        owners += [i] * len(rendered)
+        texts.append(text)  # type: ignore[arg-type]  # None only for rejected owners
+        owners.append(i)
         out[i] = 0
-    if texts:
-        # the template writes its own BOS/markers: no special tokens added on top
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for i, seq in zip(owners, ids, strict=True):
-            out[i] = (out[i] or 0) + len(seq)
-    return out
+    return texts, owners, out
