@@ -8,7 +8,7 @@ Rendering is the prepare step's hottest Python: ``apply_chat_template`` costs ~3
 conversation, most of it setting up a fresh Jinja context per call. ``BatchRenderer``
 renders a whole chunk of conversations in one call of the same compiled template (the
 template's source wrapped in a macro, called once per conversation), which halves that,
-and checks itself against ``apply_chat_template`` on its first chunk.
+and checks itself against ``apply_chat_template`` on the start of its first chunk.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "weight"})
 TEMPLATE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError)
 SEPARATOR = "\x00"
+CHECKED = 64  # conversations of the first chunk also rendered by apply_chat_template, to compare
 # Constructs that do not survive being wrapped in a macro (or change meaning inside one).
 _UNWRAPPABLE = re.compile(r"\{%-?\s*(extends|block|include|import|from|macro)\b|\b(varargs|kwargs|caller)\b")
 
@@ -102,9 +103,9 @@ class BatchRenderer:
                 parts = []  # one conversation the template rejects: find it one by one
             if len(parts) == len(convs) + 1:
                 texts: list[str | None] = list(parts[:-1])
-                if not self.checked:
+                if not self.checked:  # a transformers release that renders differently? then one by one
                     self.checked = True
-                    if texts != self._one_by_one(convs):  # a transformers release that renders differently
+                    if texts[:CHECKED] != self._one_by_one(convs[:CHECKED]):
                         self.batch = None
                         return self._one_by_one(convs)
                 return texts
