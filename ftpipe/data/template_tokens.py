@@ -78,12 +78,16 @@ class BatchRenderer:
         if not isinstance(source, str) or _UNWRAPPABLE.search(source):
             return
         env = _compile_jinja_template(source).environment  # transformers' sandbox, filters and globals
+        if env.lstrip_blocks and not env.trim_blocks:
+            return  # the macro tag would keep the template's first line from being a line start
         if not env.keep_trailing_newline:  # Jinja drops one final newline of a template's source
             source = re.sub(r"(\r\n|\r|\n)\Z", "", source)
-        # {{ '' }} on both sides keeps trim_blocks/lstrip_blocks from eating the template's
-        # first newline or last indentation, which the macro tags would otherwise border.
+        # Whitespace control must see the template as if it stood alone: the newline after the
+        # macro tag (eaten by trim_blocks) makes its first line a line start for lstrip_blocks,
+        # and {{ '' }} keeps lstrip_blocks from eating its last line's indentation.
         self.batch = env.from_string(
-            "{% macro ftpipe_one(messages, tools, documents, add_generation_prompt) %}{{ '' }}"
+            "{% macro ftpipe_one(messages, tools, documents, add_generation_prompt) %}"
+            + ("\n" if env.trim_blocks else "")
             + source
             + "{{ '' }}{% endmacro %}"
             + "{% for c in ftpipe_batch %}{{ ftpipe_one(c, none, none, false) }}"

@@ -85,12 +85,12 @@ class TokenCounter:
             self._load(ctx)
 
     def _load(self, ctx: StepContext) -> None:
-        try:
-            import transformers  # noqa: F401 - only to know it is there
+        import importlib.util
 
-            from ftpipe.models.loading import resolve_base
-        except ImportError:
-            return
+        if importlib.util.find_spec("transformers") is None:
+            return  # without transformers (a hosted-only install): approximate counts
+        from ftpipe.models.loading import resolve_base
+
         model = ctx.pipeline.model
         base = resolve_base(
             model.base,

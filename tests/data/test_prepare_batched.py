@@ -267,11 +267,19 @@ def test_the_batch_renderer_renders_every_shipped_template_as_apply_chat_templat
 
     records = [prepare.normalise(r, "chat", {}, SYSTEM) for r in map(_chat_row, range(1, 400)) if _valid(r)]
     convs = [c for rec in records for c in conversations(rec) or ()]
-    # and one that tells a missing key from a None one (apply_chat_template drops None keys)
+    # and one that tells a missing key from a None one (apply_chat_template drops None keys),
+    # and whitespace at either end that trim_blocks/lstrip_blocks treat specially
     strict = "{% for m in messages %}{{ m.role }}{% if m.content is defined %}={{ m.content }}{% endif %};{% endfor %}"
+    edges = {
+        "none-aware": strict,
+        "indented-start": "  {% for m in messages %}{{ m.role }}\n  {% endfor %}\n",
+        "newline-start": "\n{% for m in messages %}{{ m.content }}{% endfor %}\n\n",
+        "indented-end": "{% for m in messages %}{{ m.content }}{% endfor %}\n   ",
+        "block-end": "{% for m in messages %}{{ m.content }}\n{% endfor %}\n  {% if true %}x{% endif %}\r\n",
+    }
     own = tokenizer.chat_template
     try:
-        for name, template in [*CHAT_TEMPLATES.items(), ("none-aware", strict)]:
+        for name, template in [*CHAT_TEMPLATES.items(), *edges.items()]:
             tokenizer.chat_template = template
             want = []
             for conv in convs:
