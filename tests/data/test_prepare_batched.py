@@ -290,7 +290,7 @@ def test_the_batch_renderer_renders_every_shipped_template_as_apply_chat_templat
             renderer = BatchRenderer(tokenizer)
             got = [text for i in range(0, len(convs), 64) for text in renderer.render(convs[i : i + 64])]
             assert got == want, name
-            assert renderer.batch is not None, f"{name}: rendered one by one, not in batches"
+            assert renderer.macro is not None, f"{name}: rendered through apply_chat_template, not the macro"
     finally:
         tokenizer.chat_template = own
 
