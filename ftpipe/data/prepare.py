@@ -234,20 +234,24 @@ def run_prepare(ctx: StepContext) -> StepResult:
                 done, future = in_flight.popleft()
                 keep(done, future.result(), out)
 
+        # the per-row loop: what it looks up is looked up once
+        dedupe, system_prompt, blake2b, dumps = ds.dedupe, ds.system_prompt, hashlib.blake2b, json.dumps
+        shapes = [(s.format, s.columns) for s in sources]
+        rows_read = [0] * len(sources)
         for i, split, (where, n, row) in mixture.iter_rows(ctx):
             stats.source_rows += 1
-            per_source[i]["rows_read"] += 1
+            rows_read[i] += 1
             if isinstance(row, RowError):
                 chunk.invalid.add(where, n, "invalid JSON" if "JSON" in row.message else "wrong type", row.message)
                 continue
             try:
-                rec = normalise(row, sources[i].format, sources[i].columns, ds.system_prompt)
+                rec = normalise(row, *shapes[i], system_prompt)
             except Invalid as exc:
                 chunk.invalid.add(where, n, exc.rule, exc.message)
                 continue
-            line = json.dumps(rec, ensure_ascii=False) + "\n"
-            if ds.dedupe:
-                digest = hashlib.blake2b(_dedupe_key(rec, line).encode(), digest_size=8).digest()
+            line = dumps(rec, ensure_ascii=False) + "\n"
+            if dedupe:
+                digest = blake2b(_dedupe_key(rec, line).encode(), digest_size=8).digest()
                 if digest in seen:
                     stats.duplicates += 1
                     continue
@@ -258,6 +262,8 @@ def run_prepare(ctx: StepContext) -> StepResult:
             if stats.source_rows % 50_000 == 0:
                 ctx.progress(stats.source_rows, None, "rows read")
         submit(last=True)
+    for i, count in enumerate(rows_read):
+        per_source[i]["rows_read"] = count
     seen.clear()
     bad = sum(stats.invalid.values())
     for line in stats.problems:
@@ -351,18 +357,26 @@ def _count(n: int, frac: float) -> int:
 
 def _write_splits(tmp: Path, labels: bytearray, tokens: "array[int]", out_dir: Path) -> dict:
     names = {1: "train", 2: "validation", 3: "test"}
-    files = {k: (out_dir / f"{v}.jsonl").open("w", encoding="utf-8") for k, v in names.items()}
-    counts = {v: {"rows": 0, "tokens": 0, "longest": 0} for v in names.values()}
+    # The lines go through as bytes (they were encoded once, into tmp) and in blocks.
+    files = {k: (out_dir / f"{v}.jsonl").open("wb") for k, v in names.items()}
+    blocks: dict[int, list[bytes]] = {k: [] for k in names}
+    totals = {k: [0, 0, 0] for k in names}  # rows, tokens, longest
     try:
-        with tmp.open("r", encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                lab = labels[i]
-                files[lab].write(line)
-                c = counts[names[lab]]
-                c["rows"] += 1
-                c["tokens"] += tokens[i]
-                c["longest"] = max(c["longest"], tokens[i])
+        with tmp.open("rb") as f:
+            for line, lab, ntok in zip(f, labels, tokens, strict=True):
+                block = blocks[lab]
+                block.append(line)
+                if len(block) >= 4096:
+                    files[lab].write(b"".join(block))
+                    block.clear()
+                t = totals[lab]
+                t[0] += 1
+                t[1] += ntok
+                if ntok > t[2]:
+                    t[2] = ntok
+        for lab, block in blocks.items():
+            files[lab].write(b"".join(block))
     finally:
         for fh in files.values():
             fh.close()
-    return counts
+    return {names[k]: {"rows": t[0], "tokens": t[1], "longest": t[2]} for k, t in totals.items()}
