@@ -117,13 +117,13 @@ class TokenCounter:
         base = [self.per_message * record_messages(r) for r in records]
         texts: list[str] = []
         owners: list[int] = []
-        rest = range(len(records))
+        rest: range | list[int] = range(len(records))  # records counted without the template
         if self.renderer is not None:
             from ftpipe.data.template_tokens import render_records
 
             texts, owners, templated = render_records(self.renderer, records)
             base = [b if n is None else 0 for b, n in zip(base, templated, strict=True)]
-            rest = [i for i, n in enumerate(templated) if n is None]  # type: ignore[assignment]
+            rest = [i for i, n in enumerate(templated) if n is None]
         for i in rest:
             text = record_text(records[i])
             if self.tok is None:
