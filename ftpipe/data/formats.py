@@ -20,6 +20,7 @@ import json
 from typing import Any
 
 ROLES = ("system", "user", "assistant", "tool")
+_PLAIN_ROLES = ("system", "user", "assistant")  # roles a message of role and text alone may have
 # ShareGPT speaker names (``from``) and the role each becomes; LLaMA-Factory's
 # function_call/observation turns are a tool call and its result.
 SHAREGPT_ROLES = {
@@ -112,6 +113,11 @@ def messages(value: Any, field_name: str, *, need_assistant: bool) -> list[dict]
         raise Invalid("empty conversation", f"'{field_name}' is an empty list")
     out = []
     for i, msg in enumerate(value, 1):
+        if type(msg) is dict and len(msg) == 2:  # the common {role, content}: what _message makes of it
+            role, content = msg.get("role"), msg.get("content")
+            if role in _PLAIN_ROLES and type(content) is str and content.strip():
+                out.append({"role": role, "content": content})
+                continue
         if not isinstance(msg, dict):
             raise Invalid(
                 "wrong type", f"message {i} must be an object with role and content, got {type(msg).__name__}"

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from array import array
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, TextIO
 
 from ftpipe.contracts import StepContext, StepResult
 from ftpipe.data import formats, mixture
 from ftpipe.data.formats import Invalid
 from ftpipe.data.readers import RowError, read_hub, read_local
+from ftpipe.data.tokens import TokenCounter
 from ftpipe.errors import StepError
 from ftpipe.plan import resolve_local_files
 
@@ -87,99 +88,6 @@ def normalise(row: dict, fmt: str, columns: dict[str, str], system_prompt: str |
     return {"text": _text(_get(row, "text", columns), columns.get("text", "text"))}
 
 
-def _message_text(m: dict) -> str:
-    calls = "".join(c["function"]["name"] + c["function"]["arguments"] for c in m.get("tool_calls") or ())
-    return (m.get("content") or "") + calls
-
-
-def record_text(rec: dict) -> str:
-    if "messages" in rec:
-        text = "\n".join(_message_text(m) for m in rec["messages"])
-        return text + ("\n" + json.dumps(rec["tools"]) if rec.get("tools") else "")
-    if "prompt" in rec:
-        turns = rec["prompt"] + rec.get("completion", []) + rec.get("chosen", []) + rec.get("rejected", [])
-        return "\n".join(_message_text(m) for m in turns)
-    return rec["text"]
-
-
-def record_messages(rec: dict) -> int:
-    if "messages" in rec:
-        return len(rec["messages"])
-    if "prompt" in rec:
-        return len(rec["prompt"]) + (1 if "completion" in rec else 2)
-    return 0
-
-
-# --------------------------------------------------------------------------- tokens
-
-
-class TokenCounter:
-    """Counts tokens with the base model's tokenizer, chat examples rendered by its chat
-    template (ftpipe.data.template_tokens), or approximately (4 characters a token) for
-    hosted models."""
-
-    def __init__(self, ctx: StepContext) -> None:
-        self.exact = False
-        self.tok: Any = None  # a transformers tokenizer once loaded
-        self.per_message = 4
-        self.templated = False  # counts come from the model's chat template
-        caps = getattr(type(ctx.pipeline.trainer), "caps", None)  # the trainer plugin's declaration
-        if caps is not None and caps.prepare_tokenizer:
-            self._load(ctx)
-
-    def _load(self, ctx: StepContext) -> None:
-        try:
-            from transformers import AutoTokenizer
-
-            from ftpipe.models.loading import resolve_base
-        except ImportError:
-            return
-        from ftpipe.remote.hf import hub_errors
-
-        model = ctx.pipeline.model
-        base = resolve_base(
-            model.base,
-            cache_dir=ctx.cache_dir,
-            base_dir=ctx.base_dir,
-            revision=model.revision,
-            token=model.token or None,
-            log=ctx.log,
-        )
-        with hub_errors(f"tokenizer of {model.base}"):
-            self.tok = AutoTokenizer.from_pretrained(base, revision=model.revision, token=model.token or None)
-        self.exact = True
-        from ftpipe.data.template_tokens import ensure_template
-
-        self.templated = ensure_template(self.tok, model.chat_template)
-        if getattr(self.tok, "chat_template", None):
-            sample = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
-            try:
-                templ = self.tok.apply_chat_template(sample, tokenize=True)
-                templ = templ["input_ids"] if isinstance(templ, dict) or hasattr(templ, "keys") else templ
-                plain = sum(len(self.tok(m["content"], add_special_tokens=False)["input_ids"]) for m in sample)
-                self.per_message = max(0, math.ceil((len(templ) - plain) / len(sample)))
-            except Exception:  # noqa: BLE001 - an odd template only makes the estimate coarser
-                pass
-
-    def count(self, records: list[dict]) -> list[int]:
-        if self.tok is not None and self.templated:
-            from ftpipe.data.template_tokens import template_counts
-
-            counted = template_counts(self.tok, records)
-            rest = [r for r, n in zip(records, counted, strict=True) if n is None]
-            others = iter(self._count(rest) if rest else [])
-            return [next(others) if n is None else n for n in counted]
-        return self._count(records)
-
-    def _count(self, records: list[dict]) -> list[int]:
-        texts = [record_text(r) for r in records]
-        if self.tok is None:
-            lens = [math.ceil(len(t) / 4) for t in texts]
-        else:
-            lens = [len(ids) for ids in self.tok(texts, add_special_tokens=False)["input_ids"]]
-        return [n + self.per_message * record_messages(r) for n, r in zip(lens, records, strict=True)]
-
-
 # --------------------------------------------------------------------------- sources
 
 
@@ -223,6 +131,54 @@ class Stats:
             self.problems.append(f"{where} row {n}: {message}")
 
 
+class Deferred:
+    """Invalid rows met while a chunk filled, reported when the chunk is kept, before its
+    too-long rows, as a one-chunk-at-a-time loop would have: the shown problems and the
+    order of the rules in stats.json stay the same. Holds at most SHOW_PROBLEMS messages."""
+
+    def __init__(self) -> None:
+        self.rules: Counter[str] = Counter()
+        self.shown: list[tuple[str, int, str, str]] = []
+
+    def add(self, where: str, n: int, rule: str, message: str) -> None:
+        self.rules[rule] += 1
+        if len(self.shown) < SHOW_PROBLEMS:
+            self.shown.append((where, n, rule, message))
+
+    def replay(self, stats: Stats) -> None:
+        for where, n, rule, message in self.shown:
+            stats.problem(where, n, rule, message)
+        shown = Counter(rule for _, _, rule, _ in self.shown)
+        for rule, count in self.rules.items():
+            stats.invalid[rule] += count - shown[rule]
+
+
+@dataclass
+class Chunk:
+    rows: list[tuple] = field(default_factory=list)  # (split, where, row number, line, source[, record])
+    invalid: Deferred = field(default_factory=Deferred)
+
+
+def _dedupe_key(rec: dict, line: str) -> str:
+    """What identifies a record for de-duplication: its canonical (sorted-keys) JSON. A record
+    normalise built entirely has its keys in an order fixed by which keys it has, so its
+    output line is canonical already and saves a second encoding. Only ``tools`` schemas and
+    message ``weight`` values keep the user's key order; as keys they show in the line as
+    ``"tools": `` and ``"weight": `` (inside a string the quotes would be escaped)."""
+    if '"tools": ' in line or '"weight": ' in line:
+        return json.dumps(rec, sort_keys=True)
+    return line
+
+
+def _tokenizer_threads() -> int:
+    """One core stays with the main thread (reading, checking, rendering); up to 4 others
+    tokenize."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
+
+
 def run_prepare(ctx: StepContext) -> StepResult:
     ds = ctx.pipeline.dataset
     trainer_hp = getattr(ctx.pipeline.trainer, "hyperparameters", None)
@@ -241,53 +197,73 @@ def run_prepare(ctx: StepContext) -> StepResult:
     sources = mixture.specs(ds)
     origin = bytearray()  # per kept row: the index of its source (mixtures)
     per_source: list[Counter[str]] = [Counter() for _ in sources]
+    approx = "" if counter.exact else " (approx.)"
 
-    with tmp.open("w", encoding="utf-8") as out:
-        batch: list[tuple[str | None, str, int, dict, int]] = []
+    def keep(chunk: Chunk, lengths: list[int], out: TextIO) -> None:
+        chunk.invalid.replay(stats)  # the rows found invalid while this chunk filled, as they came
+        lines = []
+        for (split, where, n, line, i), ntok in zip(chunk.rows, lengths, strict=True):
+            if max_len and ntok > max_len:
+                stats.too_long += 1
+                stats.problem(where, n, "too long", f"{ntok} tokens{approx}, longer than max_seq_length {max_len}")
+                continue
+            if ntok > stats.longest["tokens"]:
+                stats.longest = {"tokens": ntok, "where": f"{where} row {n}"}
+            lines.append(line)
+            labels.append(code[split])
+            tokens.append(ntok)
+            origin.append(i)
+        out.write("".join(lines))
 
-        def flush() -> None:
-            lengths = counter.count([b[3] for b in batch])
-            for (split, where, n, rec, i), ntok in zip(batch, lengths, strict=True):
-                if max_len and ntok > max_len:
-                    stats.too_long += 1
-                    stats.problem(
-                        where,
-                        n,
-                        "too long",
-                        f"{ntok} tokens{'' if counter.exact else ' (approx.)'}, longer than max_seq_length {max_len}",
-                    )
-                    continue
-                if ntok > stats.longest["tokens"]:
-                    stats.longest = {"tokens": ntok, "where": f"{where} row {n}"}
-                out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                labels.append(code[split])
-                tokens.append(ntok)
-                origin.append(i)
-            batch.clear()
+    # Chunks of BATCH rows: the main thread reads, checks and renders one while worker
+    # threads tokenize the ones before (the tokenizer releases the GIL). At most one chunk
+    # per worker and one more are held, so memory stays flat; chunks are kept in order, so
+    # the output is the same as one chunk at a time.
+    workers = _tokenizer_threads()
+    with tmp.open("w", encoding="utf-8") as out, ThreadPoolExecutor(workers, thread_name_prefix="tokenize") as pool:
+        in_flight: deque[tuple[Chunk, Future[list[int]]]] = deque()
+        chunk = Chunk()
 
+        def submit(last: bool = False) -> None:
+            nonlocal chunk
+            plan = counter.plan([row[5] for row in chunk.rows])
+            chunk.rows = [row[:5] for row in chunk.rows]  # the record itself is no longer needed
+            in_flight.append((chunk, pool.submit(counter.finish, plan)))
+            chunk = Chunk()
+            while in_flight and (last or len(in_flight) > workers):
+                done, future = in_flight.popleft()
+                keep(done, future.result(), out)
+
+        # the per-row loop: what it looks up is looked up once
+        dedupe, system_prompt, blake2b, dumps = ds.dedupe, ds.system_prompt, hashlib.blake2b, json.dumps
+        shapes = [(s.format, s.columns) for s in sources]
+        rows_read = [0] * len(sources)
         for i, split, (where, n, row) in mixture.iter_rows(ctx):
             stats.source_rows += 1
-            per_source[i]["rows_read"] += 1
+            rows_read[i] += 1
             if isinstance(row, RowError):
-                stats.problem(where, n, "invalid JSON" if "JSON" in row.message else "wrong type", row.message)
+                chunk.invalid.add(where, n, "invalid JSON" if "JSON" in row.message else "wrong type", row.message)
                 continue
             try:
-                rec = normalise(row, sources[i].format, sources[i].columns, ds.system_prompt)
+                rec = normalise(row, *shapes[i], system_prompt)
             except Invalid as exc:
-                stats.problem(where, n, exc.rule, exc.message)
+                chunk.invalid.add(where, n, exc.rule, exc.message)
                 continue
-            if ds.dedupe:
-                digest = hashlib.blake2b(json.dumps(rec, sort_keys=True).encode(), digest_size=8).digest()
+            line = dumps(rec, ensure_ascii=False) + "\n"
+            if dedupe:
+                digest = blake2b(_dedupe_key(rec, line).encode(), digest_size=8).digest()
                 if digest in seen:
                     stats.duplicates += 1
                     continue
                 seen.add(digest)
-            batch.append((split, where, n, rec, i))
-            if len(batch) >= BATCH:
-                flush()
+            chunk.rows.append((split, where, n, line, i, rec))
+            if len(chunk.rows) >= BATCH:
+                submit()
             if stats.source_rows % 50_000 == 0:
                 ctx.progress(stats.source_rows, None, "rows read")
-        flush()
+        submit(last=True)
+    for i, count in enumerate(rows_read):
+        per_source[i]["rows_read"] = count
     seen.clear()
     bad = sum(stats.invalid.values())
     for line in stats.problems:
@@ -381,18 +357,26 @@ def _count(n: int, frac: float) -> int:
 
 def _write_splits(tmp: Path, labels: bytearray, tokens: "array[int]", out_dir: Path) -> dict:
     names = {1: "train", 2: "validation", 3: "test"}
-    files = {k: (out_dir / f"{v}.jsonl").open("w", encoding="utf-8") for k, v in names.items()}
-    counts = {v: {"rows": 0, "tokens": 0, "longest": 0} for v in names.values()}
+    # The lines go through as bytes (they were encoded once, into tmp) and in blocks.
+    files = {k: (out_dir / f"{v}.jsonl").open("wb") for k, v in names.items()}
+    blocks: dict[int, list[bytes]] = {k: [] for k in names}
+    totals = {k: [0, 0, 0] for k in names}  # rows, tokens, longest
     try:
-        with tmp.open("r", encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                lab = labels[i]
-                files[lab].write(line)
-                c = counts[names[lab]]
-                c["rows"] += 1
-                c["tokens"] += tokens[i]
-                c["longest"] = max(c["longest"], tokens[i])
+        with tmp.open("rb") as f:
+            for line, lab, ntok in zip(f, labels, tokens, strict=True):
+                block = blocks[lab]
+                block.append(line)
+                if len(block) >= 4096:
+                    files[lab].write(b"".join(block))
+                    block.clear()
+                t = totals[lab]
+                t[0] += 1
+                t[1] += ntok
+                if ntok > t[2]:
+                    t[2] = ntok
+        for lab, block in blocks.items():
+            files[lab].write(b"".join(block))
     finally:
         for fh in files.values():
             fh.close()
-    return counts
+    return {names[k]: {"rows": t[0], "tokens": t[1], "longest": t[2]} for k, t in totals.items()}
