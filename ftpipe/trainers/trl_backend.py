@@ -150,12 +150,12 @@ def _launch(ctx: StepContext, job: TrlJob, per_node: int, nodes: int) -> dict[st
 
 
 def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
-    import matplotlib
+    # The object API draws with Agg without importing pyplot (its backends and global
+    # figure registry): the same PNG bytes, a third less import time, no global state.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
     for key, label in (("loss", "train loss"), ("eval_loss", "validation loss")):
         points = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
         if points:
@@ -167,7 +167,6 @@ def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(dest)
-    plt.close(fig)
 
 
 class TrlBackend:
