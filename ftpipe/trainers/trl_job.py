@@ -210,6 +210,7 @@ def run_job(
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
+    from ftpipe.heap import frozen_heap
     from ftpipe.trainers import trl_args
     from ftpipe.trainers.trl_data import load_split
 
@@ -260,7 +261,8 @@ def run_job(
     resumed_step = _checkpoint_step(resume) if resume is not None else 0  # read now: rotation may delete it
     if resume is not None:
         log(f"resuming from {resume.name} (model, optimizer, scheduler and RNG state)")
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with frozen_heap():  # the libraries, model and data loaded so far stay out of collections
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics: dict[str, Any] = dict(output.metrics)
     metrics["global_step"] = trainer.state.global_step
