@@ -97,7 +97,21 @@ def build_job(ctx: StepContext) -> TrlJob:
         rewards=[(r, 1.0) if isinstance(r, str) else (r.metric, r.weight) for r in trainer.rewards],
         use_vllm=trainer.use_vllm,
         use_liger_kernel=trainer.use_liger_kernel,
+        explicit=sorted(trainer.hyperparameters.model_fields_set | (trainer.model_fields_set & {"use_liger_kernel"})),
+        longest_row=_longest_row(prepared),
     )
+
+
+def _longest_row(prepared: Path) -> int | None:
+    """The longest train/validation row in tokens, from the prepare step's stats when it
+    counted them with the model's tokenizer (else None: unknown)."""
+    try:
+        stats = json.loads((prepared / "stats.json").read_text())
+        if not stats.get("tokens_exact"):
+            return None
+        return max(int(stats["splits"][s]["longest"]) for s in ("train", "validation") if s in stats["splits"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def process_count(resources: Any) -> tuple[int, int]:

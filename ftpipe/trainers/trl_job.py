@@ -49,6 +49,8 @@ class TrlJob:
     rewards: list[tuple[str, float]] = field(default_factory=list)  # grpo: (metric name, weight)
     use_vllm: bool | str = "auto"
     use_liger_kernel: bool = False
+    explicit: list[str] = field(default_factory=list)  # trainer settings the pipeline wrote (vs defaults)
+    longest_row: int | None = None  # the longest training/validation row in tokens, when counted exactly
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -108,7 +110,9 @@ def _progress_callback(log: Callable[[str], None], progress: Callable[[int, int 
     return ProgressCallback()
 
 
-def _load_model(job: TrlJob, *, token: str | None, bf16: bool) -> tuple[Any, Any, list[int]]:
+def _load_model(
+    job: TrlJob, *, token: str | None, bf16: bool, attn_implementation: str | None = None
+) -> tuple[Any, Any, list[int]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -127,7 +131,13 @@ def _load_model(job: TrlJob, *, token: str | None, bf16: bool) -> tuple[Any, Any
     else:
         options["dtype"] = torch.float32  # master weights in fp32; autocast does the mixed precision
     tokenizer = AutoTokenizer.from_pretrained(job.base, revision=job.revision, token=token)
-    model = AutoModelForCausalLM.from_pretrained(job.base, **options)
+    if attn_implementation is None:
+        model = AutoModelForCausalLM.from_pretrained(job.base, **options)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(job.base, attn_implementation=attn_implementation, **options)
+        except (ValueError, ImportError):  # an architecture without it: transformers' own choice
+            model = AutoModelForCausalLM.from_pretrained(job.base, **options)
     added = apply_chat_template_choice(model, tokenizer, job.chat_template)
     return model, tokenizer, added
 
@@ -220,7 +230,14 @@ def run_job(
     set_seed(job.seed)
     _choose_cpu_threads(log)
     _quiet_progress_bars()
-    fp16, bf16 = trl_args.mixed_precision(job.hyperparameters["mixed_precision"])
+    speed = trl_args.speed_settings(
+        trl_args.Capabilities.detect(),
+        method=job.method,
+        hyperparameters=job.hyperparameters,
+        explicit=set(job.explicit),
+        longest_row=job.longest_row,
+    )
+    fp16, bf16 = speed.config["fp16"], speed.config["bf16"]
     train = load_split(Path(job.train_file), job.method)
     if train is None:
         from ftpipe.errors import StepError
@@ -228,10 +245,13 @@ def run_job(
         raise StepError(f"{job.train_file}: no training examples")
     # GRPO would sample num_generations answers per validation prompt; evaluate scores the model instead.
     evaluation = load_split(Path(job.eval_file), job.method) if job.eval_file and job.method != "grpo" else None
-    args, warnings = trl_args.training_config(job, fp16=fp16, bf16=bf16)
+    args, warnings = trl_args.training_config(job, fp16=fp16, bf16=bf16, speed=speed.config)
     for warning in warnings:
         log(f"warning: {warning}")
-    model, tokenizer, added = _load_model(job, token=token, bf16=bf16)
+    if len(speed.config) > 2 or speed.attn_implementation:
+        chosen = {k: v for k, v in speed.config.items() if v is not False} | {"attention": speed.attn_implementation}
+        log("GPU defaults: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    model, tokenizer, added = _load_model(job, token=token, bf16=bf16, attn_implementation=speed.attn_implementation)
     if added:
         log(f"chat template {job.chat_template}: added tokens {added} (their embeddings are trained)")
 
