@@ -110,6 +110,22 @@ def _progress_callback(log: Callable[[str], None], progress: Callable[[int, int 
     return ProgressCallback()
 
 
+def _no_final_checkpoint() -> Any:
+    """transformers also saves a checkpoint when training ends off the checkpoint interval.
+    The finished model is saved to ``out_dir`` right after, so that checkpoint (weights plus
+    optimizer state, about three times the model) would only cost time and disk. A kill still
+    resumes from the last checkpoint on the interval."""
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            on_interval = state.save_steps > 0 and state.global_step % state.save_steps == 0
+            if state.global_step >= state.max_steps and not on_interval:
+                control.should_save = False
+
+    return NoFinalCheckpoint()
+
+
 def _load_model(
     job: TrlJob, *, token: str | None, bf16: bool, attn_implementation: str | None = None
 ) -> tuple[Any, Any, list[int]]:
@@ -271,7 +287,7 @@ def run_job(
             eval_dataset=evaluation,
             processing_class=tokenizer,
             peft_config=trl_args.peft_config(job, added),
-            callbacks=[_progress_callback(log, progress), *callbacks],
+            callbacks=[_progress_callback(log, progress), _no_final_checkpoint(), *callbacks],
         )
     if wrap is not None:
         trainer = wrap(trainer)
