@@ -50,7 +50,8 @@ trainer:
     return path
 
 
-def autotrain_config(folder: Path, data: Path, base: Path) -> Path:
+def autotrain_config(folder: Path, data: Path, base: Path, params: dict | None = None) -> Path:
+    """AutoTrain's config for the job; ``params`` override its ``params`` block."""
     data_dir = folder / "at-data"
     data_dir.mkdir()
     shutil.copy(data, data_dir / "train.jsonl")  # rows are {"messages": [...]}: AutoTrain reads them as they are
@@ -81,6 +82,7 @@ def autotrain_config(folder: Path, data: Path, base: Path) -> Path:
             "scheduler": "linear",
             "padding": "right",
             "seed": 42,
+            **(params or {}),
         },
         "hub": {"username": "bench", "token": None, "push_to_hub": False},
     }

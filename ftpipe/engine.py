@@ -23,6 +23,7 @@ from ftpipe import __version__, errors
 from ftpipe.contracts import CHECKPOINTS, StepContext, StepResult
 from ftpipe.errors import FtpipeError, PipelineInvalid, UsageError
 from ftpipe.faults import DiskFull, no_room, release_room, reserved_room, store_full
+from ftpipe.heap import frozen_heap
 from ftpipe.plan import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
@@ -428,7 +429,7 @@ def _run_one(
     reporter.step_started(step.id)
     t0 = time.monotonic()
     try:
-        with library_logs_to(log):
+        with library_logs_to(log), frozen_heap():
             result = step_runner(step, ctx)
         if not isinstance(result, StepResult):
             raise TypeError(

@@ -8,6 +8,7 @@ of being silently ignored.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ftpipe.errors import StepError
@@ -68,16 +69,82 @@ def trainer_class(method: str) -> type:
     return ORPOTrainer
 
 
-def mixed_precision(setting: str) -> tuple[bool, bool]:
+@dataclass(frozen=True)
+class Capabilities:
+    """What this machine offers a training job: a CUDA GPU, bf16 on it, kernel packages."""
+
+    cuda: bool = False
+    bf16: bool = False  # the GPU computes in bf16
+    flash_attn: bool = False  # the flash-attn package is installed
+    liger_kernel: bool = False  # the liger-kernel package is installed
+
+    @classmethod
+    def detect(cls) -> Capabilities:
+        import importlib.util
+
+        import torch
+
+        cuda = torch.cuda.is_available()
+        return cls(
+            cuda=cuda,
+            bf16=cuda and torch.cuda.is_bf16_supported(),
+            flash_attn=cuda and importlib.util.find_spec("flash_attn") is not None,
+            liger_kernel=cuda and importlib.util.find_spec("liger_kernel") is not None,
+        )
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """The machine-dependent choices for one job: TRL config arguments and the attention
+    implementation the model is loaded with (None: transformers' own choice)."""
+
+    config: dict[str, Any]
+    attn_implementation: str | None = None
+
+
+# Rows the prepare step counted this close to max_seq_length may still be cut by TRL's own
+# tokenisation (prompt/completion split), so they keep truncation and padding.
+_FIT_MARGIN = 8
+
+
+def speed_settings(
+    caps: Capabilities,
+    *,
+    method: str,
+    hyperparameters: dict[str, Any],
+    explicit: frozenset[str] | set[str] = frozenset(),
+    longest_row: int | None = None,
+) -> SpeedSettings:
+    """What the libraries make fast on this machine, for the settings the user left unset
+    (``explicit``: the trainer settings written in the pipeline). On CUDA: bf16 where the
+    GPU has it, else fp16 (``mixed_precision: auto``); flash attention 2 when flash-attn is
+    installed and training is in 16 bits, else SDPA; Liger kernels when liger-kernel is installed; and, for SFT with
+    flash attention, padding-free batches: with packing TRL packs padding-free already;
+    without it only when every row fits (``longest_row``, the prepare step's exact count), as
+    padding-free batches are not truncated. On a CPU: full precision, nothing else."""
+    fp16, bf16 = mixed_precision(hyperparameters.get("mixed_precision", "auto"), caps)
+    config: dict[str, Any] = {"fp16": fp16, "bf16": bf16}
+    if not caps.cuda:
+        return SpeedSettings(config)
+    if caps.liger_kernel and "use_liger_kernel" not in explicit:
+        config["use_liger_kernel"] = True
+    flash = caps.flash_attn and (fp16 or bf16)  # flash attention computes in 16 bits only
+    if method == "sft" and flash and "padding_free" not in explicit and not hyperparameters.get("packing"):
+        limit = int(hyperparameters.get("max_seq_length") or 0)
+        if longest_row is not None and limit and longest_row + _FIT_MARGIN <= limit:
+            config |= {"padding_free": True, "max_length": None}
+    return SpeedSettings(config, "flash_attention_2" if flash else "sdpa")
+
+
+def mixed_precision(setting: str, caps: Capabilities | None = None) -> tuple[bool, bool]:
     """``(fp16, bf16)`` for ``hyperparameters.mixed_precision``. ``auto``: bf16 on CUDA
     GPUs that support it, fp16 on other CUDA GPUs, full precision on CPU."""
-    import torch
-
-    cuda = torch.cuda.is_available()
+    caps = caps or Capabilities.detect()
+    cuda = caps.cuda
     if setting == "auto":
         if not cuda:
             return False, False
-        return (False, True) if torch.cuda.is_bf16_supported() else (True, False)
+        return (False, True) if caps.bf16 else (True, False)
     if setting == "fp16":
         if not cuda:
             raise StepError(
@@ -86,7 +153,7 @@ def mixed_precision(setting: str) -> tuple[bool, bool]:
             )
         return True, False
     if setting == "bf16":
-        if cuda and not torch.cuda.is_bf16_supported():
+        if cuda and not caps.bf16:
             raise StepError(
                 "trainer.hyperparameters.mixed_precision: this GPU does not support bf16",
                 hint="use mixed_precision: fp16 or auto",
@@ -110,8 +177,11 @@ def _warmup(ratio: float) -> float | int:
     return min(ratio, 0.999)
 
 
-def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[str]]:
-    """The TRL config for ``job`` and the warnings to log (settings this TRL cannot honour)."""
+def training_config(
+    job: TrlJob, *, fp16: bool, bf16: bool, speed: dict[str, Any] | None = None
+) -> tuple[Any, list[str]]:
+    """The TRL config for ``job`` and the warnings to log (settings this TRL cannot honour).
+    ``speed``: the machine's defaults (:func:`speed_settings`), applied over the job's."""
     cls = config_class(job.method)
     names = {f.name for f in dataclasses.fields(cls)}
     hp = job.hyperparameters
@@ -152,6 +222,7 @@ def training_config(job: TrlJob, *, fp16: bool, bf16: bool) -> tuple[Any, list[s
         check_gpu_feature("trainer.use_liger_kernel", "liger_kernel", "liger-kernel")
         kwargs["use_liger_kernel"] = True
     kwargs |= method_settings(job, warnings)
+    kwargs |= {k: v for k, v in (speed or {}).items() if k not in ("fp16", "bf16")}
     # transformers 5 renamed gradient_checkpointing; TRL defaults it to True, so always set it.
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     kwargs[checkpointing] = bool(hp["gradient_checkpointing"])

@@ -97,7 +97,21 @@ def build_job(ctx: StepContext) -> TrlJob:
         rewards=[(r, 1.0) if isinstance(r, str) else (r.metric, r.weight) for r in trainer.rewards],
         use_vllm=trainer.use_vllm,
         use_liger_kernel=trainer.use_liger_kernel,
+        explicit=sorted(trainer.hyperparameters.model_fields_set | (trainer.model_fields_set & {"use_liger_kernel"})),
+        longest_row=_longest_row(prepared),
     )
+
+
+def _longest_row(prepared: Path) -> int | None:
+    """The longest train/validation row in tokens, from the prepare step's stats when it
+    counted them with the model's tokenizer (else None: unknown)."""
+    try:
+        stats = json.loads((prepared / "stats.json").read_text())
+        if not stats.get("tokens_exact"):
+            return None
+        return max(int(stats["splits"][s]["longest"]) for s in ("train", "validation") if s in stats["splits"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def process_count(resources: Any) -> tuple[int, int]:
@@ -150,12 +164,12 @@ def _launch(ctx: StepContext, job: TrlJob, per_node: int, nodes: int) -> dict[st
 
 
 def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
-    import matplotlib
+    # The object API draws with Agg without importing pyplot (its backends and global
+    # figure registry): the same PNG bytes, a third less import time, no global state.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
     for key, label in (("loss", "train loss"), ("eval_loss", "validation loss")):
         points = [(h["step"], h[key]) for h in log_history if key in h and "step" in h]
         if points:
@@ -167,7 +181,6 @@ def plot_loss(log_history: list[dict[str, Any]], dest: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(dest)
-    plt.close(fig)
 
 
 class TrlBackend:

@@ -49,6 +49,8 @@ class TrlJob:
     rewards: list[tuple[str, float]] = field(default_factory=list)  # grpo: (metric name, weight)
     use_vllm: bool | str = "auto"
     use_liger_kernel: bool = False
+    explicit: list[str] = field(default_factory=list)  # trainer settings the pipeline wrote (vs defaults)
+    longest_row: int | None = None  # the longest training/validation row in tokens, when counted exactly
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -108,7 +110,25 @@ def _progress_callback(log: Callable[[str], None], progress: Callable[[int, int 
     return ProgressCallback()
 
 
-def _load_model(job: TrlJob, *, token: str | None, bf16: bool) -> tuple[Any, Any, list[int]]:
+def _no_final_checkpoint() -> Any:
+    """transformers also saves a checkpoint when training ends off the checkpoint interval.
+    The finished model is saved to ``out_dir`` right after, so that checkpoint (weights plus
+    optimizer state, about three times the model) would only cost time and disk. A kill still
+    resumes from the last checkpoint on the interval."""
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            on_interval = state.save_steps > 0 and state.global_step % state.save_steps == 0
+            if state.global_step >= state.max_steps and not on_interval:
+                control.should_save = False
+
+    return NoFinalCheckpoint()
+
+
+def _load_model(
+    job: TrlJob, *, token: str | None, bf16: bool, attn_implementation: str | None = None
+) -> tuple[Any, Any, list[int]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -127,7 +147,13 @@ def _load_model(job: TrlJob, *, token: str | None, bf16: bool) -> tuple[Any, Any
     else:
         options["dtype"] = torch.float32  # master weights in fp32; autocast does the mixed precision
     tokenizer = AutoTokenizer.from_pretrained(job.base, revision=job.revision, token=token)
-    model = AutoModelForCausalLM.from_pretrained(job.base, **options)
+    if attn_implementation is None:
+        model = AutoModelForCausalLM.from_pretrained(job.base, **options)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(job.base, attn_implementation=attn_implementation, **options)
+        except (ValueError, ImportError):  # an architecture without it: transformers' own choice
+            model = AutoModelForCausalLM.from_pretrained(job.base, **options)
     added = apply_chat_template_choice(model, tokenizer, job.chat_template)
     return model, tokenizer, added
 
@@ -210,6 +236,7 @@ def run_job(
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
+    from ftpipe.heap import frozen_heap
     from ftpipe.trainers import trl_args
     from ftpipe.trainers.trl_data import load_split
 
@@ -219,7 +246,14 @@ def run_job(
     set_seed(job.seed)
     _choose_cpu_threads(log)
     _quiet_progress_bars()
-    fp16, bf16 = trl_args.mixed_precision(job.hyperparameters["mixed_precision"])
+    speed = trl_args.speed_settings(
+        trl_args.Capabilities.detect(),
+        method=job.method,
+        hyperparameters=job.hyperparameters,
+        explicit=set(job.explicit),
+        longest_row=job.longest_row,
+    )
+    fp16, bf16 = speed.config["fp16"], speed.config["bf16"]
     train = load_split(Path(job.train_file), job.method)
     if train is None:
         from ftpipe.errors import StepError
@@ -227,10 +261,13 @@ def run_job(
         raise StepError(f"{job.train_file}: no training examples")
     # GRPO would sample num_generations answers per validation prompt; evaluate scores the model instead.
     evaluation = load_split(Path(job.eval_file), job.method) if job.eval_file and job.method != "grpo" else None
-    args, warnings = trl_args.training_config(job, fp16=fp16, bf16=bf16)
+    args, warnings = trl_args.training_config(job, fp16=fp16, bf16=bf16, speed=speed.config)
     for warning in warnings:
         log(f"warning: {warning}")
-    model, tokenizer, added = _load_model(job, token=token, bf16=bf16)
+    if len(speed.config) > 2 or speed.attn_implementation:
+        chosen = {k: v for k, v in speed.config.items() if v is not False} | {"attention": speed.attn_implementation}
+        log("GPU defaults: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    model, tokenizer, added = _load_model(job, token=token, bf16=bf16, attn_implementation=speed.attn_implementation)
     if added:
         log(f"chat template {job.chat_template}: added tokens {added} (their embeddings are trained)")
 
@@ -250,7 +287,7 @@ def run_job(
             eval_dataset=evaluation,
             processing_class=tokenizer,
             peft_config=trl_args.peft_config(job, added),
-            callbacks=[_progress_callback(log, progress), *callbacks],
+            callbacks=[_progress_callback(log, progress), _no_final_checkpoint(), *callbacks],
         )
     if wrap is not None:
         trainer = wrap(trainer)
@@ -260,7 +297,8 @@ def run_job(
     resumed_step = _checkpoint_step(resume) if resume is not None else 0  # read now: rotation may delete it
     if resume is not None:
         log(f"resuming from {resume.name} (model, optimizer, scheduler and RNG state)")
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with frozen_heap():  # the libraries, model and data loaded so far stay out of collections
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics: dict[str, Any] = dict(output.metrics)
     metrics["global_step"] = trainer.state.global_step

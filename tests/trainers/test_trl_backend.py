@@ -99,6 +99,8 @@ def test_sft_full_weights_then_load_for_inference(tmp_path: Path) -> None:
     _backend().train(ctx)
     ref, metrics = _artifact(ctx)
     assert ref.adapter is False and (ctx.out_dir / "model" / "model.safetensors").exists()
+    # the finished model is saved once: no extra checkpoint when training ends off the interval
+    assert not list((ctx.state_dir / "checkpoints").glob("checkpoint-*"))
     assert metrics["trainable_parameters"] == metrics["total_parameters"]
 
     model, tok = load_for_inference(ref, ctx.out_dir, cache_dir=ctx.cache_dir, base_dir=ctx.base_dir)
