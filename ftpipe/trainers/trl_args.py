@@ -286,6 +286,10 @@ def method_settings(job: TrlJob, warnings: list[str]) -> dict[str, Any]:
         else:
             check_gpu_feature("trainer.hyperparameters.padding_free", "flash_attn", "flash-attn")
             out["padding_free"] = True
+            if not hp.get("packing"):
+                # TRL does not truncate padding-free batches and refuses a max_length with them;
+                # the prepare step already dropped every row longer than max_seq_length
+                out["max_length"] = None
     return out
 
 
