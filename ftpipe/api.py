@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ftpipe.spec.validate import Loaded, Problem
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ftpipe.spec.validate import Loaded, Problem
 
 
 def load(path: str | Path) -> Loaded:
