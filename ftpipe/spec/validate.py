@@ -73,7 +73,7 @@ def _subsequence(short: str, long: str) -> bool:
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str | None = None) -> Loaded:
     """Read, parse and validate a pipeline file. Secrets stay ``${env:...}`` references."""
-    from ftpipe.registry import pipeline_model  # light, but keeps import order simple
+    from ftpipe.registry import pipeline_model_for  # light, but keeps import order simple
 
     p = Path(path)
     shown = display or str(path)
@@ -151,7 +151,7 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         )
         return out
 
-    model = pipeline_model()
+    model = pipeline_model_for(doc.data)
     from ftpipe.spec.secrets import secret_paths
 
     secret_at = secret_paths(model, doc.data)
