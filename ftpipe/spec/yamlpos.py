@@ -160,10 +160,9 @@ class _Loader(_Limits, yaml.SafeLoader):
     """PyYAML's pure-Python safe loader with the limits: its messages are the ones ftpipe explains."""
 
 
-# Printable ASCII without tabs or '?': where libyaml and PyYAML's Python scanner agree (they
-# differ on tabs, control and non-ASCII characters and on '?' inside flow collections, and
-# word their errors differently).
-_PLAIN_TEXT = re.compile(r"[\n\x20-\x3e\x40-\x7e]*")
+# Printable ASCII without tabs: where libyaml and PyYAML's Python scanner agree (they differ
+# on tabs, control and non-ASCII characters, and word their errors differently).
+_PLAIN_TEXT = re.compile(r"[\n\x20-\x7e]*")
 
 _CLoader: Any = None
 if getattr(yaml, "__with_libyaml__", False):
@@ -188,8 +187,10 @@ if getattr(yaml, "__with_libyaml__", False):
         def compose_node(self, parent: Any, index: Any) -> Any:
             event = self.peek_event()
             if getattr(event, "tag", None) is not None or (
-                isinstance(event, yaml.ScalarEvent) and event.value == "" and event.style not in ("'", '"')
-            ):  # explicit tags and empty values: libyaml's events differ there (tag, position)
+                isinstance(event, yaml.ScalarEvent)
+                and event.style not in ("'", '"')
+                and (event.value == "" or "?" in event.value)
+            ):  # explicit tags, empty values, '?' in a plain value: libyaml reads those differently
                 raise _NotPlain()
             return super().compose_node(parent, index)
 
