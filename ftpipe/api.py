@@ -23,8 +23,8 @@ def validate(path: str | Path) -> list[Problem]:
 
 def plan(path: str | Path):
     """The step graph with cache keys. Raises ``PipelineInvalid`` for an invalid file."""
-    from ftpipe.engine import load_checked
     from ftpipe.plan import build_plan
+    from ftpipe.spec.validate import load_checked
 
     p = Path(path)
     return build_plan(load_checked(p).pipeline, p)

@@ -192,6 +192,18 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
     return out
 
 
+def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
+    """:func:`load`, raising ``PipelineInvalid`` (every problem in its message) for an invalid file."""
+    from ftpipe.errors import PipelineInvalid
+
+    loaded = load(path, env=env)
+    if loaded.problems:
+        lines = [f"{path}: {len(loaded.problems)} problem{'s' if len(loaded.problems) > 1 else ''}"]
+        lines += [f"  {p}" for p in loaded.problems]
+        raise PipelineInvalid("\n".join(lines), loaded.problems)
+    return loaded
+
+
 def _check_secret_refs(doc: Document, secret_at: frozenset[tuple], pipeline: Any, problem: Any) -> None:
     """A credential variable in a plain field would be resolved into plans, logs, the run
     store and model cards: only a Secret field may reference it."""
