@@ -10,8 +10,21 @@ The Python API the CLI is built on::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from ftpipe.api import load, plan, run, validate  # noqa: E402
-
 __all__ = ["__version__", "load", "plan", "run", "validate"]
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ftpipe.api import load, plan, run, validate
+
+
+def __getattr__(name: str) -> Any:
+    # The API is imported on first use: `import ftpipe` (which every `ftpipe.*` import runs)
+    # then costs nothing, and `ftpipe --help` does not build the pipeline models.
+    if name in ("load", "plan", "run", "validate"):
+        from ftpipe import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'ftpipe' has no attribute {name!r}")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ftpipe.spec.validate import Loaded, Problem
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ftpipe.spec.validate import Loaded, Problem
 
 
 def load(path: str | Path) -> Loaded:
@@ -22,8 +23,8 @@ def validate(path: str | Path) -> list[Problem]:
 
 def plan(path: str | Path):
     """The step graph with cache keys. Raises ``PipelineInvalid`` for an invalid file."""
-    from ftpipe.engine import load_checked
     from ftpipe.plan import build_plan
+    from ftpipe.spec.validate import load_checked
 
     p = Path(path)
     return build_plan(load_checked(p).pipeline, p)

@@ -21,14 +21,14 @@ import yaml
 
 from ftpipe import __version__, errors
 from ftpipe.contracts import CHECKPOINTS, StepContext, StepResult
-from ftpipe.errors import FtpipeError, PipelineInvalid, UsageError
+from ftpipe.errors import FtpipeError, UsageError
 from ftpipe.faults import DiskFull, no_room, release_room, reserved_room, store_full
 from ftpipe.heap import frozen_heap
 from ftpipe.plan import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import interpolate, redact
-from ftpipe.spec.validate import Loaded, load, path_str
+from ftpipe.spec.validate import Loaded, load_checked, path_str
 from ftpipe.steplog import library_logs_to
 from ftpipe.store import RunStore, default_store, now_iso
 
@@ -47,15 +47,6 @@ class Prepared:
     secrets: tuple[str, ...]
     redacted: dict  # the pipeline as data: non-secret references resolved, secrets as references, secret values ***
     unset_secrets: tuple[str, ...] = ()  # secret variables left to the remote side's environment
-
-
-def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
-    loaded = load(path, env=env)
-    if loaded.problems:
-        lines = [f"{path}: {len(loaded.problems)} problem{'s' if len(loaded.problems) > 1 else ''}"]
-        lines += [f"  {p}" for p in loaded.problems]
-        raise PipelineInvalid("\n".join(lines), loaded.problems)
-    return loaded
 
 
 def prepare(path: Path, *, env: Mapping[str, str] | None = None, secrets_elsewhere: bool = False) -> Prepared:

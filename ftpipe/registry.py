@@ -17,9 +17,11 @@ metric where higher is better). ``Plugin.caps`` is what the core reads.
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, create_model
@@ -158,6 +160,56 @@ def missing_for_caps(obj: Any, caps: Any) -> list[str]:
     return [f"{m} (caps)" for m in wanted if not callable(getattr(obj, m, None))]
 
 
+# a group header of ours in an entry_points.txt (importlib.metadata strips the line first)
+_OUR_GROUP = re.compile(rb"^[ \t]*\[ftpipe\.", re.MULTILINE)
+
+
+def _plugins_may_be_installed() -> bool:
+    """False when no installed distribution declares an ftpipe entry point. A quick look at
+    each ``entry_points.txt`` on ``sys.path``: importing and running importlib.metadata's full
+    scan costs more than the rest of ``ftpipe validate``, and almost always finds nothing.
+    Anything this look cannot see through (a zip on ``sys.path``, a custom distribution
+    finder) answers True, and the full scan decides."""
+    from importlib.machinery import PathFinder
+
+    if any(hasattr(f, "find_distributions") and f is not PathFinder for f in sys.meta_path):
+        return True
+    for entry in sys.path:
+        if not isinstance(entry, str):
+            return True
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            if os.path.isfile(entry):
+                return True
+            continue
+        infos = [os.path.join(entry, n) for n in names if n.endswith((".dist-info", ".egg-info"))]
+        if entry.endswith(".egg"):
+            infos.append(os.path.join(entry, "EGG-INFO"))
+        for info in infos:
+            try:
+                with open(os.path.join(info, "entry_points.txt"), "rb") as f:
+                    if _OUR_GROUP.search(f.read()):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
+class _NoEntryPoints:
+    def select(self, **_: Any) -> tuple:
+        return ()
+
+
+def entry_points() -> Any:
+    """The installed distributions' entry points (``importlib.metadata.entry_points()``)."""
+    if not _plugins_may_be_installed():
+        return _NoEntryPoints()
+    from importlib.metadata import entry_points as scan
+
+    return scan()
+
+
 @lru_cache(maxsize=1)
 def plugins() -> dict[str, dict[str, Plugin]]:
     """All plugins by kind and name: built-ins, then entry points."""
@@ -228,20 +280,57 @@ def metric_caps(name: str) -> MetricCaps:
     return MetricCaps()
 
 
-def _union(kind: str) -> Any:
-    disc = KINDS[kind][1]
-    models = tuple(p.config_model for p in plugins()[kind].values())
-    return Annotated[Union[models], Field(discriminator=disc)]
+def _union(kind: str, models: tuple[type[BaseModel], ...]) -> Any:
+    return Annotated[Union[models], Field(discriminator=KINDS[kind][1])]
+
+
+def _models(kind: str, names: Any) -> tuple[type[BaseModel], ...]:
+    table = plugins()[kind]
+    return tuple(m for n in names if (m := table[n].config_model) is not None)
 
 
 @lru_cache(maxsize=1)
 def pipeline_model() -> type[BaseModel]:
     """The Pipeline model with every registered trainer, target and executor."""
-    targets: Any = list[_union("target")]  # type: ignore[misc]
+    return _pipeline_model(*(_models(kind, plugins()[kind]) for kind in ("trainer", "target", "executor")))
+
+
+@lru_cache(maxsize=32)
+def _pipeline_model(
+    trainers: tuple[type[BaseModel], ...], targets: tuple[type[BaseModel], ...], executors: tuple[type[BaseModel], ...]
+) -> type[BaseModel]:
+    target_list: Any = list[_union("target", targets)]  # type: ignore[misc]
     return create_model(
         "Pipeline",
         __base__=m.PipelineBase,
-        trainer=(_union("trainer"), ...),
-        deploy=(targets, []),
-        executor=(_union("executor"), Field(default_factory=lambda: {"type": "local"}, validate_default=True)),
+        trainer=(_union("trainer", trainers), ...),
+        deploy=(target_list, []),
+        executor=(
+            _union("executor", executors),
+            Field(default_factory=lambda: {"type": "local"}, validate_default=True),
+        ),
     )
+
+
+def pipeline_model_for(data: Any) -> type[BaseModel]:
+    """A Pipeline model that validates ``data`` (the raw file) exactly as :func:`pipeline_model`
+    does, with only the trainer, targets and executor that ``data`` names in its unions.
+    Building the model is most of ``ftpipe validate``'s time, and a discriminated union
+    validates a block by its tag alone, so the other members change nothing. When a block's
+    tag is missing, unknown or not text, the errors list every member: the full model."""
+    table = plugins()
+
+    def tag(block: Any, kind: str) -> str | None:
+        disc = KINDS[kind][1]
+        name = block.get(disc) if isinstance(block, dict) else None
+        return name if isinstance(name, str) and name in table[kind] else None
+
+    trainer = tag(data.get("trainer"), "trainer") if isinstance(data, dict) else None
+    executor = tag(data.get("executor", {"type": "local"}), "executor") if isinstance(data, dict) else None
+    deploy = data.get("deploy", []) if isinstance(data, dict) else None
+    targets = [tag(t, "target") for t in deploy] if isinstance(deploy, list) else [None]
+    if trainer is None or executor is None or None in targets:
+        return pipeline_model()
+    # with no deploy entries the target union validates nothing: any one member will do
+    used = [n for n in table["target"] if n in targets] or [next(iter(table["target"]))]
+    return _pipeline_model(_models("trainer", [trainer]), _models("target", used), _models("executor", [executor]))

@@ -63,8 +63,8 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 )
 def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
     """Show the step graph, each step's cache key, and which steps are cached."""
-    from ftpipe.engine import load_checked
     from ftpipe.plan import build_plan
+    from ftpipe.spec.validate import load_checked
     from ftpipe.store import RunStore, default_store
 
     path = Path(file)
@@ -166,7 +166,7 @@ def run(
     """Run a pipeline: cached steps are skipped, interrupted ones resume."""
     from ftpipe import registry
     from ftpipe.contracts import RunRequest
-    from ftpipe.engine import load_checked
+    from ftpipe.spec.validate import load_checked
 
     path = Path(file)
     loaded = load_checked(path)

@@ -73,7 +73,7 @@ def _subsequence(short: str, long: str) -> bool:
 
 def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str | None = None) -> Loaded:
     """Read, parse and validate a pipeline file. Secrets stay ``${env:...}`` references."""
-    from ftpipe.registry import pipeline_model  # light, but keeps import order simple
+    from ftpipe.registry import pipeline_model_for  # light, but keeps import order simple
 
     p = Path(path)
     shown = display or str(path)
@@ -151,7 +151,7 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         )
         return out
 
-    model = pipeline_model()
+    model = pipeline_model_for(doc.data)
     from ftpipe.spec.secrets import secret_paths
 
     secret_at = secret_paths(model, doc.data)
@@ -190,6 +190,18 @@ def load(path: str | Path, *, env: Mapping[str, str] | None = None, display: str
         out.pipeline = None
     out.problems.sort(key=lambda pr: (pr.line, pr.col))
     return out
+
+
+def load_checked(path: Path, *, env: Mapping[str, str] | None = None) -> Loaded:
+    """:func:`load`, raising ``PipelineInvalid`` (every problem in its message) for an invalid file."""
+    from ftpipe.errors import PipelineInvalid
+
+    loaded = load(path, env=env)
+    if loaded.problems:
+        lines = [f"{path}: {len(loaded.problems)} problem{'s' if len(loaded.problems) > 1 else ''}"]
+        lines += [f"  {p}" for p in loaded.problems]
+        raise PipelineInvalid("\n".join(lines), loaded.problems)
+    return loaded
 
 
 def _check_secret_refs(doc: Document, secret_at: frozenset[tuple], pipeline: Any, problem: Any) -> None:

@@ -8,6 +8,7 @@ nesting depth and alias expansion have limits, each reported as a ``YamlProblem`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,22 +87,34 @@ def load_yaml(text: str) -> Document:
             f"the file is {len(text):,} characters long; a pipeline file is at most "
             f"{MAX_BYTES // 1024} KiB (keep data in data files, not in the pipeline)",
         )
+    if _CLoader is not None and _PLAIN_TEXT.fullmatch(text):
+        try:
+            doc = _compose(_CLoader(text))
+            if doc.data is not None:  # (an empty document's position differs; nothing to gain there)
+                return doc
+        except (yaml.YAMLError, YamlProblem):
+            pass  # the pure-Python loader below says what is wrong, in its own words
     try:
         loader = _Loader(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters before parsing starts
         raise _reader_problem(exc, text) from None
     try:
-        node = loader.get_single_node()
-        doc = Document(data=None)
-        if node is not None:
-            doc.data = _Builder(doc, loader).build(node)
-        return doc
+        return _compose(loader)
     except YamlProblem:
         raise
     except yaml.MarkedYAMLError as exc:
         raise _explain(exc, text) from None
     except yaml.YAMLError as exc:
         raise _reader_problem(exc, text) from None
+
+
+def _compose(loader: Any) -> Document:
+    try:
+        node = loader.get_single_node()
+        doc = Document(data=None)
+        if node is not None:
+            doc.data = _Builder(doc, loader).build(node)
+        return doc
     finally:
         loader.dispose()
 
@@ -122,27 +135,70 @@ def _reader_problem(exc: yaml.YAMLError, text: str) -> YamlProblem:
     return YamlProblem(1, 1, f"YAML error: {exc}")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose composer refuses nesting deeper than ``MAX_DEPTH`` (it recurses
-    once per level, so the input would otherwise decide how deep Python recurses) and
-    more than ``MAX_VALUES`` nodes."""
+class _Limits:
+    """A composer that refuses nesting deeper than ``MAX_DEPTH`` (it recurses once per level,
+    so the input would otherwise decide how deep Python recurses) and more than
+    ``MAX_VALUES`` nodes."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
+    _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
         self._nodes += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise YamlProblem(*_mark(self.peek_event()), _too_deep())
+                raise YamlProblem(*_mark(self.peek_event()), _too_deep())  # type: ignore[attr-defined]
             if self._nodes > MAX_VALUES:
-                raise YamlProblem(*_mark(self.peek_event()), _too_many())
-            return super().compose_node(parent, index)
+                raise YamlProblem(*_mark(self.peek_event()), _too_many())  # type: ignore[attr-defined]
+            return super().compose_node(parent, index)  # type: ignore[misc]
         finally:
             self._depth -= 1
+
+
+class _Loader(_Limits, yaml.SafeLoader):
+    """PyYAML's pure-Python safe loader with the limits: its messages are the ones ftpipe explains."""
+
+
+# Printable ASCII without tabs: where libyaml and PyYAML's Python scanner agree (they differ
+# on tabs, control and non-ASCII characters, and word their errors differently).
+_PLAIN_TEXT = re.compile(r"[\n\x20-\x7e]*")
+
+_CLoader: Any = None
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _LibyamlLoader(
+        _Limits,
+        yaml.composer.Composer,
+        yaml.cyaml.CParser,
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+    ):
+        """libyaml's parser (C) feeding the same Python composer, limits and constructor as
+        :class:`_Loader`: the same nodes, marks and values, several times faster. Only for
+        ``_PLAIN_TEXT``; on any error the pure-Python loader runs again to report it."""
+
+        def __init__(self, stream: str) -> None:
+            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if getattr(event, "tag", None) is not None or (
+                isinstance(event, yaml.ScalarEvent)
+                and event.style not in ("'", '"')
+                and (event.value == "" or "?" in event.value)
+            ):  # explicit tags, empty values, '?' in a plain value: libyaml reads those differently
+                raise _NotPlain()
+            return super().compose_node(parent, index)
+
+    _CLoader = _LibyamlLoader
+
+
+class _NotPlain(yaml.YAMLError):
+    """The text is one that libyaml and PyYAML's Python parser may read differently."""
 
 
 def _too_many() -> str:
@@ -159,7 +215,7 @@ class _Builder:
     point at their own ancestors), so depth and the number of values are counted here too."""
 
     doc: Document
-    loader: yaml.SafeLoader
+    loader: Any  # _Loader or _CLoader
     values: int = 0
 
     def build(self, node: yaml.Node, path: tuple = (), depth: int = 0) -> Any:
@@ -205,7 +261,7 @@ class _Builder:
         return out
 
 
-def _scalar(node: yaml.Node, loader: yaml.SafeLoader) -> Any:
+def _scalar(node: yaml.Node, loader: Any) -> Any:
     if isinstance(node, yaml.ScalarNode):
         return loader.construct_object(node, deep=True)
     raise YamlProblem(*_mark(node), "a mapping or list cannot be used as a key")
