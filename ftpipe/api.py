@@ -23,7 +23,7 @@ def validate(path: str | Path) -> list[Problem]:
 
 def plan(path: str | Path):
     """The step graph with cache keys. Raises ``PipelineInvalid`` for an invalid file."""
-    from ftpipe.plan import build_plan
+    from ftpipe.planner import build_plan
     from ftpipe.spec.validate import load_checked
 
     p = Path(path)

@@ -24,7 +24,7 @@ from ftpipe.contracts import CHECKPOINTS, StepContext, StepResult
 from ftpipe.errors import FtpipeError, UsageError
 from ftpipe.faults import DiskFull, no_room, release_room, reserved_room, store_full
 from ftpipe.heap import frozen_heap
-from ftpipe.plan import Plan, PlannedStep, build_plan
+from ftpipe.planner import Plan, PlannedStep, build_plan
 from ftpipe.progress import Reporter
 from ftpipe.signals import sigterm_as_interrupt
 from ftpipe.spec.interpolate import interpolate, redact

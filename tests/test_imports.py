@@ -42,7 +42,7 @@ def test_light_commands_import_no_heavy_library(args: list[str]) -> None:
 # ftpipe's own modules each light command leaves alone: work it does not need to do
 OWN_UNUSED = {
     "--help": ("ftpipe.spec", "ftpipe.registry", "ftpipe.api", "pydantic.main"),  # no pipeline model is built
-    "validate": ("ftpipe.engine", "ftpipe.store", "ftpipe.plan", "ftpipe.evaluation", "ftpipe.trainers"),
+    "validate": ("ftpipe.engine", "ftpipe.store", "ftpipe.planner", "ftpipe.evaluation", "ftpipe.trainers"),
     "plan": ("ftpipe.engine", "ftpipe.evaluation.step", "ftpipe.trainers", "ftpipe.executors", "ftpipe.deploy"),
 }
 
@@ -78,3 +78,16 @@ def test_only_short_lived_commands_run_without_the_cycle_collector(args: list[st
     proc = subprocess.run([sys.executable, "-c", _PROBE, *args], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == f"collector {collector}"
+
+
+def test_the_python_api_names_stay_functions_once_every_module_is_loaded() -> None:
+    # a submodule named like an API function would replace it on the package when imported
+    code = (
+        "import ftpipe, ftpipe.engine, ftpipe.planner, ftpipe.cli.commands\n"
+        "p = ftpipe.plan('pipelines/quickstart.yaml')\n"
+        "assert [s.id for s in p.steps][:2] == ['prepare', 'train'], p\n"
+        "assert all(callable(getattr(ftpipe, n)) for n in ('load', 'plan', 'run', 'validate'))\n"
+        "assert ftpipe.validate('pipelines/quickstart.yaml') == []\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

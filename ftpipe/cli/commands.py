@@ -63,7 +63,7 @@ def validate(files: tuple[str, ...], as_json: bool) -> None:
 )
 def plan(file: str, as_json: bool, store: str | None, check: bool) -> None:
     """Show the step graph, each step's cache key, and which steps are cached."""
-    from ftpipe.plan import build_plan
+    from ftpipe.planner import build_plan
     from ftpipe.spec.validate import load_checked
     from ftpipe.store import RunStore, default_store
 

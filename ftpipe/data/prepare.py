@@ -22,7 +22,7 @@ from ftpipe.data.formats import Invalid
 from ftpipe.data.readers import RowError, read_hub, read_local
 from ftpipe.data.tokens import TokenCounter
 from ftpipe.errors import StepError
-from ftpipe.plan import resolve_local_files
+from ftpipe.planner import resolve_local_files
 
 ROLES = ("system", "user", "assistant", "tool")
 SPLITS = ("train", "validation", "test")

@@ -3,7 +3,7 @@
 YAML front matter the Hub understands (``base_model``, ``library_name``, ``tags``,
 ``datasets``), then where the model came from: base model, data fingerprint, pipeline
 name and hash, hyperparameters, the evaluation table and the command that reproduces it.
-The trainer config goes through :func:`ftpipe.plan.strip_secrets` and the finished text
+The trainer config goes through :func:`ftpipe.planner.strip_secrets` and the finished text
 through :func:`ftpipe.spec.interpolate.redact`: a card never carries a secret.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ftpipe.contracts import ModelRef, StepContext
-from ftpipe.plan import strip_secrets
+from ftpipe.planner import strip_secrets
 from ftpipe.spec.interpolate import redact
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -47,7 +47,7 @@ def data_fingerprint(ctx: StepContext) -> str:
             return fp
     except (OSError, ValueError):
         pass
-    from ftpipe.plan import data_fingerprint as compute
+    from ftpipe.planner import data_fingerprint as compute
 
     return compute(ctx.pipeline, ctx.base_dir)
 

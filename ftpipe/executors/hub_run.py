@@ -117,7 +117,7 @@ def input_files(ctx: RemoteContext, *, allow_outside: bool) -> tuple[Path, list[
 
     A remote run uploads them: a path outside the pipeline's repository (``../../.ssh/id_rsa``)
     is refused unless the executor says ``upload_outside_repo: true``."""
-    from ftpipe.plan import resolve_local_files
+    from ftpipe.planner import resolve_local_files
 
     resolved = ctx.prepared.resolved
     pipeline = ctx.path.resolve()

@@ -180,7 +180,7 @@ class RayBackend:
 
     def working_root(self) -> Path:
         """The folder uploaded as working_dir: the pipeline's, widened to hold local inputs."""
-        from ftpipe.plan import resolve_local_files
+        from ftpipe.planner import resolve_local_files
 
         pipeline = self.ctx.prepared.loaded.pipeline
         base = self.ctx.path.resolve().parent

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ftpipe.engine import execute, load_checked
     from ftpipe.errors import EXIT_STEP_FAILED, FtpipeError
-    from ftpipe.plan import build_plan
+    from ftpipe.planner import build_plan
     from ftpipe.progress import Reporter
 
     path = Path(args.pipeline)

@@ -191,7 +191,7 @@ def test_push_uploads_the_gguf_folder_to_the_hub(hub, tmp_path, adapter):
 
 
 def test_gguf_target_validates_and_plans(tmp_path):
-    from ftpipe.plan import strip_secrets
+    from ftpipe.planner import strip_secrets
     from ftpipe.registry import get
     from tests.deploy.test_local_deploy import make_pipeline
 

@@ -308,7 +308,7 @@ def test_model_card_contents(tmp_path, artifacts):
 
 def test_model_card_for_builtin_base_without_evaluation(tmp_path, artifacts):
     from ftpipe.deploy.modelcard import build_model_card
-    from ftpipe.plan import data_fingerprint
+    from ftpipe.planner import data_fingerprint
 
     ctx = make_ctx(tmp_path, pipeline_doc([{"type": "local"}]), inputs={"train": artifacts["full"]})
     card = build_model_card(ctx, ModelRef.read(artifacts["full"]), adapter=False, location="/srv/m")

@@ -13,7 +13,7 @@ import pytest
 
 from ftpipe.errors import RemoteError, UsageError
 from ftpipe.models import sources
-from ftpipe.plan import build_plan
+from ftpipe.planner import build_plan
 from ftpipe.spec.validate import load
 from tests.fakes.hub_server import hub_fixture  # noqa: F401 - the `hub` fixture
 
@@ -94,7 +94,7 @@ def _train_key(path: Path) -> str:
 
 
 def test_the_model_fingerprint_follows_the_gguf_bytes_not_its_path(tmp_path: Path) -> None:
-    from ftpipe.plan import model_fingerprint
+    from ftpipe.planner import model_fingerprint
 
     payload = b"GGUF" + bytes(range(256)) * 64
     (tmp_path / "a").mkdir()
@@ -131,7 +131,7 @@ def test_plan_of_the_smollm2_pipeline_keys_on_the_package_file_digest() -> None:
     path = REPO / "pipelines" / "recipes-smollm2.yaml"
     loaded = load(path)
     assert loaded.problems == []
-    from ftpipe.plan import model_fingerprint
+    from ftpipe.planner import model_fingerprint
 
     digest = sources.file_digest(sources.package_file(SMOLLM2))
     assert sources.gguf_fingerprint(SMOLLM2, path.parent) == {"gguf_sha256": digest}

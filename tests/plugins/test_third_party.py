@@ -95,7 +95,7 @@ def test_validation_rules_follow_the_declared_caps(plugin: Any, tmp_path: Path) 
 
 
 def _plan(path: Path) -> Any:
-    from ftpipe.plan import build_plan
+    from ftpipe.planner import build_plan
     from ftpipe.spec.validate import load
 
     loaded = load(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ftpipe.plan import build_plan
+from ftpipe.planner import build_plan
 from ftpipe.spec.validate import load
 
 REPO = Path(__file__).resolve().parents[2]

@@ -64,7 +64,7 @@ def check_validate(folder: Path, text: str | bytes) -> None:
     try:
         loaded = load(f, env={})  # never raises for a problem in the file
         if loaded.ok:
-            from ftpipe.plan import build_plan
+            from ftpipe.planner import build_plan
 
             try:
                 build_plan(loaded.pipeline, f)
