@@ -209,26 +209,13 @@ class GgufDeploy:
         return StepResult(metrics={"bytes": doc["bytes"]}, summary=summary)
 
     def _push(self, ctx: StepContext, target: GgufTarget, folder: Path) -> dict:
-        from ftpipe.deploy.hf_hub import hf_api, repo_url, upload_folder, with_retries
+        from ftpipe.deploy.hf_hub import ensure_repo, hf_api, repo_url, upload_folder
         from ftpipe.remote.hf import hub_errors
 
         push = target.push
         assert push is not None
         api = hf_api(push.token)
-        with hub_errors(f"create repo {push.repo}"):
-            with_retries(
-                lambda: api.create_repo(push.repo, private=push.private, exist_ok=True),
-                what=f"create {push.repo}",
-                log=ctx.log,
-                secrets=ctx.secrets,
-            )
-            if push.revision != "main":
-                with_retries(
-                    lambda: api.create_branch(push.repo, branch=push.revision, exist_ok=True),
-                    what=f"create branch {push.revision}",
-                    log=ctx.log,
-                    secrets=ctx.secrets,
-                )
+        ensure_repo(api, push.repo, private=push.private, revision=push.revision, ctx=ctx)
         ctx.log(f"gguf deploy: uploading to {push.repo}@{push.revision}")
         with hub_errors(f"upload to {push.repo}"):
             info = upload_folder(

@@ -78,6 +78,28 @@ def upload_folder(
     return with_retries(push, what=f"upload to {repo_id}", log=ctx.log, secrets=ctx.secrets)
 
 
+def ensure_repo(api: Any, repo_id: str, *, private: bool, revision: str, ctx: StepContext) -> str:
+    """Create the model repo (and the ``revision`` branch unless it is main) if missing,
+    retried on transient failures; returns the repo's URL."""
+    with hub_errors(f"create repo {repo_id}"):
+        url = str(
+            with_retries(
+                lambda: api.create_repo(repo_id, private=private, exist_ok=True),
+                what=f"create {repo_id}",
+                log=ctx.log,
+                secrets=ctx.secrets,
+            )
+        )
+        if revision != "main":
+            with_retries(
+                lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
+                what=f"create branch {revision}",
+                log=ctx.log,
+                secrets=ctx.secrets,
+            )
+    return url
+
+
 def repo_url(api: Any, repo_id: str, repo_type: str = "model") -> str:
     prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}[repo_type]
     return f"{api.endpoint.rstrip('/')}/{prefix}{repo_id}"
@@ -104,22 +126,7 @@ class HubDeploy:
             folder.mkdir()
             marker = export_model(ctx, folder, merge=target.merge, what=what, repo_id=target.repo)
             files = list_files(folder)
-            with hub_errors(f"create repo {target.repo}"):
-                url = str(
-                    with_retries(
-                        lambda: api.create_repo(target.repo, private=target.private, exist_ok=True),
-                        what=f"create {target.repo}",
-                        log=ctx.log,
-                        secrets=ctx.secrets,
-                    )
-                )
-                if target.revision != "main":
-                    with_retries(
-                        lambda: api.create_branch(target.repo, branch=target.revision, exist_ok=True),
-                        what=f"create branch {target.revision}",
-                        log=ctx.log,
-                        secrets=ctx.secrets,
-                    )
+            url = ensure_repo(api, target.repo, private=target.private, revision=target.revision, ctx=ctx)
             ctx.log(f"{what}: uploading {len(files)} files to {target.revision}")
             with hub_errors(f"upload to {target.repo}"):
                 info = upload_folder(
