@@ -7,29 +7,12 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
-from tests.fakes.hub_model import (  # noqa: F401 - shared by the route modules
-    _ACTIVE_SPACE_STAGES,
-    _ENDPOINTS_PATH,
-    _PLURAL,
-    _REGULAR_MAX_SIZE,
+from tests.fakes.hub_model import (
     _SERVING_PATH,
-    _URL_PREFIX,
-    REPO_TYPES,
-    SpaceRunner,
-    _Blob,
-    _Commit,
-    _Fault,
-    _front_matter,
-    _gitattributes,
     _HttpError,
     _json,
     _now,
-    _Repo,
-    _repo_not_found,
     _Response,
-    _setting,
-    _SpaceState,
-    git_blob_sha1,
 )
 
 if TYPE_CHECKING:

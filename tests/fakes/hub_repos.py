@@ -11,28 +11,15 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
-from tests.fakes.hub_model import (  # noqa: F401 - shared by the route modules
-    _ACTIVE_SPACE_STAGES,
-    _ENDPOINTS_PATH,
+from tests.fakes.hub_model import (
     _PLURAL,
-    _REGULAR_MAX_SIZE,
-    _SERVING_PATH,
-    _URL_PREFIX,
-    REPO_TYPES,
-    SpaceRunner,
     _Blob,
     _Commit,
-    _Fault,
     _front_matter,
-    _gitattributes,
     _HttpError,
     _json,
-    _now,
     _Repo,
-    _repo_not_found,
     _Response,
-    _setting,
-    _SpaceState,
     git_blob_sha1,
 )
 

@@ -43,8 +43,6 @@ Inference Endpoints: each GET moves a new (or resumed, or updated) endpoint one 
 
 from __future__ import annotations
 
-from tests.fakes._http import read_body
-
 import fnmatch
 import hashlib
 import http.server
@@ -65,35 +63,33 @@ from urllib.parse import parse_qs, unquote
 
 import pytest
 
-from tests.fakes.hub_model import (  # noqa: F401 - shared by the route modules
-    REPO_TYPES,
-    _ACTIVE_SPACE_STAGES,
+from tests.fakes._http import read_body
+from tests.fakes.hub_endpoints import _EndpointsApi
+from tests.fakes.hub_jobs import JobsState, _JobsApi
+from tests.fakes.hub_model import (
     _ENDPOINTS_PATH,
     _PLURAL,
     _REGULAR_MAX_SIZE,
     _SERVING_PATH,
     _URL_PREFIX,
+    REPO_TYPES,
+    SpaceRunner,
     _Blob,
     _Commit,
     _Fault,
-    _HttpError,
-    _Repo,
-    _Response,
-    _SpaceState,
     _front_matter,
     _gitattributes,
+    _HttpError,
     _json,
     _now,
+    _Repo,
     _repo_not_found,
+    _Response,
     _setting,
-    git_blob_sha1,
-    SpaceRunner,
+    _SpaceState,
 )
-from tests.fakes.hub_endpoints import _EndpointsApi
-from tests.fakes.hub_jobs import JobsState, _JobsApi
 from tests.fakes.hub_repos import _RepoApi, lfs_batch, lfs_object, resolve
 from tests.fakes.hub_spaces import runtime_dict, start_space
-
 
 # --------------------------------------------------------------------------------------------
 # The server

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.hub_server import HubServer, git_blob_sha1, hub_fixture, point_clients_at
+from tests.fakes.hub_model import git_blob_sha1
+from tests.fakes.hub_server import HubServer, hub_fixture, point_clients_at
 
 __all__ = ["hub_fixture"]  # importing the fixture registers `hub` for this module
 
