@@ -179,9 +179,6 @@ class RemoteRun:
 
     def in_flight(self) -> dict | None:
         """The request a runner submitted and has not seen end, if any."""
-        return self._read_state()
-
-    def _read_state(self) -> dict | None:
         try:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
@@ -231,7 +228,7 @@ class RemoteRun:
         return state
 
     def _reattach(self) -> dict | None:
-        state = self._read_state()
+        state = self.in_flight()
         if state is None:
             return None
         if state.get("fingerprint") != self.ctx.fingerprint:
