@@ -171,12 +171,15 @@ def _dedupe_key(rec: dict, line: str) -> str:
 
 
 def _tokenizer_threads() -> int:
-    """One core stays with the main thread (reading, checking, rendering); up to 4 others
-    tokenize."""
+    """One tokenizing thread a core, up to 4. The Rust tokenizer runs single-threaded here
+    (the engine sets TOKENIZERS_PARALLELISM=false) and costs more per row than the main
+    thread's reading, checking and rendering, so a tokenizer thread on every core, the main
+    thread among them, keeps every core busy: on 2 cores, 1M chat rows in 30 s instead of
+    36 s with one tokenizer thread (benchmarks/bench_prepare.py)."""
     import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, cores - 1))
+    return max(1, min(4, cores))
 
 
 def run_prepare(ctx: StepContext) -> StepResult:
@@ -235,7 +238,8 @@ def run_prepare(ctx: StepContext) -> StepResult:
                 keep(done, future.result(), out)
 
         # the per-row loop: what it looks up is looked up once
-        dedupe, system_prompt, blake2b, dumps = ds.dedupe, ds.system_prompt, hashlib.blake2b, json.dumps
+        dedupe, system_prompt, blake2b = ds.dedupe, ds.system_prompt, hashlib.blake2b
+        dumps = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(rec, ensure_ascii=False), built once
         shapes = [(s.format, s.columns) for s in sources]
         rows_read = [0] * len(sources)
         for i, split, (where, n, row) in mixture.iter_rows(ctx):
@@ -249,7 +253,7 @@ def run_prepare(ctx: StepContext) -> StepResult:
             except Invalid as exc:
                 chunk.invalid.add(where, n, exc.rule, exc.message)
                 continue
-            line = dumps(rec, ensure_ascii=False) + "\n"
+            line = dumps(rec) + "\n"
             if dedupe:
                 digest = blake2b(_dedupe_key(rec, line).encode(), digest_size=8).digest()
                 if digest in seen:
