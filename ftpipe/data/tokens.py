@@ -5,7 +5,8 @@ characters a token) for hosted models.
 Counting is split in two so that the prepare step can overlap them: ``TokenCounter.plan``
 (Python: render the chunk's conversations) and ``TokenCounter.finish`` (the Rust tokenizer,
 which releases the GIL, so a worker thread runs it while the next chunk is read). The
-tokenizer is loaded once per process for each model."""
+tokenizer is loaded once per process for each model. A prefix every rendered conversation
+shares (a default or dataset-wide system prompt) is tokenized once (``SharedPrefix``)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class TokenCounter:
         self.per_message = 4
         self.templated = False  # counts come from the model's chat template
         self.renderer: Any = None
+        self.prefix: SharedPrefix | None = None
         caps = getattr(type(ctx.pipeline.trainer), "caps", None)  # the trainer plugin's declaration
         if caps is not None and caps.prepare_tokenizer:
             self._load(ctx)
@@ -109,6 +111,7 @@ class TokenCounter:
             from ftpipe.data.template_tokens import BatchRenderer
 
             self.renderer = BatchRenderer(self.tok)
+            self.prefix = SharedPrefix(self.tok)
 
     def count(self, records: list[dict]) -> list[int]:
         return self.finish(self.plan(records))
@@ -123,6 +126,8 @@ class TokenCounter:
 
             texts, owners, templated = render_records(self.renderer, records)
             base = [b if n is None else 0 for b, n in zip(base, templated, strict=True)]
+            if self.prefix is not None:
+                texts = self.prefix.cut(texts, owners, base)
             rest = [i for i, n in enumerate(templated) if n is None]
         for i in rest:
             text = record_text(records[i])
@@ -138,6 +143,96 @@ class TokenCounter:
         for i, n in zip(plan.owners, encoded_lengths(self.tok, plan.texts), strict=True):
             counts[i] += n
         return counts
+
+
+class SharedPrefix:
+    """Counts once the tokens of a prefix that every rendered conversation starts with: a
+    template's default system prompt (SmolLM2, Qwen2.5, Llama 3.1 add one to every
+    conversation) or ``dataset.system_prompt``, often half of a short example's tokens.
+
+    A Hugging Face tokenizer splits its input at added tokens (``<|im_start|>``, ...) before
+    anything else and tokenizes the pieces between them on their own, so a text that starts
+    with ``P``, where ``P`` ends with an added token, has ``tokens(P) + tokens(rest)`` tokens.
+    ``P`` is learned from the first chunk's texts (``_learn``). It is used only with
+    tokenizers whose pieces do not depend on where they stand (no Metaspace or Prepend, which
+    treat the first piece of a text differently), and only once whole-text counts of the
+    first chunk agree with it; a text without the prefix is counted whole."""
+
+    MIN_TOKENS = 4  # a shorter prefix saves less than looking for it costs
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        self.text: str | None = None  # the prefix, once learned and checked
+        self.tokens = 0
+        self.learned = False
+        self.boundaries = _piece_boundaries(tok)  # added tokens a piece may end at; () = never
+        if not self.boundaries:
+            self.learned = True  # nothing to learn: this tokenizer is counted whole
+
+    def cut(self, texts: list[str], owners: list[int], base: list[int]) -> list[str]:
+        """``texts`` with the prefix cut off where they have it, its tokens added to the
+        owner's ``base`` instead."""
+        if not self.learned and len(texts) >= 2:
+            self._learn(texts)
+        prefix, n = self.text, self.tokens
+        if prefix is None:
+            return texts
+        k = len(prefix)
+        out = []
+        for text, owner in zip(texts, owners, strict=True):
+            if text.startswith(prefix):
+                out.append(text[k:])
+                base[owner] += n
+            else:
+                out.append(text)
+        return out
+
+    def _learn(self, texts: list[str]) -> None:
+        """The prefix that saves the most characters among those neighbouring texts of the
+        first chunk share (so rows with their own system message do not hide the default
+        one), checked against whole-text counts of that chunk."""
+        import os.path
+        from collections import Counter
+        from itertools import pairwise
+
+        self.learned = True
+        shared: Counter[str] = Counter()
+        for a, b in pairwise(texts):
+            common = os.path.commonprefix([a, b])
+            end = max((common.rfind(t) + len(t) for t in self.boundaries if t in common), default=0)
+            if end:
+                shared[common[:end]] += 1
+        if not shared:
+            return
+        prefix = max(shared, key=lambda p: shared[p] * len(p))
+        n = encoded_lengths(self.tok, [prefix])[0]
+        if n < self.MIN_TOKENS:
+            return
+        k = len(prefix)
+        having = [t for t in texts if t.startswith(prefix)]
+        whole = encoded_lengths(self.tok, having)
+        rests = encoded_lengths(self.tok, [t[k:] for t in having])
+        if all(w == n + r for w, r in zip(whole, rests, strict=True)):
+            self.text, self.tokens = prefix, n
+
+
+def _piece_boundaries(tok: Any) -> tuple[str, ...]:
+    """The added tokens after which this tokenizer starts an independent piece; () when its
+    pieces depend on their position or the fast path of ``encoded_lengths`` is not taken."""
+    backend: Any = getattr(tok, "backend_tokenizer", None)
+    if backend is None or getattr(backend, "encode_batch_fast", None) is None:
+        return ()
+    if backend.truncation is not None or backend.padding is not None or backend.encode_special_tokens:
+        return ()
+    try:
+        spec = json.loads(backend.to_str())
+        added = backend.get_added_tokens_decoder().values()
+    except Exception:  # noqa: BLE001 - an unusual tokenizer: count whole texts
+        return ()
+    steps = json.dumps([spec.get("normalizer"), spec.get("pre_tokenizer")])
+    if "Metaspace" in steps or "Prepend" in steps:
+        return ()  # the first piece of a text gets a prefix the others do not
+    return tuple(t.content for t in added if t.content and not t.rstrip and not t.single_word)
 
 
 def _tiny_name() -> str:

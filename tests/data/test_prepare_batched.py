@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -27,17 +26,6 @@ pytest.importorskip("transformers")
 MAX_LEN = 120
 SYSTEM = "You are a helpful cook."
 LONG = " ".join(["simmer the onions slowly with butter and thyme"] * 30)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():  # the public path, as a user's script would load it
-    from transformers import AutoTokenizer
-
-    from ftpipe.models.tiny import ensure_tiny_model
-
-    repo = Path(__file__).resolve().parents[2]  # the shared cache of tests/conftest.py
-    cache = Path(os.environ.get("FTPIPE_TEST_CACHE", repo / ".pytest_cache" / "ftpipe-cache"))
-    return AutoTokenizer.from_pretrained(str(ensure_tiny_model(cache)))
 
 
 # --------------------------------------------------------------------------- tricky rows
