@@ -74,7 +74,7 @@ def main() -> None:
         t0 = time.perf_counter()
         after = generate_local(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=20)
         t_after = time.perf_counter() - t0
-        same = sum(a == b for a, b in zip(before, after))
+        same = sum(a == b for a, b in zip(before, after, strict=True))
         print(
             f"  round {rnd}: before (padded batches) {t_before:6.1f} s | after (continuous batching) "
             f"{t_after:6.1f} s | {t_before / t_after:4.1f}x | identical answers {same}/{len(prompts)} "

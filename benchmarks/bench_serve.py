@@ -160,7 +160,7 @@ def bench(label: str, folder: Path, n: int, max_tokens: int, logs: Path) -> None
     for what, rps, p50, p95, wall in rows:
         print(f"  {what:<52} {rps:7.2f} {p50:7.2f} {p95:7.2f} {wall:7.1f}")
     new, old = rows
-    pairs = list(zip(*answers.values()))
+    pairs = list(zip(*answers.values(), strict=True))
     same = sum(a.strip() == b.strip() for a, b in pairs)
     print(
         f"  ratio new/old: {new[1] / old[1]:.2f}x requests/s, p50 {new[2] / old[2]:.2f}x, p95 {new[3] / old[3]:.2f}x;"

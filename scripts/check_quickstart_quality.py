@@ -80,7 +80,7 @@ def _score(model, tok, prompts, references, cfg) -> float:
     from ftpipe.evaluation.metrics import token_f1
 
     answers = generate_local(model, tok, prompts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
-    return sum(token_f1(a.text, ref) for a, ref in zip(answers, references)) / len(references)
+    return sum(token_f1(a.text, ref) for a, ref in zip(answers, references, strict=True)) / len(references)
 
 
 def main() -> int:

@@ -4,7 +4,6 @@ run that still lists and shows."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -35,7 +35,7 @@ def test_batched_greedy_equals_unbatched(tiny) -> None:
     single = generate_local(model, tok, PROMPTS, max_new_tokens=6, batch_size=1)
     assert batched == single
     assert calls == [4, 5]
-    for gen, prompt in zip(batched, PROMPTS):
+    for gen, prompt in zip(batched, PROMPTS, strict=True):
         assert 1 <= gen.completion_tokens <= 6
         ids = tok.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True)
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
@@ -72,7 +72,7 @@ def test_reference_nll_matches_the_model_loss(tiny) -> None:
     model, tok = tiny
     batched = reference_nll(model, tok, PROMPTS, REFS, batch_size=3)
     single = reference_nll(model, tok, PROMPTS, REFS, batch_size=1)
-    for (s1, n1), (s2, n2) in zip(batched, single):
+    for (s1, n1), (s2, n2) in zip(batched, single, strict=True):
         assert n1 == n2 and s1 == pytest.approx(s2, rel=1e-4)
     # Hand check for one example: HF's mean loss over the answer tokens (incl. the end-of-turn marker).
     prompt_ids = tok(render_prompt(tok, PROMPTS[1]), add_special_tokens=False)["input_ids"]

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 import sleepy_plugin
+from ray_cluster import ray_cluster_fixture  # noqa: F401 - the module-scoped `ray_cluster` fixture
+
 from ftpipe import errors
 from tests.procs import sigint_default
-from ray_cluster import ray_cluster_fixture  # noqa: F401 - the module-scoped `ray_cluster` fixture
 
 REPO = Path(__file__).resolve().parents[2]
 FTPIPE = [sys.executable, "-c", "from ftpipe.cli import run_cli; run_cli()"]

@@ -114,7 +114,7 @@ def test_two_workers_train_like_one_worker_with_the_same_global_batch(ray_cluste
     losses = [h["loss"] for h in history if "loss" in h]
     losses1 = [h["loss"] for h in history1 if "loss" in h]
     assert len(losses) == len(losses1) == 6
-    for step, (a, b) in enumerate(zip(losses, losses1), start=1):
+    for step, (a, b) in enumerate(zip(losses, losses1, strict=True), start=1):
         assert abs(a - b) <= LOSS_TOLERANCE * b, f"step {step}: 2 workers {a:.4f} vs 1 worker {b:.4f}"
     assert losses[-1] < losses[0]  # it learned
     # one model, in the artifact, loadable

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftpipe.cli import main
-from ftpipe.cli import commands, more  # noqa: F401 - registers commands
+from ftpipe.cli import commands, main, more  # noqa: F401 - registers commands
 
 HERE = Path(__file__).parent / "malformed"
 CASES = sorted(HERE.glob("*.yaml"))

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from pydantic import BaseModel, ConfigDict
 
 from ftpipe import registry
-from ftpipe.contracts import TrainerCaps
 from ftpipe.cli import commands, main  # noqa: F401 - registers commands
+from ftpipe.contracts import TrainerCaps
 from ftpipe.spec.models import Secret
 from ftpipe.spec.secrets import is_secret_var, secret_paths, without_secrets
 

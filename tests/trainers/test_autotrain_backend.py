@@ -630,9 +630,8 @@ def test_step_failure_shows_the_last_lines(
 
 
 def test_preflight_exits_2_with_the_install_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ftpipe.trainers.autotrain_backend import AutoTrainBackend
-
     from ftpipe.preflight import PreflightContext
+    from ftpipe.trainers.autotrain_backend import AutoTrainBackend
 
     monkeypatch.setenv(autotrain_env.ENV_VAR, str(tmp_path / "missing"))
     ctx = PreflightContext(pipeline=None, base_dir=tmp_path, cache_dir=tmp_path, steps=frozenset({"train"}))

@@ -7,8 +7,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 from ftpipe.trainers.trl_args import Capabilities, SpeedSettings, speed_settings, training_config
 
 _spec = importlib.util.spec_from_file_location("trl_fakes", Path(__file__).with_name("trl_fakes.py"))
