@@ -222,8 +222,10 @@ def _piece_boundaries(tok: Any) -> tuple[str, ...]:
     backend: Any = getattr(tok, "backend_tokenizer", None)
     if backend is None or getattr(backend, "encode_batch_fast", None) is None:
         return ()
-    if backend.truncation is not None or backend.padding is not None or backend.encode_special_tokens:
+    if backend.truncation is not None or backend.padding is not None:
         return ()
+    if backend.encode_special_tokens or getattr(tok, "split_special_tokens", False):
+        return ()  # special tokens are tokenized as text: they split nothing
     try:
         spec = json.loads(backend.to_str())
         added = backend.get_added_tokens_decoder().values()

@@ -89,3 +89,14 @@ def test_a_tokenizer_that_treats_the_first_piece_differently_is_counted_whole() 
     forced.boundaries, forced.learned = ("<s>", "</s>"), False
     counts, cut_off = _count(forced, texts)
     assert forced.text is None and cut_off == 0 and counts == encoded_lengths(tok, texts)
+
+
+def test_a_tokenizer_that_tokenizes_special_tokens_as_text_is_counted_whole(tokenizer) -> None:
+    texts = _rendered(tokenizer, 64)
+    tokenizer.split_special_tokens = True
+    try:
+        prefix = SharedPrefix(tokenizer)
+        counts, cut_off = _count(prefix, texts)
+        assert prefix.text is None and cut_off == 0 and counts == encoded_lengths(tokenizer, texts)
+    finally:
+        tokenizer.split_special_tokens = False
