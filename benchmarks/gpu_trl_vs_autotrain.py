@@ -7,7 +7,9 @@ same run.
     python benchmarks/gpu_trl_vs_autotrain.py --cpu-smoke   # the built-in tiny model on CPU (checks the script)
 
 The job: the first --rows recipe rows, full fine-tuning, --epochs, batch --batch, sequences up
-to --seq tokens; bf16 where the GPU has it (else fp16) on all three sides. tokens/s = the
+to --seq tokens; bf16 where the GPU has it (else fp16) on all three sides; no checkpoints on
+any side (ftpipe's default, one every 50 steps, would save model and optimizer state inside
+train_runtime, which the other two do not). tokens/s = the
 rows' tokens (through the model's chat template, capped at --seq) x epochs / the trainer's own
 train_runtime: AutoTrain packs rows into blocks, so samples/s would not compare, tokens do.
 Each side's wall time (process start to exit) is printed too.
@@ -44,6 +46,7 @@ trainer:
   backend: trl
   method: sft
   peft: {{type: none}}
+  checkpoint: {{every_steps: null}}
   hyperparameters: {{epochs: {epochs}, learning_rate: {lr}, batch_size: {batch}, max_seq_length: {seq},
                     warmup_ratio: 0.0, mixed_precision: auto}}
 """

@@ -158,26 +158,6 @@ def _load_model(
     return model, tokenizer, added
 
 
-def _choose_cpu_threads(log: Callable[[str], None]) -> None:
-    """PyTorch uses one thread per core, which assumes an idle machine: on a busy CPU its
-    threads wait on each other and training runs several times slower (3.7x measured with
-    2 threads on 2 cores at load 3). Use the cores left free instead, unless the user chose
-    (OMP_NUM_THREADS) or a GPU trains."""
-    import torch
-
-    if torch.cuda.is_available() or os.environ.get("OMP_NUM_THREADS") or not hasattr(os, "getloadavg"):
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    busy = os.getloadavg()[0]
-    threads = max(1, min(cores, round(cores - busy)))
-    if threads < torch.get_num_threads():
-        torch.set_num_threads(threads)
-        log(
-            f"CPU busy (load {busy:.1f} on {cores} cores): training with {threads} thread(s); "
-            "set OMP_NUM_THREADS to choose"
-        )
-
-
 @contextmanager
 def _env_default(name: str, value: str) -> Iterator[None]:
     """``name=value`` in the environment for the block, unless the user set it."""
@@ -238,13 +218,14 @@ def run_job(
 
     from ftpipe.heap import frozen_heap
     from ftpipe.trainers import trl_args
+    from ftpipe.trainers.cpu_threads import choose_cpu_threads
     from ftpipe.trainers.trl_data import load_split
 
     if job.peft["type"] == "qlora":
         trl_args.check_qlora_available()
     trl_args.check_report_to(job.report_to)
     set_seed(job.seed)
-    _choose_cpu_threads(log)
+    choose_cpu_threads(log)
     _quiet_progress_bars()
     speed = trl_args.speed_settings(
         trl_args.Capabilities.detect(),
