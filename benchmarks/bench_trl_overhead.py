@@ -200,12 +200,12 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from ftpipe.trainers.trl_job import _choose_cpu_threads
+    from ftpipe.trainers.cpu_threads import choose_cpu_threads
 
     if args.threads:
         torch.set_num_threads(args.threads)
     else:
-        _choose_cpu_threads(print)
+        choose_cpu_threads(print)
     # Both sides train with the same threads: the backend keeps an explicit OMP_NUM_THREADS.
     os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     print(f"torch threads: {torch.get_num_threads()}")
