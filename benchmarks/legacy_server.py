@@ -11,7 +11,7 @@ import json
 import os
 import secrets as _secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -45,7 +45,7 @@ def _eos_ids(lm: LoadedModel) -> set[int]:
     return ids
 
 
-def generate(lm: LoadedModel, req: Request, outcome: Outcome) -> Iterator[str]:
+def generate(lm: LoadedModel, req: Request, outcome: Outcome) -> Generator[str, None, None]:
     """Yield the completion's text in pieces; fills ``outcome`` as it goes. Stop strings are
     never yielded: text that could begin one is held back until it cannot."""
     import torch
@@ -283,6 +283,7 @@ def main() -> None:
     lm = load_model(Path(folder), name)
     server = make_server(lm, "127.0.0.1", 0)
     host, port = server.server_address[:2]
+    host = host.decode() if isinstance(host, bytes) else host
     print(f"serving model '{name}' at http://{host}:{port}/v1 (legacy)", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
