@@ -5,11 +5,13 @@ wait on each other and training runs several times slower (3.7x measured with 2 
 2 cores at load 3). So a CPU job uses the cores that other processes leave free, unless the
 user chose (``OMP_NUM_THREADS``) or a GPU trains.
 
-What the others use is measured now, over a fraction of a second (``/proc/stat``, on this
-process's cores, less this process's own CPU time), not read from the 1-minute load
-average: that average still counts work that has just ended, such as the prepare step
-that ran seconds before, and halved the threads of a 2-core machine at a load of 0.6.
-Where ``/proc/stat`` is missing (macOS) the load average is all there is.
+What the others use is measured now (``/proc/stat``, on this process's cores, less this
+process's own CPU time), not read from the 1-minute load average: that average still
+counts work that has just ended, such as the prepare step that ran seconds before, and
+halved the threads of a 2-core machine at a load of 0.6. The training job starts measuring
+before it loads the model and data and decides just before it trains, so the measurement
+costs no waiting unless loading took under ``MIN_WINDOW_S``. Where ``/proc/stat`` is
+missing (macOS) the load average is all there is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 
-WINDOW_S = 0.25
+MIN_WINDOW_S = 0.25  # /proc/stat counts in ticks of 10 ms: a shorter window is too coarse
 TAKEN = 0.75  # a core counts as taken by others when they keep it this busy
 
 
@@ -50,21 +52,35 @@ def _cpu_times(cores: list[int]) -> tuple[int, int] | None:
     return (total, idle) if seen == len(wanted) else None
 
 
-def busy_elsewhere(window_s: float = WINDOW_S) -> float | None:
-    """Cores of this process's CPU set that other processes keep busy right now (0.0 to
-    the number of cores); None where it cannot be measured."""
-    cores = allowed_cores()
-    before, own_before = _cpu_times(cores), time.process_time()
-    if before is None:
-        return None
-    time.sleep(window_s)
-    after, own_after = _cpu_times(cores), time.process_time()
-    if after is None or after[0] <= before[0]:
-        return None
-    ticks, idle = after[0] - before[0], after[1] - before[1]
-    busy = (ticks - idle) / ticks * len(cores)
-    own = (own_after - own_before) / window_s
-    return max(0.0, min(float(len(cores)), busy - own))
+class BusyElsewhere:
+    """Measures, from when it is made, how many cores of this process's CPU set other
+    processes keep busy."""
+
+    def __init__(self) -> None:
+        self.cores = allowed_cores()
+        self.since = time.monotonic()
+        self.own = time.process_time()  # this process's CPU time, all its threads
+        self.ticks = _cpu_times(self.cores)
+
+    def now(self, min_window_s: float = MIN_WINDOW_S) -> float | None:
+        """Cores busy elsewhere since this was made (0.0 to the number of cores), waiting
+        until at least ``min_window_s`` has passed; None where it cannot be measured."""
+        if self.ticks is None:
+            return None
+        left = min_window_s - (time.monotonic() - self.since)
+        if left > 0:
+            time.sleep(left)
+        after, own, elapsed = _cpu_times(self.cores), time.process_time(), time.monotonic() - self.since
+        if after is None or after[0] <= self.ticks[0]:
+            return None
+        ticks, idle = after[0] - self.ticks[0], after[1] - self.ticks[1]
+        busy = (ticks - idle) / ticks * len(self.cores)
+        return max(0.0, min(float(len(self.cores)), busy - (own - self.own) / elapsed))
+
+
+def busy_elsewhere(window_s: float = MIN_WINDOW_S) -> float | None:
+    """Cores other processes keep busy over the next ``window_s`` seconds."""
+    return BusyElsewhere().now(window_s)
 
 
 def threads_for(cores: int, others: float) -> int:
@@ -72,14 +88,15 @@ def threads_for(cores: int, others: float) -> int:
     return max(1, min(cores, cores - int(others + (1 - TAKEN))))
 
 
-def choose_cpu_threads(log: Callable[[str], None]) -> None:
-    """Lower torch's thread count to the cores left free (see the module docstring)."""
+def choose_cpu_threads(log: Callable[[str], None], measuring: BusyElsewhere | None = None) -> None:
+    """Lower torch's thread count to the cores left free (see the module docstring), as
+    ``measuring`` has seen them since it was made (else over the next ``MIN_WINDOW_S``)."""
     import torch
 
     if torch.cuda.is_available() or os.environ.get("OMP_NUM_THREADS"):
         return
     cores = len(allowed_cores())
-    others = busy_elsewhere()
+    others = (measuring or BusyElsewhere()).now()
     how = "busy now"
     if others is None:
         if not hasattr(os, "getloadavg"):

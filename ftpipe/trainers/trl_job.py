@@ -218,14 +218,14 @@ def run_job(
 
     from ftpipe.heap import frozen_heap
     from ftpipe.trainers import trl_args
-    from ftpipe.trainers.cpu_threads import choose_cpu_threads
+    from ftpipe.trainers.cpu_threads import BusyElsewhere, choose_cpu_threads
     from ftpipe.trainers.trl_data import load_split
 
     if job.peft["type"] == "qlora":
         trl_args.check_qlora_available()
     trl_args.check_report_to(job.report_to)
     set_seed(job.seed)
-    choose_cpu_threads(log)
+    cpu_load = BusyElsewhere()  # measured while the model and data load; decided before training
     _quiet_progress_bars()
     speed = trl_args.speed_settings(
         trl_args.Capabilities.detect(),
@@ -272,6 +272,7 @@ def run_job(
         )
     if wrap is not None:
         trainer = wrap(trainer)
+    choose_cpu_threads(log, cpu_load)
     # Log lines go through ``log``; transformers would also print every log dict to stdout.
     trainer.remove_callback(PrinterCallback)
     resume = resume_from or latest_checkpoint(Path(job.checkpoint_dir), prune=trainer.is_world_process_zero())
