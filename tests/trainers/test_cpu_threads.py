@@ -25,8 +25,10 @@ def test_a_core_counts_as_taken_when_others_keep_it_three_quarters_busy() -> Non
 
 @pytest.fixture
 def spinner() -> Iterator[subprocess.Popen]:
-    """Another process keeping one core busy."""
-    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    """Another process keeping one core busy (for a minute at most, should the test's
+    process die before it is killed)."""
+    spin = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
     time.sleep(0.3)  # started and spinning
     yield proc
     proc.kill()
