@@ -44,21 +44,30 @@ def record_messages(rec: dict) -> int:
     return 0
 
 
-def encoded_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
-    """``len(tokenizer(text, add_special_tokens=False)["input_ids"])`` for each text. Straight
-    through the Rust tokenizer when the transformers wrapper would add nothing (no truncation,
-    no padding): it skips building offsets and Python encodings, a third of the time."""
-    if not texts:
-        return []
+def rust_backend(tokenizer: Any) -> Any | None:
+    """The Rust tokenizer behind ``tokenizer`` when calling it directly counts what the
+    transformers wrapper would (no truncation, no padding, special tokens treated alike);
+    None otherwise."""
     backend: Any = getattr(tokenizer, "backend_tokenizer", None)
-    fast = getattr(backend, "encode_batch_fast", None)
     if (
-        fast is not None
+        getattr(backend, "encode_batch_fast", None) is not None
         and backend.truncation is None
         and backend.padding is None
         and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
     ):
-        return [len(e) for e in fast(texts, add_special_tokens=False)]
+        return backend
+    return None
+
+
+def encoded_lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    """``len(tokenizer(text, add_special_tokens=False)["input_ids"])`` for each text. Straight
+    through the Rust tokenizer where ``rust_backend`` allows: it skips building offsets and
+    Python encodings, a third of the time."""
+    if not texts:
+        return []
+    backend = rust_backend(tokenizer)
+    if backend is not None:
+        return [len(e) for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -219,13 +228,9 @@ class SharedPrefix:
 def _piece_boundaries(tok: Any) -> tuple[str, ...]:
     """The added tokens after which this tokenizer starts an independent piece; () when its
     pieces depend on their position or the fast path of ``encoded_lengths`` is not taken."""
-    backend: Any = getattr(tok, "backend_tokenizer", None)
-    if backend is None or getattr(backend, "encode_batch_fast", None) is None:
-        return ()
-    if backend.truncation is not None or backend.padding is not None:
-        return ()
-    if backend.encode_special_tokens or getattr(tok, "split_special_tokens", False):
-        return ()  # special tokens are tokenized as text: they split nothing
+    backend = rust_backend(tok)
+    if backend is None or backend.encode_special_tokens:
+        return ()  # the wrapper's counts, or special tokens tokenized as text: they split nothing
     try:
         spec = json.loads(backend.to_str())
         added = backend.get_added_tokens_decoder().values()

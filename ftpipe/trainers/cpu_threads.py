@@ -78,11 +78,6 @@ class BusyElsewhere:
         return max(0.0, min(float(len(self.cores)), busy - (own - self.own) / elapsed))
 
 
-def busy_elsewhere(window_s: float = MIN_WINDOW_S) -> float | None:
-    """Cores other processes keep busy over the next ``window_s`` seconds."""
-    return BusyElsewhere().now(window_s)
-
-
 def threads_for(cores: int, others: float) -> int:
     """Threads for a job on ``cores`` cores when others keep ``others`` of them busy."""
     return max(1, min(cores, cores - int(others + (1 - TAKEN))))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from ftpipe.trainers import cpu_threads
-from ftpipe.trainers.cpu_threads import allowed_cores, busy_elsewhere, choose_cpu_threads, threads_for
+from ftpipe.trainers.cpu_threads import BusyElsewhere, allowed_cores, choose_cpu_threads, threads_for
 
 needs_proc_stat = pytest.mark.skipif(
     cpu_threads._cpu_times(allowed_cores()) is None, reason="no /proc/stat (not Linux): the load average is used"
@@ -37,7 +37,7 @@ def spinner() -> Iterator[subprocess.Popen]:
 
 @needs_proc_stat
 def test_another_process_keeping_a_core_busy_is_seen(spinner: subprocess.Popen) -> None:
-    others = busy_elsewhere()
+    others = BusyElsewhere().now()
     # at least the spinner's core; more on a loaded machine, never more than there are cores
     assert others is not None and 0.75 <= others <= len(allowed_cores())
 
